@@ -1,0 +1,3 @@
+from encfs.cli import main
+
+main()

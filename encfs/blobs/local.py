@@ -1,0 +1,77 @@
+"""Blobs as files under STORE/blobs/ab/cdef…, named by their sha256."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class LocalBlobReader:
+    """An open blob file. It stays readable after the blob is deleted, which is
+    what keeps a file unlinked while open readable until it is closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool = root.parent / "spool"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(parents=True, exist_ok=True)
+
+    def spool_dir(self) -> Path:
+        return self.spool
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:]
+
+    def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
+        target = self.path(sha)
+        target.parent.mkdir(exist_ok=True)
+        os.rename(spool_path, target)
+        if durable:
+            _fsync_dir(target.parent)
+
+    def open_reader(self, sha: str) -> LocalBlobReader:
+        return LocalBlobReader(self.path(sha))
+
+    def copy_into(self, sha: str, fd: int) -> None:
+        with open(self.path(sha), "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            copied = 0
+            while copied < size:
+                n = os.copy_file_range(src.fileno(), fd, size - copied, copied, copied)
+                if n == 0:
+                    break
+                copied += n
+
+    def delete(self, sha: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(sha))
+
+    def list(self) -> Iterator[str]:
+        if not self.root.exists():
+            return
+        for sub in self.root.iterdir():
+            for entry in sub.iterdir():
+                yield sub.name + entry.name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

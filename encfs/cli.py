@@ -1,0 +1,389 @@
+"""The `encfs` command line: click commands over the same service the mount uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from encfs.errors import EncfsError, NotFound, StoreError
+from encfs.logs import setup_logging
+from encfs.model import Actor, Folder, Item, Kind
+from encfs.store import init_store, locate, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+MOUNT_WAIT_SECONDS = 15.0
+
+
+def store_option(command: F) -> F:
+    return click.option(
+        "--store", "store_dir", type=click.Path(path_type=Path), default=None,
+        help="Store directory (default: $ENCFS_STORE, else the user data directory).",
+    )(command)
+
+
+@contextmanager
+def service_for(store_dir: Path | None) -> Iterator[Any]:
+    """Open the store and the service; turn domain errors into a message and exit code."""
+    from encfs.service import FilesService
+
+    try:
+        store = open_store(locate(store_dir))
+    except EncfsError as exc:
+        fail(exc)
+    setup_logging(store.log_path, to_stderr=False)
+    try:
+        yield FilesService(store)
+    except EncfsError as exc:
+        fail(exc)
+    finally:
+        store.close()
+
+
+def fail(exc: EncfsError) -> None:
+    click.echo(f"encfs: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def files_path(service: Any, argument: str) -> str:
+    """A Files path, or a local path inside a mount of this store, as a Files path."""
+    local = Path(argument)
+    if os.path.lexists(local):
+        absolute = Path(os.path.abspath(local))
+        mount = absolute
+        while not os.path.ismount(mount) and mount != mount.parent:
+            mount = mount.parent
+        marker = mount / ".encfs" / "store-id"
+        try:
+            if marker.read_text().strip() == service.store.store_id:
+                return "/" + str(absolute.relative_to(mount)).strip(".")
+        except OSError:
+            pass
+    return "/" + argument.strip("/")
+
+
+@click.group()
+@click.version_option(package_name="encfs")
+def main() -> None:
+    """encfs: Encord Files as a drive. Folders of images, videos and DICOM, search and
+    details, from a FUSE mount or from these commands."""
+
+
+@main.command()
+@store_option
+def init(store_dir: Path | None) -> None:
+    """Create a new, empty store."""
+    path = locate(store_dir)
+    try:
+        init_store(path)
+    except EncfsError as exc:
+        fail(exc)
+    click.echo(f"created store {path}")
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@store_option
+@click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
+@click.option("--debug", is_flag=True, help="Print every FUSE call (with --foreground).")
+def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool) -> None:
+    """Mount the store at MOUNTPOINT (an empty directory)."""
+    from encfs.fs.mount import check_mountpoint, serve
+
+    store_path = locate(store_dir)
+    mountpoint = mountpoint.absolute()
+    try:
+        open_store(store_path).close()
+        check_mountpoint(mountpoint)
+        if foreground:
+            setup_logging(store_path / "log" / "encfs.log", to_stderr=True)
+            serve(store_path, mountpoint, debug=debug)
+            return
+    except EncfsError as exc:
+        fail(exc)
+    start_background_mount(store_path, mountpoint)
+
+
+def start_background_mount(store_path: Path, mountpoint: Path) -> None:
+    """Start `encfs mount --foreground` detached and return once the mount answers."""
+    with tempfile.TemporaryFile() as startup_log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "encfs", "mount", "--foreground", "--store", str(store_path),
+             str(mountpoint)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=startup_log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + MOUNT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if os.path.ismount(mountpoint):
+                click.echo(f"mounted {store_path} at {mountpoint} (pid {daemon.pid})")
+                return
+            if daemon.poll() is not None:
+                break
+            time.sleep(0.05)
+        startup_log.seek(0)
+        detail = startup_log.read().decode(errors="replace").strip().splitlines()
+    if daemon.poll() is None:
+        daemon.terminate()
+    reason = detail[-1] if detail else "the mount did not come up"
+    fail(StoreError(f"could not mount at {mountpoint}: {reason}"))
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+def umount(mountpoint: Path) -> None:
+    """Unmount a mounted store."""
+    if not os.path.ismount(mountpoint):
+        fail(StoreError(f"{mountpoint} is not mounted"))
+    done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(StoreError(f"could not unmount {mountpoint}: {done.stderr.strip()}"))
+    click.echo(f"unmounted {mountpoint}")
+
+
+# ---------------------------------------------------------------- folders
+
+
+@main.group()
+def folder() -> None:
+    """Create, list, remove and move folders."""
+
+
+@folder.command("create")
+@click.argument("path")
+@click.option("--description", default="", help="What the folder holds.")
+@click.option("--metadata", default=None, help="Client metadata, a JSON object.")
+@click.option("--parents", "-p", is_flag=True, help="Create missing parent folders too.")
+@store_option
+def folder_create(path: str, description: str, metadata: str | None, parents: bool,
+                  store_dir: Path | None) -> None:
+    """Create a folder."""
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        target = files_path(service, path)
+        client_metadata = parse_metadata(metadata)
+        if parents:
+            create_parents(service, actor, target)
+        created = service.create_folder(actor, target, 0o755, description, client_metadata)
+        click.echo(f"created folder {service.path_of(actor, created.id)}")
+
+
+def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    return value
+
+
+def create_parents(service: Any, actor: Actor, path: str) -> None:
+    parts = [p for p in path.split("/") if p][:-1]
+    for depth in range(1, len(parts) + 1):
+        partial = "/" + "/".join(parts[:depth])
+        try:
+            service.lookup(actor, partial)
+        except NotFound:
+            service.create_folder(actor, partial)
+
+
+@folder.command("list")
+@click.argument("path", default="/")
+@store_option
+def folder_list(path: str, store_dir: Path | None) -> None:
+    """List the folders in a folder (the root by default)."""
+    with service_for(store_dir) as service:
+        for node in service.list_folder(Actor.local(), files_path(service, path)):
+            if isinstance(node, Folder):
+                suffix = f"  {node.description}" if node.description else ""
+                click.echo(f"{node.name}/{suffix}")
+
+
+@folder.command("rm")
+@click.argument("path")
+@click.option("--recursive", "-r", is_flag=True, help="Remove everything in it too.")
+@store_option
+def folder_rm(path: str, recursive: bool, store_dir: Path | None) -> None:
+    """Remove a folder (it must be empty unless --recursive)."""
+    with service_for(store_dir) as service:
+        target = files_path(service, path)
+        node = service.lookup(Actor.local(), target)
+        if not isinstance(node, Folder):
+            fail(EncfsError("not a folder; remove files with `encfs rm`", target))
+        removed = service.remove_folder(Actor.local(), target, recursive=recursive)
+        click.echo(f"removed folder {target}" + (f" and {removed} files" if removed else ""))
+
+
+@folder.command("mv")
+@click.argument("source")
+@click.argument("target")
+@store_option
+def folder_mv(source: str, target: str, store_dir: Path | None) -> None:
+    """Move or rename a folder."""
+    with service_for(store_dir) as service:
+        src = files_path(service, source)
+        if not isinstance(service.lookup(Actor.local(), src), Folder):
+            fail(EncfsError("not a folder; move files with `encfs mv`", src))
+        move_into(service, src, files_path(service, target))
+
+
+def move_into(service: Any, source: str, target: str) -> None:
+    """Like mv: a target that is an existing folder receives the source inside it."""
+    actor = Actor.local()
+    try:
+        existing = service.lookup(actor, target)
+    except NotFound:
+        existing = None
+    if isinstance(existing, Folder):
+        target = target.rstrip("/") + "/" + source.rstrip("/").rsplit("/", 1)[-1]
+    moved = service.move(actor, source, target)
+    click.echo(f"moved {source} -> {service.path_of(actor, moved.id)}")
+
+
+# ---------------------------------------------------------------- files
+
+
+@main.command()
+@click.argument("folder_path", metavar="FOLDER")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--replace", is_flag=True, help="Give existing files of the same name new content.")
+@store_option
+def upload(folder_path: str, files: tuple[Path, ...], replace: bool, store_dir: Path | None) -> None:
+    """Upload local FILES into FOLDER, with a progress bar."""
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        target = files_path(service, folder_path)
+        if not isinstance(service.lookup(actor, target), Folder):
+            fail(EncfsError("not a folder", target))
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            fail(NotFound("not local files: " + ", ".join(missing)))
+        total = sum(f.stat().st_size for f in files)
+        with click.progressbar(length=total, label=f"uploading {len(files)} files",
+                               file=sys.stderr, show_pos=False) as bar:
+            for local in files:
+                service.upload(actor, target, local, replace=replace)
+                bar.update(local.stat().st_size)
+        click.echo(f"uploaded {len(files)} files ({human_size(total)}) to {target}")
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+@main.command("ls")
+@click.argument("path", default="/")
+@click.option("--long", "-l", "long_format", is_flag=True, help="Kind, size and modification time.")
+@store_option
+def ls(path: str, long_format: bool, store_dir: Path | None) -> None:
+    """List a folder."""
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        target = files_path(service, path)
+        node = service.lookup(actor, target)
+        nodes = service.list_folder(actor, target) if isinstance(node, Folder) else [node]
+        for child in nodes:
+            click.echo(describe_line(child) if long_format else child.name + ("/" if child.is_folder else ""))
+
+
+def describe_line(node: Folder | Item) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.mtime_ns / 1e9))
+    if isinstance(node, Folder):
+        return f"{'folder':<14} {'-':>10}  {when}  {node.name}/"
+    return f"{node.media.kind.value:<14} {node.size:>10}  {when}  {node.name}"
+
+
+@main.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def info(path: str, as_json: bool, store_dir: Path | None) -> None:
+    """Show the details of a file or folder."""
+    with service_for(store_dir) as service:
+        details = service.info(Actor.local(), files_path(service, path))
+        if as_json:
+            click.echo(json.dumps(details, indent=2, sort_keys=True))
+            return
+        for key, value in details.items():
+            if isinstance(value, dict):
+                value = json.dumps(value, sort_keys=True) if value else "-"
+            click.echo(f"{key + ':':<17} {value}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--kind", type=click.Choice([k.value for k in Kind]), default=None, help="Only this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@store_option
+def search(query: str, kind: str | None, as_json: bool, store_dir: Path | None) -> None:
+    """Find files whose name contains QUERY, in every folder."""
+    with service_for(store_dir) as service:
+        hits = service.search(Actor.local(), query, Kind(kind) if kind else None)
+        out = click.get_text_stream("stdout")
+        for hit in hits:
+            if as_json:
+                out.write(json.dumps({"path": hit.path, "kind": hit.item.media.kind.value,
+                                      "size": hit.item.size}) + "\n")
+            else:
+                out.write(hit.path + "\n")
+        if not hits:
+            click.echo(f"no files match '{query}'", err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--recursive", "-r", is_flag=True, help="Remove folders and what they hold.")
+@store_option
+def rm(paths: tuple[str, ...], recursive: bool, store_dir: Path | None) -> None:
+    """Remove files (and folders with -r)."""
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        for path in paths:
+            target = files_path(service, path)
+            node = service.lookup(actor, target)
+            if isinstance(node, Folder):
+                if not recursive:
+                    fail(EncfsError("is a folder; use -r to remove it and what it holds", target))
+                service.remove_folder(actor, target, recursive=True)
+            else:
+                service.remove_item(actor, target)
+            click.echo(f"removed {target}")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target")
+@store_option
+def mv(source: str, target: str, store_dir: Path | None) -> None:
+    """Move or rename a file or folder (into TARGET if it is a folder)."""
+    with service_for(store_dir) as service:
+        move_into(service, files_path(service, source), files_path(service, target))
+
+
+@main.command()
+@store_option
+def errors(store_dir: Path | None) -> None:
+    """Show your latest refusals (what /.encfs/errors shows on the mount)."""
+    with service_for(store_dir) as service:
+        for line in service.refusals(Actor.local()):
+            click.echo(line)
+
+
+logging.getLogger("encfs").addHandler(logging.NullHandler())

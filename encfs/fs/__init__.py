@@ -1,0 +1,1 @@
+"""The FUSE mount: a thin adapter over the Files service."""

@@ -1,0 +1,105 @@
+"""The hidden control entries at the mount root: reachable by name, never listed.
+
+    /.encfs/errors     the calling user's latest refusals, one line each
+    /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
+    /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+
+from encfs.errors import NotFound
+from encfs.model import Actor
+from encfs.service import FilesService
+
+CONTROL_NAMES = (".encfs", ".search")
+CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
+
+
+def control_inode(path: str) -> int:
+    return CONTROL_INODES | zlib.crc32(path.encode())
+SEARCH_CACHE_SECONDS = 1.0
+
+
+@dataclass
+class ControlEntry:
+    mode: int
+    size: int = 0
+    target: str = ""
+
+
+class ControlTree:
+    def __init__(self, service: FilesService) -> None:
+        self.service = service
+        self._searches: dict[str, tuple[float, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self.mounted_ns = time.time_ns()
+
+    @staticmethod
+    def owns(path: str) -> bool:
+        top = path[1:].split("/", 1)[0]
+        return top in CONTROL_NAMES
+
+    def entry(self, actor: Actor, path: str) -> ControlEntry:
+        parts = path.strip("/").split("/")
+        directory = ControlEntry(mode=stat.S_IFDIR | 0o555)
+        if len(parts) == 1:
+            return directory
+        if parts[0] == ".encfs" and len(parts) == 2 and parts[1] in ("errors", "store-id"):
+            return ControlEntry(mode=stat.S_IFREG | 0o444)
+        if parts[0] == ".search" and len(parts) == 2:
+            return directory
+        if parts[0] == ".search" and len(parts) == 3:
+            links = self.search_links(actor, parts[1])
+            if parts[2] in links:
+                target = links[parts[2]]
+                return ControlEntry(mode=stat.S_IFLNK | 0o777, size=len(target.encode()), target=target)
+        raise NotFound("no such control entry", path)
+
+    def list(self, actor: Actor, path: str) -> list[tuple[str, ControlEntry]]:
+        parts = path.strip("/").split("/")
+        if parts == [".encfs"]:
+            return [(name, self.entry(actor, f"/.encfs/{name}")) for name in ("errors", "store-id")]
+        if parts[0] == ".search" and len(parts) == 2:
+            return [
+                (name, ControlEntry(mode=stat.S_IFLNK | 0o777, size=len(t.encode()), target=t))
+                for name, t in self.search_links(actor, parts[1]).items()
+            ]
+        return []
+
+    def content(self, actor: Actor, path: str) -> bytes:
+        if path == "/.encfs/errors":
+            lines = self.service.refusals(actor)
+            return "".join(line + "\n" for line in lines).encode()
+        if path == "/.encfs/store-id":
+            return (self.service.store.store_id + "\n").encode()
+        raise NotFound("not a control file", path)
+
+    def search_links(self, actor: Actor, query: str) -> dict[str, str]:
+        """Link name -> relative target. Names repeat across folders, so a repeated
+        name gets the item's id before its extension: `a~17.jpg`."""
+        with self._lock:
+            cached = self._searches.get(query)
+            if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
+                return cached[1]
+        hits = self.service.search(actor, query)
+        counts: dict[str, int] = {}
+        for hit in hits:
+            counts[hit.item.name] = counts.get(hit.item.name, 0) + 1
+        links: dict[str, str] = {}
+        for hit in hits:
+            name = hit.item.name
+            if counts[name] > 1:
+                stem, dot, ext = name.rpartition(".")
+                name = f"{stem}~{hit.item.id}.{ext}" if dot and stem else f"{name}~{hit.item.id}"
+            links[name] = "../.." + hit.path
+        with self._lock:
+            self._searches[query] = (time.monotonic(), links)
+            if len(self._searches) > 64:
+                self._searches.pop(next(iter(self._searches)))
+        return links

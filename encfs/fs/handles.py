@@ -1,0 +1,151 @@
+"""Open files of one mount.
+
+All descriptors of one item in this mount share one `OpenFile`, as they share one
+inode on a local disk: a write through one is read at once through the others. The
+first write starts a draft (see draft.py); `flush` (every close) and `fsync` hand it
+to the service, which commits it. The committed content is read through a blob
+reader opened at `open`, so a file removed while open stays readable until closed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from encfs.blobs.base import BlobReader
+from encfs.draft import Draft
+from encfs.errors import NoSpace
+from encfs.model import Actor, Item
+from encfs.service import FilesService
+
+
+@dataclass
+class OpenFile:
+    item: Item
+    reader: BlobReader | None = None
+    draft: Draft | None = None
+    handles: int = 0
+    mtime_override: int | None = None
+    lost_to_full_disk: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def size(self) -> int:
+        return self.draft.size if self.draft is not None else self.item.size
+
+    def read(self, size: int, offset: int) -> bytes:
+        if self.draft is not None:
+            return self.draft.read(size, offset)
+        if self.reader is None:
+            return b""
+        return self.reader.pread(size, offset)
+
+    def close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+class OpenFiles:
+    """Handle number -> OpenFile, and item id -> OpenFile."""
+
+    def __init__(self, service: FilesService) -> None:
+        self.service = service
+        self._by_handle: dict[int, OpenFile] = {}
+        self._by_item: dict[int, OpenFile] = {}
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def open(self, actor: Actor, path: str, item: Item, truncate: bool) -> int:
+        with self._lock:
+            opened = self._by_item.get(item.id)
+            if opened is None:
+                opened = self._by_item[item.id] = OpenFile(item=item)
+            opened.handles += 1
+            number = next(self._numbers)
+            self._by_handle[number] = opened
+        try:
+            with opened.lock:
+                if truncate:
+                    self._ensure_draft(actor, opened, keep_content=False)
+                    self.service.truncate_draft(actor, path, opened.draft, 0)  # type: ignore[arg-type]
+                elif opened.reader is None and opened.draft is None:
+                    opened.reader = self.service.open_reader(actor, item)
+        except BaseException:
+            self.release(number)
+            raise
+        return number
+
+    def get(self, number: int) -> OpenFile:
+        return self._by_handle[number]
+
+    def find(self, number: int) -> OpenFile | None:
+        return self._by_handle.get(number)
+
+    def for_item(self, item_id: int) -> OpenFile | None:
+        return self._by_item.get(item_id)
+
+    def _ensure_draft(self, actor: Actor, opened: OpenFile, keep_content: bool) -> Draft:
+        if opened.draft is None:
+            opened.draft = self.service.start_draft(actor, opened.item, keep_content)
+        return opened.draft
+
+    def write(self, actor: Actor, path: str, opened: OpenFile, data: bytes, offset: int) -> int:
+        with opened.lock:
+            draft = self._ensure_draft(actor, opened, keep_content=True)
+            try:
+                written = self.service.write(actor, path, draft, data, offset)
+            except NoSpace:
+                opened.lost_to_full_disk = True
+                raise
+            opened.mtime_override = None
+            return written
+
+    def truncate(self, actor: Actor, path: str, opened: OpenFile, length: int) -> None:
+        with opened.lock:
+            draft = self._ensure_draft(actor, opened, keep_content=length > 0)
+            self.service.truncate_draft(actor, path, draft, length)
+            opened.mtime_override = None
+
+    def set_mtime(self, opened: OpenFile, mtime_ns: int) -> None:
+        """utimens while a draft is pending: the commit keeps this mtime."""
+        with opened.lock:
+            if opened.draft is not None:
+                opened.mtime_override = mtime_ns
+
+    def commit(self, actor: Actor, path: str, opened: OpenFile, durable: bool) -> None:
+        with opened.lock:
+            draft = opened.draft
+            if draft is None:
+                if durable:
+                    self.service.sync()
+                return
+            opened.draft = None
+            if opened.lost_to_full_disk:
+                opened.lost_to_full_disk = False
+                draft.discard()
+                raise NoSpace("no space left on the store's disk; the file keeps its previous content", path)
+            mtime = opened.mtime_override
+            opened.mtime_override = None
+            committed = self.service.commit(actor, path, opened.item.id, draft, durable, mtime)
+            if committed is None:  # removed while open: the draft was the last copy
+                return
+            opened.close_reader()
+            opened.item = committed
+            opened.reader = self.service.open_reader(actor, committed)
+
+    def release(self, number: int) -> None:
+        with self._lock:
+            opened = self._by_handle.pop(number, None)
+            if opened is None:
+                return
+            opened.handles -= 1
+            if opened.handles > 0:
+                return
+            self._by_item.pop(opened.item.id, None)
+        with opened.lock:
+            if opened.draft is not None:  # a flush failed: nothing half-stored remains
+                opened.draft.discard()
+                opened.draft = None
+            opened.close_reader()

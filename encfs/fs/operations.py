@@ -1,0 +1,353 @@
+"""The FUSE adapter: translate each system call into a service call and each domain
+error into its errno. No rule of the product lives here."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import mfusepy
+
+from encfs.errors import EncfsError
+from encfs.fs.control import ControlEntry, ControlTree, control_inode
+from encfs.fs.handles import OpenFiles
+from encfs.model import ROOT_ID, Actor, Folder, Item, Node
+from encfs.service import FilesService
+
+log = logging.getLogger("encfs")
+
+F = TypeVar("F", bound=Callable[..., Any])
+BLOCK = 4096
+IO_BLOCK = 1 << 20
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+FIRST_CONTROL_HANDLE = 1 << 62  # control files' handles; the open files' count up from 1
+
+
+def translated(method: F) -> F:
+    """Domain errors become their errno; anything unexpected is logged and is EIO."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except EncfsError as exc:
+            raise mfusepy.FuseOSError(exc.errno) from None
+        except mfusepy.FuseOSError:
+            raise
+        except OSError as exc:
+            log.error("%s failed: %s", method.__name__, exc)
+            raise mfusepy.FuseOSError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("fault in %s", method.__name__)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+
+    return call  # type: ignore[return-value]
+
+
+def caller() -> Actor:
+    uid, gid, _pid = mfusepy.fuse_get_context()
+    return Actor.from_ids(uid, gid)
+
+
+def node_attributes(node: Node, size: int | None = None) -> dict[str, int]:
+    attrs = {
+        "st_ino": node.id, "st_mode": node.mode, "st_uid": node.uid, "st_gid": node.gid,
+        "st_atime": node.atime_ns, "st_mtime": node.mtime_ns, "st_ctime": node.ctime_ns,
+        "st_blksize": IO_BLOCK,
+    }
+    if isinstance(node, Folder):
+        attrs.update(st_nlink=2 + node.subfolders, st_size=BLOCK, st_blocks=BLOCK // 512)
+    else:
+        assert isinstance(node, Item)
+        size = node.size if size is None else size
+        attrs.update(st_nlink=1, st_size=size, st_blocks=(size + 511) // 512)
+    return attrs
+
+
+class EncfsOperations(mfusepy.Operations):
+    use_ns = True
+
+    def __init__(self, service: FilesService) -> None:
+        self.service = service
+        self.files = OpenFiles(service)
+        self.control = ControlTree(service)
+        self._dir_listings: dict[int, list[tuple[str, dict[str, int]]]] = {}
+        self._control_reads: dict[int, bytes] = {}
+        self._control_numbers = itertools.count(FIRST_CONTROL_HANDLE)
+        self._dir_numbers = itertools.count(1)
+
+    # ------------------------------------------------------------ attributes
+
+    @translated
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
+        opened = self.files.find(fh.fh) if fh is not None else None
+        if path is None and opened is not None:  # removed while open
+            return node_attributes(opened.item, opened.size)
+        assert path is not None
+        if ControlTree.owns(path):
+            return self._control_attributes(path, self.control.entry(caller(), path))
+        node = self.service.lookup(caller(), path)
+        if isinstance(node, Item):
+            opened = self.files.for_item(node.id)
+        return node_attributes(node, opened.size if opened else None)
+
+    def _control_attributes(self, path: str, entry: ControlEntry) -> dict[str, int]:
+        at = self.control.mounted_ns
+        nlink = 2 if stat.S_ISDIR(entry.mode) else 1
+        return {
+            "st_ino": control_inode(path), "st_mode": entry.mode, "st_nlink": nlink, "st_size": entry.size, "st_uid": os.getuid(),
+            "st_gid": os.getgid(), "st_atime": at, "st_mtime": at, "st_ctime": at,
+        }
+
+    @translated
+    def chmod(self, path: str, mode: int) -> int:
+        self.service.set_mode(caller(), path, mode)
+        return 0
+
+    @translated
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self.service.set_owner(caller(), path, uid, gid)
+        return 0
+
+    @translated
+    def utimens(self, path: str, times: tuple[tuple[int, int], tuple[int, int]] | None = None) -> int:
+        actor = caller()
+        node = self.service.lookup(actor, path)
+        now = time.time_ns()
+        atime, mtime = times if times is not None else ((0, UTIME_NOW), (0, UTIME_NOW))
+        atime_ns = _resolve_time(atime, now, node.atime_ns)
+        mtime_ns = _resolve_time(mtime, now, node.mtime_ns)
+        self.service.set_times(actor, path, atime_ns, mtime_ns)
+        opened = self.files.for_item(node.id)
+        if opened is not None:
+            self.files.set_mtime(opened, mtime_ns)
+        return 0
+
+    @translated
+    def statfs(self, path: str) -> dict[str, int]:
+        vfs = self.service.space()
+        return {
+            "f_bsize": vfs.f_bsize, "f_frsize": vfs.f_frsize, "f_blocks": vfs.f_blocks,
+            "f_bfree": vfs.f_bfree, "f_bavail": vfs.f_bavail, "f_files": vfs.f_files,
+            "f_ffree": vfs.f_ffree, "f_favail": vfs.f_favail, "f_namemax": 255,
+        }
+
+    # ------------------------------------------------------------ directories
+
+    @translated
+    def mkdir(self, path: str, mode: int) -> int:
+        self.service.create_folder(caller(), path, mode)
+        return 0
+
+    @translated
+    def rmdir(self, path: str) -> int:
+        self.service.remove_folder(caller(), path)
+        return 0
+
+    @translated
+    def opendir(self, path: str) -> int:
+        actor = caller()
+        if ControlTree.owns(path):
+            entries = [
+                (name, self._control_attributes(f"{path}/{name}", entry))
+                for name, entry in self.control.list(actor, path)
+            ]
+            above = path.rsplit("/", 1)[0]
+            here, parent = control_inode(path), control_inode(above) if above else ROOT_ID
+        else:
+            folder = self.service.lookup(actor, path)
+            entries = [(n.name, node_attributes(n)) for n in self.service.list_folder(actor, path)]
+            here, parent = folder.id, folder.parent
+        dots = [
+            (".", {"st_mode": stat.S_IFDIR, "st_ino": here}),
+            ("..", {"st_mode": stat.S_IFDIR, "st_ino": parent}),
+        ]
+        number = next(self._dir_numbers)
+        self._dir_listings[number] = [*dots, *entries]
+        return number
+
+    def listing(self, number: int) -> list[tuple[str, dict[str, int]]]:
+        return self._dir_listings.get(number, [])
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        """Unused: mount.EncfsFUSE serves listings (with attributes) from `listing`."""
+        return [name for name, _ in self.listing(fh)]
+
+    def releasedir(self, path: str, fh: int) -> int:
+        self._dir_listings.pop(fh, None)
+        return 0
+
+    # ------------------------------------------------------------ names
+
+    @translated
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        if flags & RENAME_EXCHANGE:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        self.service.move(caller(), old, new, replace=not flags & RENAME_NOREPLACE)
+        return 0
+
+    @translated
+    def unlink(self, path: str) -> int:
+        self.service.remove_item(caller(), path)
+        return 0
+
+    @translated
+    def symlink(self, target: str, source: str) -> int:
+        self.service.create_link(caller(), target, source, symbolic=True)
+        return 0
+
+    @translated
+    def link(self, target: str, source: str) -> int:
+        self.service.create_link(caller(), target, source, symbolic=False)
+        return 0
+
+    @translated
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        if not stat.S_ISREG(mode):
+            self.service.create_special(caller(), path)
+        self.service.create_item(caller(), path, mode)
+        return 0
+
+    @translated
+    def readlink(self, path: str) -> str:
+        if ControlTree.owns(path):
+            entry = self.control.entry(caller(), path)
+            if entry.target:
+                return entry.target
+        raise mfusepy.FuseOSError(errno.EINVAL)
+
+    # ------------------------------------------------------------ files
+
+    @translated
+    def create(self, path: str, mode: int, fi: Any) -> int:
+        actor = caller()
+        item = self.service.create_item(actor, path, mode)
+        fi.fh = self.files.open(actor, path, item, truncate=False)
+        return 0
+
+    @translated
+    def open(self, path: str, fi: Any) -> int:
+        actor = caller()
+        if ControlTree.owns(path):
+            return self._open_control(actor, path, fi)
+        node = self.service.lookup(actor, path)
+        if isinstance(node, Folder):
+            raise mfusepy.FuseOSError(errno.EISDIR)
+        writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        fi.fh = self.files.open(actor, path, node, truncate=writable and bool(fi.flags & os.O_TRUNC))
+        return 0
+
+    def _open_control(self, actor: Actor, path: str, fi: Any) -> int:
+        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
+            raise mfusepy.FuseOSError(errno.EACCES)
+        number = next(self._control_numbers)
+        self._control_reads[number] = self.control.content(actor, path)
+        fi.fh = number
+        fi.direct_io = 1
+        return 0
+
+    def _control_content(self, fh: int) -> bytes | None:
+        return self._control_reads.get(fh) if fh >= FIRST_CONTROL_HANDLE else None
+
+    @translated
+    def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
+        content = self._control_content(fi.fh)
+        if content is not None:
+            return content[offset : offset + size]
+        opened = self.files.get(fi.fh)
+        with opened.lock:
+            return opened.read(size, offset)
+
+    @translated
+    def write(self, path: str | None, data: bytes, offset: int, fi: Any) -> int:
+        opened = self.files.get(fi.fh)
+        return self.files.write(caller(), path or opened.item.name, opened, data, offset)
+
+    @translated
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
+        actor = caller()
+        opened = self.files.find(fh.fh) if fh is not None else None
+        if opened is not None:
+            self.files.truncate(actor, path or opened.item.name, opened, length)
+            return 0
+        assert path is not None
+        node = self.service.lookup(actor, path)
+        if isinstance(node, Folder):
+            raise mfusepy.FuseOSError(errno.EISDIR)
+        number = self.files.open(actor, path, node, truncate=False)
+        try:
+            opened = self.files.get(number)
+            self.files.truncate(actor, path, opened, length)
+            self.files.commit(actor, path, opened, durable=False)
+        finally:
+            self.files.release(number)
+        return 0
+
+    @translated
+    def flush(self, path: str | None, fi: Any) -> int:
+        if self._control_content(fi.fh) is not None:
+            return 0
+        opened = self.files.get(fi.fh)
+        self.files.commit(caller(), path or opened.item.name, opened, durable=False)
+        return 0
+
+    @translated
+    def fsync(self, path: str | None, datasync: int, fi: Any) -> int:
+        if self._control_content(fi.fh) is not None:
+            return 0
+        opened = self.files.get(fi.fh)
+        self.files.commit(caller(), path or opened.item.name, opened, durable=True)
+        return 0
+
+    @translated
+    def release(self, path: str | None, fi: Any) -> int:
+        if self._control_reads.pop(fi.fh, None) is not None:
+            return 0
+        self.files.release(fi.fh)
+        return 0
+
+    # ------------------------------------------------------------ extended attributes
+
+    @translated
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if not name.startswith("user.") or ControlTree.owns(path):
+            raise mfusepy.FuseOSError(errno.ENODATA)
+        return self.service.get_attribute(caller(), path, name)
+
+    @translated
+    def listxattr(self, path: str) -> list[str]:
+        if ControlTree.owns(path):
+            return []
+        return self.service.list_attributes(caller(), path)
+
+    @translated
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        if ControlTree.owns(path):
+            raise mfusepy.FuseOSError(errno.EPERM)
+        self.service.set_attribute(caller(), path, name, value, options)
+        return 0
+
+    @translated
+    def removexattr(self, path: str, name: str) -> int:
+        if ControlTree.owns(path):
+            raise mfusepy.FuseOSError(errno.EPERM)
+        self.service.remove_attribute(caller(), path, name)
+        return 0
+
+
+def _resolve_time(spec: tuple[int, int], now: int, current: int) -> int:
+    seconds, nanoseconds = spec
+    if nanoseconds == UTIME_NOW:
+        return now
+    if nanoseconds == UTIME_OMIT:
+        return current
+    return seconds * 1_000_000_000 + nanoseconds
+

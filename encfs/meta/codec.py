@@ -1,0 +1,46 @@
+"""Node records as compact JSON. Binary xattr values travel as surrogate-escaped text."""
+
+from __future__ import annotations
+
+import json
+import stat
+from typing import Any
+
+from encfs.model import Folder, Item, Kind, Media, Node
+
+_NODE_FIELDS = (
+    "id", "parent", "name", "mode", "uid", "gid", "owner",
+    "created_ns", "mtime_ns", "ctime_ns", "atime_ns", "client_metadata", "xattrs",
+)
+_MEDIA_FIELDS = ("mime", "width", "height", "duration", "fps", "frames", "note", "extra")
+
+
+def encode_node(node: Node) -> bytes:
+    record: dict[str, Any] = {name: getattr(node, name) for name in _NODE_FIELDS}
+    if isinstance(node, Folder):
+        record["description"] = node.description
+        record["subfolders"] = node.subfolders
+    elif isinstance(node, Item):
+        record["size"] = node.size
+        record["blob"] = node.blob
+        record["kind"] = node.media.kind.value
+        for name in _MEDIA_FIELDS:
+            record[name] = getattr(node.media, name)
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_node(raw: bytes) -> Folder | Item:
+    record = json.loads(raw)
+    common = {name: record[name] for name in _NODE_FIELDS}
+    if stat.S_ISDIR(record["mode"]):
+        return Folder(**common, description=record["description"], subfolders=record["subfolders"])
+    media = Media(kind=Kind(record["kind"]), **{name: record[name] for name in _MEDIA_FIELDS})
+    return Item(**common, size=record["size"], blob=record["blob"], media=media)
+
+
+def xattr_to_text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def xattr_from_text(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")

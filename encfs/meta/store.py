@@ -1,0 +1,242 @@
+"""The LMDB environment and its key layout. Nothing here knows a rule of the product.
+
+Sub-databases (all keys big-endian so that prefix scans come out in order):
+
+    info     b"format" -> b"1", b"store_id" -> uuid text, b"next_id" -> u64
+    nodes    id:u64 -> JSON record of a folder or item (see codec.py)
+    dirents  parent:u64 + name:utf8 -> child:u64 + b"d" | b"f"
+    blobs    sha256:32 bytes -> refcount:u64 + size:u64
+    grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
+    gramfreq gram:utf8 -> u64 (postings per gram; search starts from the rarest)
+    errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
+
+One user-visible change is one write transaction. Writers in one process take a
+thread lock first; LMDB's own lock serialises writers across processes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+
+from encfs.meta.codec import decode_node, encode_node
+from encfs.meta.search import grams_of
+from encfs.model import Folder, Item, Node
+
+FORMAT = b"1"
+U64 = struct.Struct(">Q")
+BLOB = struct.Struct(">QQ")
+MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
+ERRORS_KEPT = 100
+_DBS = ("info", "nodes", "dirents", "blobs", "grams", "gramfreq", "errors")
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+class ReadTxn:
+    """Typed reads over one LMDB transaction."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    def node(self, node_id: int) -> Folder | Item | None:
+        raw = self.txn.get(u64(node_id), db=self.dbs["nodes"])
+        return None if raw is None else decode_node(raw)
+
+    def child_id(self, parent: int, name: str) -> int | None:
+        raw = self.txn.get(u64(parent) + name.encode(), db=self.dbs["dirents"])
+        return None if raw is None else U64.unpack_from(raw)[0]
+
+    def children(self, parent: int) -> Iterator[tuple[str, int, bool]]:
+        """(name, id, is_folder) of a folder's entries, in name order: one prefix scan."""
+        prefix = u64(parent)
+        with self.txn.cursor(db=self.dbs["dirents"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield key[8:].decode(), U64.unpack_from(value)[0], value[8:9] == b"d"
+
+    def has_children(self, parent: int) -> bool:
+        return next(self.children(parent), None) is not None
+
+    def blob(self, sha: str) -> tuple[int, int] | None:
+        raw = self.txn.get(bytes.fromhex(sha), db=self.dbs["blobs"])
+        return None if raw is None else BLOB.unpack(raw)
+
+    def all_blobs(self) -> Iterator[str]:
+        with self.txn.cursor(db=self.dbs["blobs"]) as cur:
+            for key in cur.iternext(keys=True, values=False):
+                yield key.hex()
+
+    def store_id(self) -> str:
+        return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
+
+    def gram_frequency(self, gram: str) -> int:
+        raw = self.txn.get(gram.encode(), db=self.dbs["gramfreq"])
+        return 0 if raw is None else U64.unpack(raw)[0]
+
+    def postings(self, prefix: str, exact: bool) -> Iterator[tuple[int, str]]:
+        """(item id, lower-cased name) for grams equal to (or, if not exact, starting with) prefix."""
+        key_prefix = prefix.encode() + (b"\x00" if exact else b"")
+        with self.txn.cursor(db=self.dbs["grams"]) as cur:
+            if not cur.set_range(key_prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(key_prefix):
+                    return
+                yield U64.unpack(key[-8:])[0], value.decode()
+
+    def grams_with_prefix(self, prefix: str) -> Iterator[str]:
+        key_prefix = prefix.encode()
+        with self.txn.cursor(db=self.dbs["gramfreq"]) as cur:
+            if not cur.set_range(key_prefix):
+                return
+            for key in cur.iternext(keys=True, values=False):
+                if not key.startswith(key_prefix):
+                    return
+                yield key.decode()
+
+    def errors(self, user: str) -> list[str]:
+        prefix = user.encode() + b"\x00"
+        lines = []
+        with self.txn.cursor(db=self.dbs["errors"]) as cur:
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    lines.append(value.decode())
+        return lines
+
+
+class WriteTxn(ReadTxn):
+    """Typed writes; every method keeps the indexes in step with the records."""
+
+    def next_id(self) -> int:
+        info = self.dbs["info"]
+        current = U64.unpack(self.txn.get(b"next_id", db=info))[0]
+        self.txn.put(b"next_id", u64(current + 1), db=info)
+        return current
+
+    def put_node(self, node: Node) -> None:
+        self.txn.put(u64(node.id), encode_node(node), db=self.dbs["nodes"])
+
+    def delete_node(self, node_id: int) -> None:
+        self.txn.delete(u64(node_id), db=self.dbs["nodes"])
+
+    def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
+        value = u64(child) + (b"d" if is_folder else b"f")
+        self.txn.put(u64(parent) + name.encode(), value, db=self.dbs["dirents"])
+
+    def unlink(self, parent: int, name: str) -> None:
+        self.txn.delete(u64(parent) + name.encode(), db=self.dbs["dirents"])
+
+    def add_blob_ref(self, sha: str, size: int) -> int:
+        """Count one more reference to a blob; returns the new count (1 = new blob)."""
+        key = bytes.fromhex(sha)
+        raw = self.txn.get(key, db=self.dbs["blobs"])
+        count = 1 if raw is None else BLOB.unpack(raw)[0] + 1
+        self.txn.put(key, BLOB.pack(count, size), db=self.dbs["blobs"])
+        return count
+
+    def drop_blob_ref(self, sha: str) -> int:
+        """Count one reference less; at zero the record goes and 0 is returned."""
+        key = bytes.fromhex(sha)
+        raw = self.txn.get(key, db=self.dbs["blobs"])
+        if raw is None:
+            return 0
+        count, size = BLOB.unpack(raw)
+        if count <= 1:
+            self.txn.delete(key, db=self.dbs["blobs"])
+            return 0
+        self.txn.put(key, BLOB.pack(count - 1, size), db=self.dbs["blobs"])
+        return count - 1
+
+    def index_name(self, item_id: int, name: str) -> None:
+        lowered = name.casefold()
+        for gram in grams_of(lowered):
+            self.txn.put(gram.encode() + b"\x00" + u64(item_id), lowered.encode(), db=self.dbs["grams"])
+            self._count_gram(gram, +1)
+
+    def unindex_name(self, item_id: int, name: str) -> None:
+        for gram in grams_of(name.casefold()):
+            self.txn.delete(gram.encode() + b"\x00" + u64(item_id), db=self.dbs["grams"])
+            self._count_gram(gram, -1)
+
+    def _count_gram(self, gram: str, delta: int) -> None:
+        key = gram.encode()
+        db = self.dbs["gramfreq"]
+        raw = self.txn.get(key, db=db)
+        count = (0 if raw is None else U64.unpack(raw)[0]) + delta
+        if count > 0:
+            self.txn.put(key, u64(count), db=db)
+        else:
+            self.txn.delete(key, db=db)
+
+    def add_error(self, user: str, time_ns: int, line: str) -> None:
+        db = self.dbs["errors"]
+        prefix = user.encode() + b"\x00"
+        self.txn.put(prefix + u64(time_ns), line.encode(), db=db)
+        keys = []
+        with self.txn.cursor(db=db) as cur:
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    keys.append(key)
+        for key in keys[: max(0, len(keys) - ERRORS_KEPT)]:
+            self.txn.delete(key, db=db)
+
+
+class MetaStore:
+    """One LMDB environment. Commits are not fsynced one by one: `sync()` makes
+    everything committed so far durable, and the service calls it at fsync."""
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        self.env = lmdb.open(
+            str(path), map_size=MAP_SIZE, max_dbs=len(_DBS), sync=False,
+            max_readers=512, create=create, readahead=False,
+        )
+        self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
+        self._write_lock = threading.Lock()
+
+    def initialise(self, root: Folder) -> None:
+        with self.write() as w:
+            if w.txn.get(b"format", db=self.dbs["info"]) is not None:
+                return
+            w.txn.put(b"format", FORMAT, db=self.dbs["info"])
+            w.txn.put(b"store_id", str(uuid.uuid4()).encode(), db=self.dbs["info"])
+            w.txn.put(b"next_id", u64(root.id + 1), db=self.dbs["info"])
+            w.put_node(root)
+        self.sync()
+
+    def format(self) -> bytes | None:
+        with self.read() as r:
+            return r.txn.get(b"format", db=self.dbs["info"])
+
+    @contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        with self.env.begin(buffers=False) as txn:
+            yield ReadTxn(txn, self.dbs)
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTxn]:
+        with self._write_lock, self.env.begin(write=True) as txn:
+            yield WriteTxn(txn, self.dbs)
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()

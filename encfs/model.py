@@ -1,0 +1,100 @@
+"""The product's nouns as plain dataclasses: what the service hands out and takes in."""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT_ID = 1
+
+
+class Kind(enum.StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    IMAGE_GROUP = "image_group"
+    IMAGE_SEQUENCE = "image_sequence"
+    DICOM_FILE = "dicom_file"
+    DICOM_SERIES = "dicom_series"
+    AUDIO = "audio"
+    PDF = "pdf"
+    TEXT = "text"
+    NIFTI = "nifti"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The user on whose behalf a call is made (the mount maps the caller's uid)."""
+
+    name: str
+    uid: int = 0
+    gid: int = 0
+
+    @classmethod
+    def local(cls) -> Actor:
+        uid, gid = os.getuid(), os.getgid()
+        return cls(name=f"uid:{uid}", uid=uid, gid=gid)
+
+    @classmethod
+    def from_ids(cls, uid: int, gid: int) -> Actor:
+        return cls(name=f"uid:{uid}", uid=uid, gid=gid)
+
+
+@dataclass
+class Media:
+    """What probing the bytes found. Fields a kind does not have stay None."""
+
+    kind: Kind = Kind.OTHER
+    mime: str = "application/octet-stream"
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    fps: float | None = None
+    frames: int | None = None
+    note: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    """Common to folders and items: a stable id and a place in the tree."""
+
+    id: int
+    parent: int
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    owner: str
+    created_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
+    client_metadata: dict[str, Any] = field(default_factory=dict)
+    xattrs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_folder(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+@dataclass
+class Folder(Node):
+    description: str = ""
+    subfolders: int = 0
+
+
+@dataclass
+class Item(Node):
+    size: int = 0
+    blob: str | None = None
+    media: Media = field(default_factory=Media)
+
+
+@dataclass
+class SearchHit:
+    path: str
+    item: Item

@@ -1,0 +1,760 @@
+"""The Files service: every rule of the product, once.
+
+The FUSE adapter and the CLI both call this class; neither decides anything itself.
+Every method takes the acting user first. Every change is one LMDB write transaction,
+and a refused change raises an `EncfsError` before anything is written; the refusal
+is then recorded for the user (`/.encfs/errors`) and in the log.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from encfs.blobs.base import BlobReader
+from encfs.draft import Draft
+from encfs.errors import (
+    AlreadyExists,
+    EncfsError,
+    FolderNotEmpty,
+    InvalidInput,
+    IsAFolder,
+    NameTooLong,
+    NoAttribute,
+    NoSpace,
+    NotAFolder,
+    NotFound,
+    NotPermitted,
+)
+from encfs.media import probe
+from encfs.meta.search import query_grams
+from encfs.meta.store import ReadTxn, WriteTxn
+from encfs.model import ROOT_ID, Actor, Folder, Item, Kind, Node, SearchHit
+from encfs.store import Store
+
+log = logging.getLogger("encfs")
+
+NAME_MAX = 255
+XATTR_MAX = 64 * 1024
+XATTR_CREATE, XATTR_REPLACE = 1, 2
+ENCORD = "user.encord."
+MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
+WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def root_folder() -> Folder:
+    now = time.time_ns()
+    return Folder(
+        id=ROOT_ID, parent=ROOT_ID, name="", mode=stat.S_IFDIR | 0o755, uid=0, gid=0,
+        owner="system", created_ns=now, mtime_ns=now, ctime_ns=now, atime_ns=now,
+    )
+
+
+def action(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a service method as a user action: a refusal it raises is recorded."""
+
+    def wrap(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(*args, **kwargs)
+            except EncfsError as exc:
+                service, actor = args[0], args[1]
+                if not exc.path and len(args) > 2 and isinstance(args[2], str):
+                    exc.path = "/" + args[2].strip("/")
+                service.record_refusal(actor, operation, exc)  # type: ignore[attr-defined]
+                raise
+
+        return run
+
+    return wrap
+
+
+def split_path(path: str) -> list[str]:
+    """'/A/b/' -> ['A', 'b']. '.' and '..' are not names in Files."""
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise InvalidInput(f"'{part}' is not allowed in a Files path")
+    return parts
+
+
+def check_name(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise InvalidInput(f"'{name}' is not a valid name")
+    if "/" in name or "\x00" in name:
+        raise InvalidInput("a name cannot contain '/' or NUL")
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise NameTooLong(f"a name is at most {NAME_MAX} bytes")
+
+
+class FilesService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.meta = store.meta
+        self.blobs = store.blobs
+
+    # ----------------------------------------------------------------- lookups
+
+    def lookup(self, actor: Actor, path: str) -> Folder | Item:
+        with self.meta.read() as r:
+            return self._resolve(r, split_path(path))
+
+    def node(self, actor: Actor, node_id: int) -> Folder | Item | None:
+        with self.meta.read() as r:
+            return r.node(node_id)
+
+    def list_folder(self, actor: Actor, path: str) -> list[Folder | Item]:
+        with self.meta.read() as r:
+            folder = self._resolve(r, split_path(path))
+            if not isinstance(folder, Folder):
+                raise NotAFolder("not a folder", path)
+            return [r.node(child_id) for _, child_id, _ in r.children(folder.id)]  # type: ignore[misc]
+
+    def path_of(self, actor: Actor, node_id: int) -> str:
+        with self.meta.read() as r:
+            return self._path(r, node_id, {})
+
+    def _resolve(self, r: ReadTxn, parts: list[str]) -> Folder | Item:
+        node_id = ROOT_ID
+        for depth, part in enumerate(parts):
+            child = r.child_id(node_id, part)
+            if child is None:
+                raise NotFound("no such file or folder", "/" + "/".join(parts[: depth + 1]))
+            node_id = child
+        node = r.node(node_id)
+        if node is None:
+            raise NotFound("no such file or folder", "/" + "/".join(parts))
+        return node
+
+    def _resolve_parent(self, r: ReadTxn, parts: list[str]) -> Folder:
+        if not parts:
+            raise InvalidInput("the root has no name and cannot be changed")
+        parent = self._resolve(r, parts[:-1])
+        if not isinstance(parent, Folder):
+            raise NotAFolder("not a folder", "/" + "/".join(parts[:-1]))
+        return parent
+
+    def _path(self, r: ReadTxn, node_id: int, cache: dict[int, str]) -> str:
+        names: list[str] = []
+        current = node_id
+        while current != ROOT_ID:
+            if current in cache:
+                names.append(cache[current].lstrip("/"))
+                break
+            node = r.node(current)
+            if node is None:
+                break
+            names.append(node.name)
+            current = node.parent
+        path = "/" + "/".join(reversed([n for n in names if n]))
+        cache[node_id] = path
+        return path
+
+    # ----------------------------------------------------------------- creation
+
+    def _new_node_fields(self, w: WriteTxn, actor: Actor, parent: Folder, name: str, mode: int) -> dict:
+        now = time.time_ns()
+        return dict(
+            id=w.next_id(), parent=parent.id, name=name, mode=mode, uid=actor.uid, gid=actor.gid,
+            owner=actor.name, created_ns=now, mtime_ns=now, ctime_ns=now, atime_ns=now,
+        )
+
+    def _check_free(self, w: WriteTxn, parent: Folder, name: str, path: str) -> None:
+        check_name(name)
+        if w.child_id(parent.id, name) is not None:
+            raise AlreadyExists("a file or folder with this name exists", path)
+
+    def _touch(self, folder: Folder, now: int) -> None:
+        folder.mtime_ns = folder.ctime_ns = now
+
+    @action("mkdir")
+    def create_folder(
+        self, actor: Actor, path: str, mode: int = 0o755, description: str = "",
+        client_metadata: dict[str, Any] | None = None,
+    ) -> Folder:
+        parts = split_path(path)
+        with self.meta.write() as w:
+            parent = self._resolve_parent(w, parts)
+            self._check_free(w, parent, parts[-1], path)
+            folder = Folder(
+                **self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFDIR | (mode & 0o7777)),
+                description=description, client_metadata=client_metadata or {},
+            )
+            w.put_node(folder)
+            w.link(parent.id, folder.name, folder.id, True)
+            parent.subfolders += 1
+            self._touch(parent, folder.created_ns)
+            w.put_node(parent)
+        return folder
+
+    @action("create")
+    def create_item(self, actor: Actor, path: str, mode: int = 0o644) -> Item:
+        parts = split_path(path)
+        with self.meta.write() as w:
+            parent = self._resolve_parent(w, parts)
+            if parent.id == ROOT_ID:
+                raise NotPermitted("files cannot be stored at the root; put them in a folder", path)
+            self._check_free(w, parent, parts[-1], path)
+            item = Item(**self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFREG | (mode & 0o7777)))
+            self._insert_item(w, parent, item)
+        return item
+
+    def _insert_item(self, w: WriteTxn, parent: Folder, item: Item) -> None:
+        w.put_node(item)
+        w.link(parent.id, item.name, item.id, False)
+        w.index_name(item.id, item.name)
+        self._touch(parent, item.ctime_ns)
+        w.put_node(parent)
+
+    @action("link")
+    def create_link(self, actor: Actor, path: str, target: str, symbolic: bool) -> None:
+        what = "symbolic links" if symbolic else "hard links"
+        raise NotPermitted(f"Files holds folders and files; {what} cannot be stored in a folder", path)
+
+    @action("mknod")
+    def create_special(self, actor: Actor, path: str) -> None:
+        raise NotPermitted("Files holds folders and regular files only", path)
+
+    # ----------------------------------------------------------------- removal
+
+    @action("unlink")
+    def remove_item(self, actor: Actor, path: str) -> None:
+        parts = split_path(path)
+        obsolete: list[str] = []
+        with self.meta.write() as w:
+            parent = self._resolve_parent(w, parts)
+            node = self._resolve(w, parts)
+            if isinstance(node, Folder):
+                raise IsAFolder("is a folder; remove folders with rmdir", path)
+            self._drop_item(w, node, obsolete)
+            self._touch(parent, time.time_ns())
+            w.put_node(parent)
+        self._delete_blobs(obsolete)
+
+    def _drop_item(self, w: WriteTxn, item: Item, obsolete: list[str]) -> None:
+        w.unlink(item.parent, item.name)
+        w.unindex_name(item.id, item.name)
+        w.delete_node(item.id)
+        if item.blob and w.drop_blob_ref(item.blob) == 0:
+            obsolete.append(item.blob)
+
+    @action("rmdir")
+    def remove_folder(self, actor: Actor, path: str, recursive: bool = False) -> int:
+        """Remove a folder (with everything in it if recursive); returns items removed."""
+        parts = split_path(path)
+        obsolete: list[str] = []
+        with self.meta.write() as w:
+            parent = self._resolve_parent(w, parts)
+            folder = self._resolve(w, parts)
+            if not isinstance(folder, Folder):
+                raise NotAFolder("not a folder; remove files with unlink", path)
+            if not recursive and w.has_children(folder.id):
+                raise FolderNotEmpty("the folder is not empty", path)
+            removed = self._drop_tree(w, folder, obsolete)
+            parent.subfolders -= 1
+            self._touch(parent, time.time_ns())
+            w.put_node(parent)
+        self._delete_blobs(obsolete)
+        return removed
+
+    def _drop_tree(self, w: WriteTxn, folder: Folder, obsolete: list[str]) -> int:
+        removed = 0
+        for _, child_id, _ in list(w.children(folder.id)):
+            child = w.node(child_id)
+            if isinstance(child, Folder):
+                removed += self._drop_tree(w, child, obsolete)
+            elif isinstance(child, Item):
+                self._drop_item(w, child, obsolete)
+                removed += 1
+        w.unlink(folder.parent, folder.name)
+        w.delete_node(folder.id)
+        return removed
+
+    def _delete_blobs(self, shas: list[str]) -> None:
+        for sha in shas:
+            self.blobs.delete(sha)
+
+    # ----------------------------------------------------------------- moves
+
+    @action("rename")
+    def move(self, actor: Actor, source: str, target: str, replace: bool = True) -> Folder | Item:
+        """Rename or move a file or folder; an existing target file (or empty folder)
+        is replaced in the same transaction unless `replace` is False."""
+        src_parts, dst_parts = split_path(source), split_path(target)
+        obsolete: list[str] = []
+        with self.meta.write() as w:
+            src_parent = self._resolve_parent(w, src_parts)
+            node = self._resolve(w, src_parts)
+            dst_parent = self._resolve_parent(w, dst_parts)
+            name = dst_parts[-1]
+            check_name(name)
+            if isinstance(node, Item) and dst_parent.id == ROOT_ID:
+                raise NotPermitted("files cannot be stored at the root; put them in a folder", target)
+            if isinstance(node, Folder) and self._is_within(w, dst_parent, node.id):
+                raise InvalidInput("a folder cannot be moved into itself or its own subfolder", target)
+            existing_id = w.child_id(dst_parent.id, name)
+            if existing_id == node.id:
+                return node
+            if existing_id is not None:
+                self._replace_target(w, node, w.node(existing_id), replace, target, obsolete)
+                dst_parent = w.node(dst_parent.id)  # type: ignore[assignment]
+                if src_parent.id == dst_parent.id:
+                    src_parent = dst_parent
+            self._relink(w, node, src_parent, dst_parent, name)
+        self._delete_blobs(obsolete)
+        return node
+
+    def _is_within(self, r: ReadTxn, folder: Folder, ancestor_id: int) -> bool:
+        current: Node | None = folder
+        while current is not None:
+            if current.id == ancestor_id:
+                return True
+            if current.id == ROOT_ID:
+                return False
+            current = r.node(current.parent)
+        return False
+
+    def _replace_target(
+        self, w: WriteTxn, node: Node, existing: Node | None, replace: bool, target: str,
+        obsolete: list[str],
+    ) -> None:
+        if existing is None:
+            return
+        if not replace:
+            raise AlreadyExists("the target exists", target)
+        if isinstance(node, Folder) and isinstance(existing, Item):
+            raise NotAFolder("cannot replace a file with a folder", target)
+        if isinstance(node, Item) and isinstance(existing, Folder):
+            raise IsAFolder("cannot replace a folder with a file", target)
+        if isinstance(existing, Folder):
+            if w.has_children(existing.id):
+                raise FolderNotEmpty("the target folder is not empty", target)
+            self._drop_tree(w, existing, obsolete)
+            parent = w.node(existing.parent)
+            assert isinstance(parent, Folder)
+            parent.subfolders -= 1
+            w.put_node(parent)
+        elif isinstance(existing, Item):
+            self._drop_item(w, existing, obsolete)
+
+    def _relink(self, w: WriteTxn, node: Folder | Item, src: Folder, dst: Folder, name: str) -> None:
+        now = time.time_ns()
+        w.unlink(src.id, node.name)
+        if isinstance(node, Item):
+            w.unindex_name(node.id, node.name)
+            w.index_name(node.id, name)
+        w.link(dst.id, name, node.id, isinstance(node, Folder))
+        node.parent, node.name, node.ctime_ns = dst.id, name, now
+        w.put_node(node)
+        if isinstance(node, Folder) and src.id != dst.id:
+            src.subfolders -= 1
+            dst.subfolders += 1
+        self._touch(src, now)
+        w.put_node(src)
+        if dst.id != src.id:
+            self._touch(dst, now)
+            w.put_node(dst)
+
+    # ----------------------------------------------------------------- attributes of a node
+
+    def _change(self, path: str, change: Callable[[Node], None]) -> Node:
+        with self.meta.write() as w:
+            node = self._resolve(w, split_path(path))
+            change(node)
+            node.ctime_ns = time.time_ns()
+            w.put_node(node)
+        return node
+
+    @action("chmod")
+    def set_mode(self, actor: Actor, path: str, mode: int) -> Node:
+        def change(node: Node) -> None:
+            node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
+
+        return self._change(path, change)
+
+    @action("chown")
+    def set_owner(self, actor: Actor, path: str, uid: int, gid: int) -> Node:
+        def change(node: Node) -> None:
+            if uid >= 0:
+                node.uid = uid
+            if gid >= 0:
+                node.gid = gid
+
+        return self._change(path, change)
+
+    @action("utimens")
+    def set_times(self, actor: Actor, path: str, atime_ns: int, mtime_ns: int) -> Node:
+        def change(node: Node) -> None:
+            node.atime_ns, node.mtime_ns = atime_ns, mtime_ns
+
+        return self._change(path, change)
+
+    # ----------------------------------------------------------------- extended attributes
+
+    def list_attributes(self, actor: Actor, path: str) -> list[str]:
+        node = self.lookup(actor, path)
+        return [*self._encord_attributes(node), *node.xattrs]
+
+    def get_attribute(self, actor: Actor, path: str, name: str) -> bytes:
+        node = self.lookup(actor, path)
+        encord = self._encord_attributes(node)
+        if name in encord:
+            return encord[name].encode()
+        if name in node.xattrs:
+            from encfs.meta.codec import xattr_from_text
+
+            return xattr_from_text(node.xattrs[name])
+        raise NoAttribute(f"no attribute {name}", path)
+
+    def _encord_attributes(self, node: Node) -> dict[str, str]:
+        attrs: dict[str, str] = {ENCORD + "id": str(node.id)}
+        if isinstance(node, Folder):
+            attrs[ENCORD + "description"] = node.description
+        elif isinstance(node, Item):
+            for field in MEDIA_ATTRIBUTES:
+                value = getattr(node.media, field)
+                if value is not None:
+                    attrs[ENCORD + field] = str(value)
+            for key, value in node.media.extra.items():
+                attrs[f"{ENCORD}{node.media.kind}.{key}"] = value
+        attrs[ENCORD + "client_metadata"] = json.dumps(node.client_metadata, sort_keys=True)
+        return attrs
+
+    @action("setxattr")
+    def set_attribute(self, actor: Actor, path: str, name: str, value: bytes, flags: int = 0) -> Node:
+        if not name.startswith("user."):
+            raise NotPermitted(f"only user.* attributes can be set, not {name}", path)
+        if len(value) > XATTR_MAX:
+            raise InvalidInput(f"attribute values are at most {XATTR_MAX} bytes", path)
+        if name.startswith(ENCORD) and name not in WRITABLE_ENCORD:
+            raise NotPermitted(f"{name} is computed by encfs and cannot be set", path)
+        parsed = self._parse_encord_value(name, value, path)
+
+        def change(node: Node) -> None:
+            exists = name in WRITABLE_ENCORD or name in node.xattrs
+            if flags & XATTR_CREATE and exists:
+                raise AlreadyExists(f"attribute {name} exists", path)
+            if flags & XATTR_REPLACE and not exists:
+                raise NoAttribute(f"no attribute {name}", path)
+            self._apply_attribute(node, name, value, parsed, path)
+
+        return self._change(path, change)
+
+    def _parse_encord_value(self, name: str, value: bytes, path: str) -> Any:
+        if name == ENCORD + "client_metadata":
+            try:
+                parsed = json.loads(value.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidInput(f"client metadata must be a JSON object: {exc}", path) from exc
+            if not isinstance(parsed, dict):
+                raise InvalidInput("client metadata must be a JSON object, not a JSON "
+                                   f"{type(parsed).__name__}", path)
+            return parsed
+        if name == ENCORD + "description":
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput("a description must be UTF-8 text", path) from exc
+        return None
+
+    def _apply_attribute(self, node: Node, name: str, value: bytes, parsed: Any, path: str) -> None:
+        if name == ENCORD + "client_metadata":
+            node.client_metadata = parsed
+        elif name == ENCORD + "description":
+            if not isinstance(node, Folder):
+                raise NotPermitted("only folders have a description", path)
+            node.description = parsed
+        else:
+            from encfs.meta.codec import xattr_to_text
+
+            node.xattrs[name] = xattr_to_text(value)
+
+    @action("removexattr")
+    def remove_attribute(self, actor: Actor, path: str, name: str) -> Node:
+        if name.startswith(ENCORD) and name not in WRITABLE_ENCORD:
+            raise NotPermitted(f"{name} is computed by encfs and cannot be removed", path)
+
+        def change(node: Node) -> None:
+            if name == ENCORD + "client_metadata":
+                node.client_metadata = {}
+            elif name == ENCORD + "description" and isinstance(node, Folder):
+                node.description = ""
+            elif name in node.xattrs:
+                del node.xattrs[name]
+            else:
+                raise NoAttribute(f"no attribute {name}", path)
+
+        return self._change(path, change)
+
+    # ----------------------------------------------------------------- content
+
+    def open_reader(self, actor: Actor, item: Item) -> BlobReader | None:
+        """A reader of the item's committed content (None for an empty item)."""
+        for _ in range(3):
+            if item.blob is None:
+                return None
+            try:
+                return self.blobs.open_reader(item.blob)
+            except FileNotFoundError:
+                fresh = self.node(actor, item.id)  # replaced between lookup and open
+                if not isinstance(fresh, Item):
+                    raise NotFound("the file was removed", item.name) from None
+                item = fresh
+        raise NotFound("the file's content changed too often to be opened", item.name)
+
+    def start_draft(self, actor: Actor, item: Item | None, keep_content: bool) -> Draft:
+        """A draft of the item's next content: its current bytes, or empty."""
+        draft = Draft(self.blobs.spool_dir())
+        if keep_content and item is not None and item.blob is not None:
+            try:
+                self.blobs.copy_into(item.blob, draft.fd)
+            except OSError as exc:
+                draft.discard()
+                raise self._os_refusal(exc, item.name) from exc
+            draft.size = item.size
+            draft.invalidate_hash()
+        return draft
+
+    @action("write")
+    def write(self, actor: Actor, path: str, draft: Draft, data: bytes, offset: int) -> int:
+        try:
+            return draft.write(data, offset)
+        except OSError as exc:
+            raise self._os_refusal(exc, path) from exc
+
+    @action("truncate")
+    def truncate_draft(self, actor: Actor, path: str, draft: Draft, length: int) -> None:
+        try:
+            draft.truncate(length)
+        except OSError as exc:
+            raise self._os_refusal(exc, path) from exc
+
+    def _os_refusal(self, exc: OSError, path: str) -> EncfsError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return NoSpace("no space left on the store's disk; the file keeps its previous content",
+                           path)
+        error = EncfsError(f"storage error: {exc.strerror}", path)
+        error.errno = exc.errno or errno.EIO
+        return error
+
+    @action("close")
+    def commit(
+        self, actor: Actor, path: str, item_id: int, draft: Draft, durable: bool,
+        mtime_ns: int | None = None,
+    ) -> Item | None:
+        """Make a draft the item's content: hash, store the blob once, update the record,
+        all in one transaction. Returns None if the item was deleted meanwhile (its
+        draft is then simply dropped). The draft is consumed either way."""
+        try:
+            return self._commit(item_id, draft, durable, mtime_ns, path)
+        except OSError as exc:
+            raise self._os_refusal(exc, path) from exc
+        finally:
+            draft.discard()
+
+    def _commit(
+        self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
+    ) -> Item | None:
+        sha, size = draft.digest(), draft.size
+        media = probe(draft.path, draft.head())
+        if durable:
+            draft.fsync()
+        obsolete: list[str] = []
+        adopted = False
+        try:
+            with self.meta.write() as w:
+                item = w.node(item_id)
+                if not isinstance(item, Item):
+                    return None
+                if w.add_blob_ref(sha, size) == 1:
+                    self.blobs.adopt(sha, draft.path, durable)
+                    adopted = True
+                if item.blob and w.drop_blob_ref(item.blob) == 0:
+                    obsolete.append(item.blob)
+                item.blob, item.size, item.media = sha, size, media
+                item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+                item.ctime_ns = time.time_ns()
+                w.put_node(item)
+        except BaseException:
+            if adopted:
+                self.blobs.delete(sha)
+            raise
+        self._delete_blobs(obsolete)
+        if durable:
+            self.meta.sync()
+        return item
+
+    def sync(self) -> None:
+        """Make every committed change durable."""
+        self.meta.sync()
+
+    @action("upload")
+    def upload(self, actor: Actor, folder: str, source: Path, name: str | None = None,
+               replace: bool = False) -> Item:
+        """Copy a local file into a folder as a new item (or a new version with replace)."""
+        name = name or source.name
+        target = "/" + "/".join([*split_path(folder), name])
+        if not source.is_file():
+            raise NotFound(f"local file {source} does not exist or is not a file", target)
+        try:
+            draft = Draft.from_local_file(self.blobs.spool_dir(), source)
+        except OSError as exc:
+            raise self._os_refusal(exc, target) from exc
+        try:
+            existing = self._existing_item(actor, target) if replace else None
+            item = existing or self.create_item(actor, target, 0o644)
+        except BaseException:
+            draft.discard()
+            raise
+        committed = self.commit(actor, target, item.id, draft, durable=False)
+        if committed is None:
+            raise NotFound("the file was removed while it was uploaded", target)
+        return committed
+
+    def _existing_item(self, actor: Actor, path: str) -> Item | None:
+        try:
+            node = self.lookup(actor, path)
+        except NotFound:
+            return None
+        if isinstance(node, Folder):
+            raise IsAFolder("a folder has this name", path)
+        return node
+
+    # ----------------------------------------------------------------- search and details
+
+    @action("search")
+    def search(self, actor: Actor, query: str, kind: Kind | None = None) -> list[SearchHit]:
+        """Items whose name contains `query` (any case), in every folder, by path."""
+        lowered = query.casefold()
+        if not lowered:
+            raise InvalidInput("give some text to search for")
+        with self.meta.read() as r:
+            paths: dict[int, str] = {}
+            hits = []
+            for item_id in self._matching_ids(r, lowered):
+                item = r.node(item_id)
+                if not isinstance(item, Item) or (kind is not None and item.media.kind != kind):
+                    continue
+                hits.append(SearchHit(path=self._path(r, item_id, paths), item=item))
+        hits.sort(key=lambda hit: hit.path)
+        return hits
+
+    def _matching_ids(self, r: ReadTxn, lowered: str) -> Iterator[int]:
+        grams = query_grams(lowered)
+        if grams:
+            rarest = min(grams, key=r.gram_frequency)
+            for item_id, name in r.postings(rarest, exact=True):
+                if lowered in name:
+                    yield item_id
+            return
+        seen: set[int] = set()
+        for gram in list(r.grams_with_prefix(lowered)):
+            for item_id, name in r.postings(gram, exact=True):
+                if item_id not in seen and lowered in name:
+                    seen.add(item_id)
+                    yield item_id
+
+    def info(self, actor: Actor, path: str) -> dict[str, Any]:
+        with self.meta.read() as r:
+            node = self._resolve(r, split_path(path))
+            details: dict[str, Any] = {
+                "id": node.id, "path": self._path(r, node.id, {}), "name": node.name,
+                "owner": node.owner, "created": _iso(node.created_ns), "modified": _iso(node.mtime_ns),
+                "mode": oct(stat.S_IMODE(node.mode)), "client_metadata": node.client_metadata,
+                "attributes": {k: _show(v) for k, v in node.xattrs.items()},
+            }
+            if isinstance(node, Folder):
+                details.update(self._folder_details(r, node))
+            elif isinstance(node, Item):
+                details.update(self._item_details(node))
+        return details
+
+    def _folder_details(self, r: ReadTxn, folder: Folder) -> dict[str, Any]:
+        entries = list(r.children(folder.id))
+        return {
+            "type": "folder", "description": folder.description, "subfolders": folder.subfolders,
+            "files": sum(1 for _, _, is_folder in entries if not is_folder),
+        }
+
+    def _item_details(self, item: Item) -> dict[str, Any]:
+        fields = MEDIA_ATTRIBUTES[1:]
+        media = {f: getattr(item.media, f) for f in fields if getattr(item.media, f) is not None}
+        details: dict[str, Any] = {
+            "type": "file", "kind": item.media.kind.value, "size": item.size, "sha256": item.blob, **media,
+        }
+        if item.media.extra:
+            details[item.media.kind.value] = item.media.extra
+        if item.media.note:
+            details["note"] = item.media.note
+        return details
+
+    # ----------------------------------------------------------------- refusals, space, upkeep
+
+    def record_refusal(self, actor: Actor, operation: str, exc: EncfsError) -> None:
+        now = time.time_ns()
+        line = f"{_iso(now)} {operation} {exc.path or '-'}: {exc.reason}"
+        log.warning("refused %s by %s: %s", operation, actor.name, line)
+        try:
+            with self.meta.write() as w:
+                w.add_error(actor.name, now, line)
+        except Exception:  # the refusal itself must still reach the caller
+            log.exception("could not record a refusal")
+
+    def refusals(self, actor: Actor) -> list[str]:
+        with self.meta.read() as r:
+            return r.errors(actor.name)
+
+    def space(self) -> os.statvfs_result:
+        return os.statvfs(self.store.path)
+
+    def recover(self) -> tuple[int, int]:
+        """Remove what a killed process left: drafts nobody holds and blob files no
+        record counts. Runs in a write transaction, so no commit is half-way."""
+        drafts = 0
+        spool = self.blobs.spool_dir()
+        for entry in spool.iterdir() if spool.exists() else ():
+            if _unowned(entry):
+                entry.unlink(missing_ok=True)
+                drafts += 1
+        with self.meta.write() as w:
+            orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
+            self._delete_blobs(orphans)
+        if drafts or orphans:
+            log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
+        return drafts, len(orphans)
+
+
+def _unowned(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _show(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -1,0 +1,125 @@
+"""Fixtures: a real store on disk and a real FUSE mount of it, run as its own process
+and always unmounted and stopped (by its own pid) in teardown, pass or fail."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from encfs.store import init_store
+
+REQUIRED_TOOLS = ("fusermount3", "getfattr", "setfattr", "rsync", "find")
+MOUNT_TIMEOUT = 20.0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing or not os.path.exists("/dev/fuse"):
+        raise pytest.UsageError(
+            f"missing system dependencies: {', '.join(missing) or '/dev/fuse'} "
+            "(scripts/test installs fuse3, attr and rsync)"
+        )
+
+
+@dataclass
+class Mounted:
+    store: Path
+    path: Path
+    process: subprocess.Popen
+    output: Path
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other
+
+
+def start_mount(store: Path, mountpoint: Path) -> Mounted:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    output = mountpoint.parent / f"{mountpoint.name}.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "encfs", "mount", "--foreground", "--store", str(store), str(mountpoint)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    mounted = Mounted(store, mountpoint, process, output)
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    while not os.path.ismount(mountpoint):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_mount(mounted)
+            raise RuntimeError(f"mount did not come up:\n{mounted.log()}")
+        time.sleep(0.02)
+    return mounted
+
+
+def stop_mount(mounted: Mounted) -> None:
+    """Unmount (lazily if busy), then stop the daemon by its own pid."""
+    if os.path.ismount(mounted.path):
+        done = subprocess.run(["fusermount3", "-u", str(mounted.path)], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)
+    try:
+        mounted.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        mounted.process.kill()
+        mounted.process.wait(timeout=10)
+    if os.path.ismount(mounted.path):  # a killed daemon leaves a dead mount behind
+        subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return init_store(tmp_path / "store")
+
+
+@pytest.fixture
+def mount(store: Path, tmp_path: Path) -> Iterator[Mounted]:
+    mounted = start_mount(store, tmp_path / "mnt")
+    try:
+        yield mounted
+    finally:
+        stop_mount(mounted)
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator:
+    """Start more mounts (of any store); all are stopped at teardown."""
+    started: list[Mounted] = []
+
+    def start(store: Path, name: str) -> Mounted:
+        mounted = start_mount(store, tmp_path / name)
+        started.append(mounted)
+        return mounted
+
+    try:
+        yield start
+    finally:
+        for mounted in started:
+            stop_mount(mounted)
+
+
+@pytest.fixture
+def folder(mount: Mounted) -> Path:
+    """A folder on the mount to put files in (the root takes folders only)."""
+    path = mount.path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may fall back to the user's real store."""
+    monkeypatch.setenv("ENCFS_STORE", str(tmp_path / "no-store-given"))
+
+
+def errors_of(mounted: Mounted) -> str:
+    return (mounted.path / ".encfs" / "errors").read_text()

@@ -103,7 +103,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
             auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
-            negative_timeout=CACHE_SECONDS, use_ino=True, hard_remove=True,
+            negative_timeout=CACHE_SECONDS, use_ino=True,
         )
     finally:
         stop.set()

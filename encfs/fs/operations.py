@@ -17,7 +17,7 @@ import mfusepy
 
 from encfs.errors import EncfsError
 from encfs.fs.control import ControlEntry, ControlTree, control_inode
-from encfs.fs.handles import OpenFiles
+from encfs.fs.handles import OpenFile, OpenFiles
 from encfs.model import ROOT_ID, Actor, Folder, Item, Node
 from encfs.service import FilesService
 
@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 BLOCK = 4096
 IO_BLOCK = 1 << 20
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+HIDDEN_PREFIX = ".fuse_hidden"  # libfuse's name for a file removed while open
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 FIRST_CONTROL_HANDLE = 1 << 62  # control files' handles; the open files' count up from 1
 
@@ -83,6 +84,7 @@ class EncfsOperations(mfusepy.Operations):
         self._control_reads: dict[int, bytes] = {}
         self._control_numbers = itertools.count(FIRST_CONTROL_HANDLE)
         self._dir_numbers = itertools.count(1)
+        self._hidden: dict[str, OpenFile] = {}
 
     # ------------------------------------------------------------ attributes
 
@@ -92,6 +94,9 @@ class EncfsOperations(mfusepy.Operations):
         if path is None and opened is not None:  # removed while open
             return node_attributes(opened.item, opened.size)
         assert path is not None
+        if path in self._hidden:
+            opened = self._hidden[path]
+            return {**node_attributes(opened.item, opened.size), "st_nlink": 0}
         if ControlTree.owns(path):
             return self._control_attributes(path, self.control.entry(caller(), path))
         node = self.service.lookup(caller(), path)
@@ -191,11 +196,27 @@ class EncfsOperations(mfusepy.Operations):
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         if flags & RENAME_EXCHANGE:
             raise mfusepy.FuseOSError(errno.EINVAL)
+        if os.path.basename(new).startswith(HIDDEN_PREFIX):
+            self._hide(old, new)
+            return 0
         self.service.move(caller(), old, new, replace=not flags & RENAME_NOREPLACE)
         return 0
 
+    def _hide(self, path: str, hidden: str) -> None:
+        """libfuse renames a file that is removed while open to a hidden name and
+        removes that name at the last close. In Files the item is removed now; the
+        open descriptors keep its content, reachable under the hidden name."""
+        actor = caller()
+        node = self.service.lookup(actor, path)
+        opened = self.files.for_item(node.id)
+        self.service.remove_item(actor, path)
+        if opened is not None:
+            self._hidden[hidden] = opened
+
     @translated
     def unlink(self, path: str) -> int:
+        if self._hidden.pop(path, None) is not None:
+            return 0
         self.service.remove_item(caller(), path)
         return 0
 
@@ -332,6 +353,8 @@ class EncfsOperations(mfusepy.Operations):
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         if ControlTree.owns(path):
             raise mfusepy.FuseOSError(errno.EPERM)
+        if not name.startswith("user."):  # ACLs, security labels: not kept, and tools know ENOTSUP
+            raise mfusepy.FuseOSError(errno.ENOTSUP)
         self.service.set_attribute(caller(), path, name, value, options)
         return 0
 

@@ -1,0 +1,322 @@
+"""Standard file operations on a real mount behave as on a local disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Mounted, errors_of
+
+
+def test_create_write_read_and_sizes(folder: Path) -> None:
+    path = folder / "a.bin"
+    path.write_bytes(b"hello world")
+    assert path.read_bytes() == b"hello world"
+    st = path.stat()
+    assert st.st_size == 11
+    assert stat.S_ISREG(st.st_mode)
+    assert st.st_nlink == 1
+
+
+def test_write_at_offsets_and_holes(folder: Path) -> None:
+    path = folder / "sparse.bin"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.pwrite(fd, b"abc", 0)
+        os.pwrite(fd, b"xyz", 10)
+        os.pwrite(fd, b"Q", 1)
+        assert os.pread(fd, 100, 0) == b"aQc" + b"\x00" * 7 + b"xyz"
+        assert os.fstat(fd).st_size == 13
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"aQc" + b"\x00" * 7 + b"xyz"
+
+
+def test_overwrite_middle_of_existing_file(folder: Path) -> None:
+    path = folder / "f.txt"
+    path.write_bytes(b"0123456789")
+    with open(path, "r+b") as f:
+        f.seek(4)
+        f.write(b"AB")
+    assert path.read_bytes() == b"0123AB6789"
+
+
+def test_append(folder: Path) -> None:
+    path = folder / "log.txt"
+    path.write_text("one\n")
+    with open(path, "a") as f:
+        f.write("two\n")
+    with open(path, "a") as f:
+        f.write("three\n")
+    assert path.read_text() == "one\ntwo\nthree\n"
+
+
+def test_truncate_and_ftruncate(folder: Path) -> None:
+    path = folder / "t.bin"
+    path.write_bytes(b"x" * 100)
+    os.truncate(path, 10)
+    assert path.stat().st_size == 10
+    assert path.read_bytes() == b"x" * 10
+    os.truncate(path, 20)
+    assert path.read_bytes() == b"x" * 10 + b"\x00" * 10
+    with open(path, "r+b") as f:
+        os.ftruncate(f.fileno(), 3)
+        assert os.fstat(f.fileno()).st_size == 3
+    assert path.read_bytes() == b"xxx"
+    with open(path, "wb"):
+        pass
+    assert path.stat().st_size == 0
+
+
+def test_writer_reads_own_writes_before_close(folder: Path) -> None:
+    path = folder / "w.bin"
+    with open(path, "w+b") as f:
+        f.write(b"draft")
+        f.flush()
+        f.seek(0)
+        assert f.read() == b"draft"
+        assert os.fstat(f.fileno()).st_size == 5
+
+
+def test_new_content_visible_to_other_processes_after_close(mount: Mounted, folder: Path) -> None:
+    path = folder / "v.txt"
+    path.write_text("v1")
+    import subprocess
+
+    with open(path, "w") as f:
+        f.write("v2-longer")
+        f.flush()
+        out = subprocess.run(["cat", str(path)], capture_output=True, text=True).stdout
+        assert out in ("v1", "v2-longer")  # same mount: the page cache may already show it
+    out = subprocess.run(["cat", str(path)], capture_output=True, text=True).stdout
+    assert out == "v2-longer"
+
+
+def test_unlinked_file_stays_readable_while_open(folder: Path) -> None:
+    path = folder / "gone.txt"
+    path.write_bytes(b"still here")
+    with open(path, "rb") as f:
+        path.unlink()
+        assert not path.exists()
+        assert f.read() == b"still here"
+        assert os.fstat(f.fileno()).st_size == 10
+
+
+def test_unlinked_file_written_and_fsynced_stays_readable(folder: Path) -> None:
+    path = folder / "gone2.txt"
+    with open(path, "w+b") as f:
+        f.write(b"written")
+        f.flush()
+        os.fsync(f.fileno())
+        path.unlink()
+        f.seek(0)
+        assert f.read() == b"written"
+    assert not path.exists()
+
+
+def test_mkdir_rmdir_and_link_counts(mount: Mounted) -> None:
+    top = mount.path / "top"
+    top.mkdir()
+    assert top.stat().st_nlink == 2
+    (top / "a").mkdir()
+    (top / "b").mkdir()
+    assert top.stat().st_nlink == 4
+    (top / "a").rmdir()
+    assert top.stat().st_nlink == 3
+    (top / "file").write_text("x")
+    assert top.stat().st_nlink == 3
+    assert sorted(os.listdir(top)) == ["b", "file"]
+
+
+def test_rmdir_non_empty_is_enotempty(mount: Mounted, folder: Path) -> None:
+    (folder / "x").write_text("x")
+    with pytest.raises(OSError) as exc:
+        folder.rmdir()
+    assert exc.value.errno == errno.ENOTEMPTY
+    assert (folder / "x").read_text() == "x"
+    assert "not empty" in errors_of(mount)
+
+
+def test_rename_file_within_and_across_folders(mount: Mounted, folder: Path) -> None:
+    other = mount.path / "other"
+    other.mkdir()
+    (folder / "a").write_text("A")
+    os.rename(folder / "a", folder / "b")
+    assert (folder / "b").read_text() == "A"
+    assert not (folder / "a").exists()
+    os.rename(folder / "b", other / "c")
+    assert (other / "c").read_text() == "A"
+    assert os.listdir(folder) == []
+
+
+def test_rename_replaces_existing_file_atomically(folder: Path) -> None:
+    (folder / "new").write_text("new content")
+    (folder / "old").write_text("old content")
+    inode = (folder / "new").stat().st_ino
+    os.rename(folder / "new", folder / "old")
+    assert (folder / "old").read_text() == "new content"
+    assert (folder / "old").stat().st_ino == inode
+    assert sorted(os.listdir(folder)) == ["old"]
+
+
+def test_rename_noreplace_refuses_existing_target(folder: Path) -> None:
+    import ctypes
+
+    (folder / "a").write_text("a")
+    (folder / "b").write_text("b")
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_noreplace = -100, 1
+    result = libc.renameat2(at_fdcwd, str(folder / "a").encode(), at_fdcwd, str(folder / "b").encode(),
+                            rename_noreplace)
+    assert result == -1
+    assert ctypes.get_errno() == errno.EEXIST
+    assert (folder / "b").read_text() == "b"
+    assert (folder / "a").read_text() == "a"
+
+
+def test_rename_folder_with_content(mount: Mounted) -> None:
+    (mount.path / "src" / "sub").mkdir(parents=True)
+    (mount.path / "src" / "sub" / "f").write_text("deep")
+    (mount.path / "dst").mkdir()
+    os.rename(mount.path / "src", mount.path / "dst" / "moved")
+    assert (mount.path / "dst" / "moved" / "sub" / "f").read_text() == "deep"
+    assert mount.path.joinpath("dst").stat().st_nlink == 3
+
+
+def test_rename_folder_onto_empty_folder_replaces_it(mount: Mounted) -> None:
+    (mount.path / "a").mkdir()
+    (mount.path / "a" / "f").write_text("f")
+    (mount.path / "b").mkdir()
+    os.rename(mount.path / "a", mount.path / "b")
+    assert (mount.path / "b" / "f").read_text() == "f"
+    assert not (mount.path / "a").exists()
+
+
+def test_rename_folder_onto_non_empty_folder_is_refused(mount: Mounted) -> None:
+    (mount.path / "a").mkdir()
+    (mount.path / "b").mkdir()
+    (mount.path / "b" / "keep").write_text("k")
+    with pytest.raises(OSError) as exc:
+        os.rename(mount.path / "a", mount.path / "b")
+    assert exc.value.errno in (errno.ENOTEMPTY, errno.EEXIST)
+    assert (mount.path / "b" / "keep").read_text() == "k"
+
+
+def test_rename_file_onto_folder_and_back(mount: Mounted, folder: Path) -> None:
+    (folder / "f").write_text("f")
+    (folder / "d").mkdir()
+    with pytest.raises(OSError) as exc:
+        os.rename(folder / "f", folder / "d")
+    assert exc.value.errno == errno.EISDIR
+    with pytest.raises(OSError) as exc:
+        os.rename(folder / "d", folder / "f")
+    assert exc.value.errno == errno.ENOTDIR
+
+
+def test_stat_times_and_utimens(folder: Path) -> None:
+    path = folder / "t"
+    before = time.time()
+    path.write_text("x")
+    st = path.stat()
+    assert before - 2 <= st.st_mtime <= time.time() + 2
+    os.utime(path, ns=(1_000_000_000_123, 2_000_000_000_456))
+    st = path.stat()
+    assert st.st_atime_ns == 1_000_000_000_123
+    assert st.st_mtime_ns == 2_000_000_000_456
+
+
+def test_utime_now_and_omit(folder: Path) -> None:
+    path = folder / "t"
+    path.write_text("x")
+    os.utime(path, ns=(5_000_000_000, 6_000_000_000))
+    import subprocess
+
+    subprocess.run(["touch", "-m", str(path)], check=True)  # UTIME_OMIT for atime, UTIME_NOW for mtime
+    st = path.stat()
+    assert st.st_atime_ns == 5_000_000_000
+    assert st.st_mtime > time.time() - 60
+
+
+def test_utimens_before_close_is_kept(folder: Path) -> None:
+    """cp -p sets the times on the open descriptor before closing it."""
+    path = folder / "p"
+    with open(path, "wb") as f:
+        f.write(b"data")
+        f.flush()
+        os.utime(f.fileno(), ns=(3_000_000_000, 4_000_000_000))
+    assert path.stat().st_mtime_ns == 4_000_000_000
+
+
+def test_chmod_is_kept(folder: Path) -> None:
+    path = folder / "m"
+    path.write_text("x")
+    os.chmod(path, 0o600)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    os.chmod(folder, 0o750)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+
+
+def test_statfs(mount: Mounted) -> None:
+    vfs = os.statvfs(mount.path)
+    assert vfs.f_namemax == 255
+    assert vfs.f_blocks > 0
+    assert vfs.f_bavail <= vfs.f_blocks
+
+
+def test_fsync_makes_content_committed(mount: Mounted, folder: Path) -> None:
+    from encfs.model import Actor
+    from encfs.service import FilesService
+    from encfs.store import open_store
+
+    path = folder / "durable.bin"
+    with open(path, "wb") as f:
+        f.write(b"durable bytes")
+        f.flush()
+        os.fsync(f.fileno())
+        store = open_store(mount.store)
+        try:
+            item = FilesService(store).lookup(Actor.local(), "/data/durable.bin")
+            assert item.size == 13  # committed at fsync, before close
+        finally:
+            store.close()
+
+
+def test_identical_content_is_stored_once(mount: Mounted, folder: Path) -> None:
+    payload = os.urandom(200_000)
+    for name in ("one", "two", "three"):
+        (folder / name).write_bytes(payload)
+    blobs = [p for p in (mount.store / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 1
+    (folder / "one").unlink()
+    (folder / "two").unlink()
+    assert len([p for p in (mount.store / "blobs").rglob("*") if p.is_file()]) == 1
+    (folder / "three").unlink()
+    assert [p for p in (mount.store / "blobs").rglob("*") if p.is_file()] == []
+
+
+def test_old_blob_is_removed_when_content_changes(mount: Mounted, folder: Path) -> None:
+    path = folder / "f"
+    path.write_bytes(b"first")
+    path.write_bytes(b"second")
+    blobs = [p for p in (mount.store / "blobs").rglob("*") if p.is_file()]
+    assert [b.read_bytes() for b in blobs] == [b"second"]
+    assert list((mount.store / "spool").iterdir()) == []
+
+
+def test_control_entries_are_hidden_but_reachable(mount: Mounted, folder: Path) -> None:
+    assert os.listdir(mount.path) == ["data"]
+    assert (mount.path / ".encfs").is_dir()
+    assert (mount.path / ".encfs" / "errors").is_file()
+    assert (mount.path / ".search").is_dir()
+
+
+def test_large_file_round_trip(folder: Path) -> None:
+    payload = os.urandom(8 << 20)
+    (folder / "big").write_bytes(payload)
+    assert (folder / "big").read_bytes() == payload
+    assert (folder / "big").stat().st_size == 8 << 20

@@ -1,0 +1,74 @@
+"""Two mounts of one store, and the CLI beside them, see each other's changes within
+about a second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from encfs.cli import main
+
+VISIBLE_WITHIN = 3.0
+
+
+def eventually(check: Callable[[], bool], timeout: float = VISIBLE_WITHIN) -> float:
+    """Seconds until check() held; fails the test after `timeout`."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not visible within {timeout} s")
+        time.sleep(0.05)
+
+
+def test_two_mounts_see_each_other(store: Path, mount_factory) -> None:
+    first = mount_factory(store, "one")
+    second = mount_factory(store, "two")
+    (first.path / "shared").mkdir()
+    eventually(lambda: (second.path / "shared").is_dir())
+    (first.path / "shared" / "f.txt").write_text("version 1")
+    eventually(lambda: (second.path / "shared" / "f.txt").read_text() == "version 1")
+    (second.path / "shared" / "f.txt").write_text("version 2 is longer")
+    eventually(lambda: (first.path / "shared" / "f.txt").read_text() == "version 2 is longer")
+    (second.path / "shared" / "f.txt").write_text("v3")  # shorter: size and content must follow
+    eventually(lambda: (first.path / "shared" / "f.txt").read_text() == "v3")
+    (first.path / "shared" / "f.txt").rename(first.path / "shared" / "g.txt")
+    eventually(lambda: not (second.path / "shared" / "f.txt").exists()
+               and (second.path / "shared" / "g.txt").read_text() == "v3")
+    (second.path / "shared" / "g.txt").unlink()
+    eventually(lambda: list((first.path / "shared").iterdir()) == [])
+
+
+def test_cli_and_mount_see_each_other(store: Path, mount_factory, tmp_path: Path) -> None:
+    mounted = mount_factory(store, "mnt")
+    runner = CliRunner()
+    assert runner.invoke(main, ["folder", "create", "--store", str(store), "from-cli"]).exit_code == 0
+    eventually(lambda: (mounted.path / "from-cli").is_dir())
+    (tmp_path / "up.txt").write_text("uploaded")
+    result = runner.invoke(main, ["upload", "--store", str(store), "from-cli", str(tmp_path / "up.txt")])
+    assert result.exit_code == 0, result.output
+    eventually(lambda: (mounted.path / "from-cli" / "up.txt").read_text() == "uploaded")
+    (mounted.path / "from-cli" / "made-on-mount.txt").write_text("m")
+    listing = runner.invoke(main, ["ls", "--store", str(store), "from-cli"]).output.split()
+    assert "made-on-mount.txt" in listing
+    assert runner.invoke(main, ["rm", "--store", str(store), "from-cli/up.txt"]).exit_code == 0
+    eventually(lambda: not (mounted.path / "from-cli" / "up.txt").exists())
+
+
+def test_reader_on_other_mount_keeps_old_content_until_reopen(store: Path, mount_factory) -> None:
+    first = mount_factory(store, "one")
+    second = mount_factory(store, "two")
+    (first.path / "d").mkdir()
+    (first.path / "d" / "f").write_bytes(b"A" * 10_000)
+    eventually(lambda: (second.path / "d" / "f").exists())
+    with open(second.path / "d" / "f", "rb") as reader:
+        (first.path / "d" / "f").write_bytes(b"B" * 10_000)
+        assert reader.read() == b"A" * 10_000  # an open descriptor keeps its version
+    eventually(lambda: (second.path / "d" / "f").read_bytes() == b"B" * 10_000)

@@ -11,8 +11,9 @@ import pydicom.data
 import pytest
 from click.testing import CliRunner
 
-from conftest import Mounted
 from encfs.cli import main
+
+from conftest import Mounted
 from media import image_bytes, nifti_bytes, pdf_bytes, video_file, wav_bytes
 
 
@@ -97,6 +98,7 @@ def test_upload_detects_kinds_too(tmp_path: Path, store: Path) -> None:
     (tmp_path / "a.png").write_bytes(image_bytes("PNG", (30, 20)))
     runner = CliRunner()
     assert runner.invoke(main, ["folder", "create", "--store", str(store), "imgs"]).exit_code == 0
-    assert runner.invoke(main, ["upload", "--store", str(store), "imgs", str(tmp_path / "a.png")]).exit_code == 0
+    uploaded = runner.invoke(main, ["upload", "--store", str(store), "imgs", str(tmp_path / "a.png")])
+    assert uploaded.exit_code == 0
     details = json.loads(runner.invoke(main, ["info", "--json", "--store", str(store), "imgs/a.png"]).output)
     assert (details["kind"], details["width"], details["height"]) == ("image", 30, 20)

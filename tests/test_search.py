@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import Mounted
 from encfs.cli import main
 from encfs.errors import InvalidInput
 from encfs.model import Actor, Kind
 from encfs.service import FilesService
 from encfs.store import open_store
+
+from conftest import Mounted
 from media import image_bytes
 
 

@@ -131,7 +131,8 @@ def test_mount_behaves_like_local_disk(mount: Mounted, tmp_path: Path) -> None:
     run_state_machine_as_test(
         MountMatchesLocalDisk,
         settings=settings(
-            max_examples=int(os.environ.get("ENCFS_STATEFUL_EXAMPLES", "60")), stateful_step_count=30, deadline=None,
+            max_examples=int(os.environ.get("ENCFS_STATEFUL_EXAMPLES", "60")),
+            stateful_step_count=30, deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )

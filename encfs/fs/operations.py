@@ -108,8 +108,9 @@ class EncfsOperations(mfusepy.Operations):
         at = self.control.mounted_ns
         nlink = 2 if stat.S_ISDIR(entry.mode) else 1
         return {
-            "st_ino": control_inode(path), "st_mode": entry.mode, "st_nlink": nlink, "st_size": entry.size, "st_uid": os.getuid(),
-            "st_gid": os.getgid(), "st_atime": at, "st_mtime": at, "st_ctime": at,
+            "st_ino": control_inode(path), "st_mode": entry.mode, "st_nlink": nlink,
+            "st_size": entry.size, "st_uid": os.getuid(), "st_gid": os.getgid(),
+            "st_atime": at, "st_mtime": at, "st_ctime": at,
         }
 
     @translated

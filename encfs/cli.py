@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from encfs.errors import EncfsError, NotFound, StoreError
+from encfs.errors import AlreadyExists, EncfsError, NotFound, StoreError
 from encfs.logs import setup_logging
 from encfs.model import Actor, Folder, Item, Kind
 from encfs.store import init_store, locate, open_store
@@ -56,20 +56,27 @@ def fail(exc: EncfsError) -> None:
 
 
 def files_path(service: Any, argument: str) -> str:
-    """A Files path, or a local path inside a mount of this store, as a Files path."""
-    local = Path(argument)
-    if os.path.lexists(local):
-        absolute = Path(os.path.abspath(local))
-        mount = absolute
+    """A Files path, or a local path inside a mount of this store (existing or about
+    to be created), as a Files path."""
+    absolute = Path(os.path.abspath(argument))
+    existing = absolute
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing != existing.parent:
+        mount = existing
         while not os.path.ismount(mount) and mount != mount.parent:
             mount = mount.parent
-        marker = mount / ".encfs" / "store-id"
-        try:
-            if marker.read_text().strip() == service.store.store_id:
-                return "/" + str(absolute.relative_to(mount)).strip(".")
-        except OSError:
-            pass
+        if mount != mount.parent and _store_id_at(mount) == service.store.store_id:
+            relative = str(absolute.relative_to(mount))
+            return "/" if relative == "." else "/" + relative
     return "/" + argument.strip("/")
+
+
+def _store_id_at(mount: Path) -> str | None:
+    try:
+        return (mount / ".encfs" / "store-id").read_text().strip()
+    except OSError:
+        return None
 
 
 @click.group()
@@ -142,8 +149,10 @@ def start_background_mount(store_path: Path, mountpoint: Path) -> None:
 @main.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
 def umount(mountpoint: Path) -> None:
-    """Unmount a mounted store."""
-    if not os.path.ismount(mountpoint):
+    """Unmount a mounted store (also one whose daemon died)."""
+    from encfs.fs.mount import is_mounted
+
+    if not is_mounted(mountpoint):
         fail(StoreError(f"{mountpoint} is not mounted"))
     done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
     if done.returncode != 0:
@@ -262,7 +271,7 @@ def move_into(service: Any, source: str, target: str) -> None:
 @click.option("--replace", is_flag=True, help="Give existing files of the same name new content.")
 @store_option
 def upload(folder_path: str, files: tuple[Path, ...], replace: bool, store_dir: Path | None) -> None:
-    """Upload local FILES into FOLDER, with a progress bar."""
+    """Upload local FILES into FOLDER, with a progress bar. A refusal stores nothing."""
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, folder_path)
@@ -271,13 +280,45 @@ def upload(folder_path: str, files: tuple[Path, ...], replace: bool, store_dir: 
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             fail(NotFound("not local files: " + ", ".join(missing)))
+        if not replace:
+            taken = [f"{target}/{f.name}" for f in files if exists(service, actor, f"{target}/{f.name}")]
+            if taken:
+                refusal = AlreadyExists("a file or folder with this name exists (use --replace to give "
+                                        "it new content); nothing was uploaded", ", ".join(taken))
+                service.record_refusal(actor, "upload", refusal)
+                fail(refusal)
         total = sum(f.stat().st_size for f in files)
-        with click.progressbar(length=total, label=f"uploading {len(files)} files",
-                               file=sys.stderr, show_pos=False) as bar:
-            for local in files:
+        uploaded = upload_all(service, actor, target, files, replace, total)
+        click.echo(f"uploaded {len(uploaded)} files ({human_size(total)}) to {target}")
+
+
+def upload_all(service: Any, actor: Actor, target: str, files: tuple[Path, ...], replace: bool,
+               total: int) -> list[str]:
+    """Upload every file; if one fails, the new items made so far are removed again."""
+    created: list[str] = []
+    with click.progressbar(length=total, label=f"uploading {len(files)} files",
+                           file=sys.stderr, show_pos=False) as bar:
+        for local in files:
+            path = f"{target}/{local.name}"
+            is_new = not exists(service, actor, path)
+            try:
                 service.upload(actor, target, local, replace=replace)
-                bar.update(local.stat().st_size)
-        click.echo(f"uploaded {len(files)} files ({human_size(total)}) to {target}")
+            except EncfsError:
+                for done in created:
+                    service.remove_item(actor, done)
+                raise
+            if is_new:
+                created.append(path)
+            bar.update(local.stat().st_size)
+    return created
+
+
+def exists(service: Any, actor: Actor, path: str) -> bool:
+    try:
+        service.lookup(actor, path)
+    except NotFound:
+        return False
+    return True
 
 
 def human_size(size: float) -> str:
@@ -355,12 +396,13 @@ def rm(paths: tuple[str, ...], recursive: bool, store_dir: Path | None) -> None:
     """Remove files (and folders with -r)."""
     with service_for(store_dir) as service:
         actor = Actor.local()
-        for path in paths:
-            target = files_path(service, path)
-            node = service.lookup(actor, target)
+        targets = [files_path(service, path) for path in paths]
+        nodes = [service.lookup(actor, target) for target in targets]  # all exist, or nothing is removed
+        for target, node in zip(targets, nodes, strict=True):
+            if isinstance(node, Folder) and not recursive:
+                fail(EncfsError("is a folder; use -r to remove it and what it holds", target))
+        for target, node in zip(targets, nodes, strict=True):
             if isinstance(node, Folder):
-                if not recursive:
-                    fail(EncfsError("is a folder; use -r to remove it and what it holds", target))
                 service.remove_folder(actor, target, recursive=True)
             else:
                 service.remove_item(actor, target)

@@ -33,7 +33,9 @@ class Draft:
         try:
             with open(source, "rb") as src:
                 while chunk := src.read(HASH_CHUNK):
-                    draft.write(chunk, draft.size)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[draft.write(view, draft.size) :]
         except BaseException:
             draft.discard()
             raise

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ XATTR_MAX = 64 * 1024
 XATTR_CREATE, XATTR_REPLACE = 1, 2
 ENCORD = "user.encord."
 MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
+RESERVED_AT_ROOT = (".encfs", ".search", ".datasets", ".projects", ".access")
 WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
 
 P = ParamSpec("P")
@@ -63,20 +65,29 @@ def root_folder() -> Folder:
     )
 
 
+_actions = threading.local()
+
+
 def action(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Mark a service method as a user action: a refusal it raises is recorded."""
+    """Mark a service method as a user action: a refusal it raises is recorded once,
+    by the outermost action (an upload that creates an item is one action)."""
 
     def wrap(method: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(method)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            depth = getattr(_actions, "depth", 0)
+            _actions.depth = depth + 1
             try:
                 return method(*args, **kwargs)
             except EncfsError as exc:
                 service, actor = args[0], args[1]
                 if not exc.path and len(args) > 2 and isinstance(args[2], str):
                     exc.path = "/" + args[2].strip("/")
-                service.record_refusal(actor, operation, exc)  # type: ignore[attr-defined]
+                if depth == 0:
+                    service.record_refusal(actor, operation, exc)  # type: ignore[attr-defined]
                 raise
+            finally:
+                _actions.depth = depth
 
         return run
 
@@ -175,8 +186,13 @@ class FilesService:
 
     def _check_free(self, w: WriteTxn, parent: Folder, name: str, path: str) -> None:
         check_name(name)
+        self._check_not_reserved(parent, name, path)
         if w.child_id(parent.id, name) is not None:
             raise AlreadyExists("a file or folder with this name exists", path)
+
+    def _check_not_reserved(self, parent: Folder, name: str, path: str) -> None:
+        if parent.id == ROOT_ID and name in RESERVED_AT_ROOT:
+            raise AlreadyExists(f"{name} is reserved at the root for the mount's control entries", path)
 
     def _touch(self, folder: Folder, now: int) -> None:
         folder.mtime_ns = folder.ctime_ns = now
@@ -302,6 +318,7 @@ class FilesService:
             dst_parent = self._resolve_parent(w, dst_parts)
             name = dst_parts[-1]
             check_name(name)
+            self._check_not_reserved(dst_parent, name, target)
             if isinstance(node, Item) and dst_parent.id == ROOT_ID:
                 raise NotPermitted("files cannot be stored at the root; put them in a folder", target)
             if isinstance(node, Folder) and self._is_within(w, dst_parent, node.id):
@@ -607,6 +624,7 @@ class FilesService:
                replace: bool = False) -> Item:
         """Copy a local file into a folder as a new item (or a new version with replace)."""
         name = name or source.name
+        check_name(name)
         target = "/" + "/".join([*split_path(folder), name])
         if not source.is_file():
             raise NotFound(f"local file {source} does not exist or is not a file", target)

@@ -34,13 +34,33 @@ def load_mfusepy() -> Any:
     return mfusepy
 
 
+def is_mounted(path: Path) -> bool:
+    """Whether something is mounted at path, even a mount whose daemon died
+    (os.path.ismount cannot tell: stat of a dead FUSE mount fails)."""
+    target = os.path.abspath(path)
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and _unescape(fields[1]) == target:
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
 def check_mountpoint(mountpoint: Path) -> None:
+    if is_mounted(mountpoint):
+        raise StoreError(
+            f"{mountpoint} is already a mount point (if its daemon died: encfs umount {mountpoint})"
+        )
     if not mountpoint.exists():
         raise StoreError(f"mountpoint {mountpoint} does not exist; create an empty directory first")
     if not mountpoint.is_dir():
         raise StoreError(f"mountpoint {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
-        raise StoreError(f"{mountpoint} is already a mount point")
     if any(mountpoint.iterdir()):
         raise StoreError(f"mountpoint {mountpoint} is not empty; mount on an empty directory")
 

@@ -18,12 +18,12 @@ def probe(path: Path, head: bytes | None = None) -> Media:
     if head is None:
         with open(path, "rb") as f:
             head = f.read(HEAD_SIZE)
+    if magic.is_dicom(head):  # before images: a DICOM preamble may look like TIFF
+        return probe_dicom(path)
     if magic.looks_like_image(head):
         found = probe_image(path)
         if found is not None:
             return found
-    if magic.is_dicom(head):
-        return probe_dicom(path)
     if magic.looks_like_video(head):
         video = probe_video(path)
         if video.kind != Kind.OTHER:

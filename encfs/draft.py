@@ -1,31 +1,102 @@
 """A draft: the new content of one item while it is being written.
 
-Writes go to a spool file beside the blob store. While writes arrive in order the
-sha256 is computed on the fly, so committing a large sequential write costs no second
-pass; any other write pattern is hashed once at commit.
+A draft starts in memory and moves to a spool file beside the blob store once it
+grows past `MEMORY_LIMIT`, so that small files (most training images) cost no
+temporary file. While writes arrive in order, the sha256 is computed on the fly, big
+pieces on a background thread (hashlib releases the GIL), so the writer's reply does
+not wait for hashing and a commit needs no second pass; any other write pattern is
+hashed once at commit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+if TYPE_CHECKING:
+    from encfs.blobs.base import BlobStore
+
+MEMORY_LIMIT = 1 << 20
 HASH_CHUNK = 4 << 20
+ASYNC_HASH_MIN = 256 << 10
+MAX_PENDING_HASH = 64 << 20
+
+_hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-hash")
+
+
+class Payload(Protocol):
+    """Bytes to write that are not in Python yet (the mount's write buffer): copied
+    straight into a file when the draft has one, so large writes never pass through
+    Python."""
+
+    size: int
+
+    def copy_to(self, fd: int, offset: int) -> int: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+class InOrderHash:
+    """sha256 of the bytes written so far, valid while they came in order."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.hashed = 0
+        self.valid = True
+        self._pending: Future | None = None
+        self._pending_bytes = 0
+
+    def wrote(self, data: bytes | memoryview, offset: int) -> None:
+        if not self.valid:
+            return
+        if offset != self.hashed:
+            self.valid = False
+            return
+        self.hashed += len(data)
+        busy = self._pending is not None and not self._pending.done()
+        if len(data) < ASYNC_HASH_MIN and not busy:
+            self._sha.update(data)
+            return
+        if self._pending_bytes > MAX_PENDING_HASH:
+            self.wait()
+        self._pending_bytes += len(data)
+        self._pending = _hashing.submit(self._sha.update, data)
+
+    def wrote_file_range(self, fd: int, offset: int, length: int) -> None:
+        """Like `wrote`, for bytes that went straight into the file `fd`."""
+        if not self.valid or offset != self.hashed:
+            self.valid = False
+            return
+        self.hashed += length
+        if self._pending_bytes > MAX_PENDING_HASH:
+            self.wait()
+        self._pending_bytes += length
+        self._pending = _hashing.submit(lambda: self._sha.update(os.pread(fd, length, offset)))
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending, self._pending_bytes = None, 0
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return self._sha.hexdigest()
 
 
 class Draft:
     def __init__(self, spool_dir: Path) -> None:
-        fd, name = tempfile.mkstemp(dir=spool_dir, prefix="draft-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
-        self.fd = fd
-        self.path = Path(name)
+        self.spool_dir = spool_dir
+        self.buffer: bytearray | None = bytearray()
+        self.fd = -1
+        self.path: Path | None = None
         self.size = 0
-        self._hash: hashlib._Hash | None = hashlib.sha256()
-        self._hashed = 0
+        self._hash = InOrderHash()
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path) -> Draft:
@@ -41,56 +112,127 @@ class Draft:
             raise
         return draft
 
-    def write(self, data: bytes | memoryview, offset: int) -> int:
-        written = os.pwrite(self.fd, data, offset)
-        if self._hash is not None and offset == self._hashed and written == len(data):
-            self._hash.update(data)
-            self._hashed += written
-        elif offset < self._hashed:
-            self._hash = None
+    @property
+    def in_memory(self) -> bool:
+        return self.buffer is not None
+
+    def write(self, data: bytes | memoryview | Payload, offset: int) -> int:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            if self.buffer is not None and offset + data.size > MEMORY_LIMIT:
+                self._spill()
+            if self.buffer is None:
+                written = data.copy_to(self.fd, offset)
+                self._hash.wrote_file_range(self.fd, offset, written)
+                self.size = max(self.size, offset + written)
+                return written
+            data = data.to_bytes()
+        end = offset + len(data)
+        if self.buffer is not None and end > MEMORY_LIMIT:
+            self._spill()
+        if self.buffer is not None:
+            if offset > len(self.buffer):
+                self.buffer.extend(bytes(offset - len(self.buffer)))
+            self.buffer[offset:end] = data
+            written = len(data)
+        else:
+            written = os.pwrite(self.fd, data, offset)
+        self._hash.wrote(data[:written], offset)
         self.size = max(self.size, offset + written)
         return written
 
     def read(self, size: int, offset: int) -> bytes:
+        if self.buffer is not None:
+            return bytes(self.buffer[offset : offset + size])
         return os.pread(self.fd, size, offset)
 
     def truncate(self, length: int) -> None:
-        os.ftruncate(self.fd, length)
-        if length < self._hashed:
-            self._hash = None
+        if self.buffer is not None and length > MEMORY_LIMIT:
+            self._spill()
+        if self.buffer is not None:
+            if length < len(self.buffer):
+                del self.buffer[length:]
+            else:
+                self.buffer.extend(bytes(length - len(self.buffer)))
+        else:
+            os.ftruncate(self.fd, length)
+        if length < self._hash.hashed:
+            self._hash.valid = False
         self.size = length
 
-    def invalidate_hash(self) -> None:
-        """The spool was filled behind our back (copied from a blob)."""
-        self._hash = None
+    def load(self, content: bytes) -> None:
+        """Start from existing (small) content."""
+        self.buffer = bytearray(content)
+        self.size = len(content)
+        self._hash.valid = False
+
+    def fill(self, copy_into_fd: Callable[[int], None]) -> None:
+        """Start from existing (large) content, which `copy_into_fd` writes into the spool."""
+        self._spill()
+        copy_into_fd(self.fd)
+        self.size = os.fstat(self.fd).st_size
+        self._hash.valid = False
+
+    def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
+        """Hand the content to the blob store (a spool file is moved, not copied)."""
+        if self.buffer is not None:
+            blobs.write(sha, self.buffer, durable)
+        else:
+            assert self.path is not None
+            blobs.adopt(sha, self.path, durable)
+            self.path = None
+
+    def _spill(self) -> None:
+        if self.buffer is None:
+            return
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="draft-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
+        self.fd, self.path = fd, Path(name)
+        data, self.buffer = self.buffer, None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def digest(self) -> str:
-        if self._hash is None or self._hashed != self.size:
-            self._rehash()
-        assert self._hash is not None
-        return self._hash.hexdigest()
-
-    def _rehash(self) -> None:
+        if self._hash.valid and self._hash.hashed == self.size:
+            return self._hash.hexdigest()
+        self._hash.wait()
         h = hashlib.sha256()
-        offset = 0
-        while offset < self.size:
-            chunk = os.pread(self.fd, min(HASH_CHUNK, self.size - offset), offset)
-            if not chunk:
-                break
-            h.update(chunk)
-            offset += len(chunk)
-        self._hash, self._hashed = h, offset
+        if self.buffer is not None:
+            h.update(self.buffer)
+        else:
+            offset = 0
+            while offset < self.size:
+                chunk = os.pread(self.fd, min(HASH_CHUNK, self.size - offset), offset)
+                if not chunk:
+                    break
+                h.update(chunk)
+                offset += len(chunk)
+        return h.hexdigest()
 
     def head(self, size: int = 64 * 1024) -> bytes:
-        return os.pread(self.fd, size, 0)
+        return self.read(size, 0)
+
+    def source(self) -> Path | bytes:
+        """Where a parser can read the whole content: the bytes, or the spool file."""
+        if self.buffer is not None:
+            return bytes(self.buffer)
+        assert self.path is not None
+        return self.path
+
+    def memory_content(self) -> bytes | None:
+        return None if self.buffer is None else bytes(self.buffer)
 
     def fsync(self) -> None:
-        os.fsync(self.fd)
+        if self.fd >= 0:
+            os.fsync(self.fd)
 
     def discard(self) -> None:
         """Drop the draft; safe to call twice and after the spool was adopted."""
+        self._hash.wait()
+        self.buffer = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None

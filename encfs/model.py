@@ -6,7 +6,7 @@ import enum
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT_ID = 1
 
@@ -94,7 +94,34 @@ class Item(Node):
     media: Media = field(default_factory=Media)
 
 
+class Attributes(NamedTuple):
+    """What `stat` shows of a node, kept beside its record so that listings and
+    lookups need not decode the whole record."""
+
+    id: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    nlink: int
+
+
 @dataclass
 class SearchHit:
     path: str
     item: Item
+
+
+FOLDER_SIZE = 4096
+
+
+def attributes_of(node: Node) -> Attributes:
+    if isinstance(node, Folder):
+        return Attributes(node.id, node.mode, node.uid, node.gid, FOLDER_SIZE, node.atime_ns,
+                          node.mtime_ns, node.ctime_ns, 2 + node.subfolders)
+    assert isinstance(node, Item)
+    return Attributes(node.id, node.mode, node.uid, node.gid, node.size, node.atime_ns, node.mtime_ns,
+                      node.ctime_ns, 1)

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from encfs.blobs.base import BlobReader
-from encfs.draft import Draft
+from encfs.blobs.base import BlobReader, MemoryBlobReader
+from encfs.draft import MEMORY_LIMIT, Draft, Payload
 from encfs.errors import (
     AlreadyExists,
     EncfsError,
@@ -40,7 +40,7 @@ from encfs.errors import (
 from encfs.media import probe
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
-from encfs.model import ROOT_ID, Actor, Folder, Item, Kind, Node, SearchHit
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.store import Store
 
 log = logging.getLogger("encfs")
@@ -124,6 +124,29 @@ class FilesService:
         with self.meta.read() as r:
             return self._resolve(r, split_path(path))
 
+    def stat(self, actor: Actor, path: str) -> Attributes:
+        """What `stat` shows, without decoding the whole record (the mount's hot path)."""
+        with self.meta.read() as r:
+            node_id = self._resolve_id(r, split_path(path))
+            attributes = r.attributes(node_id)
+            if attributes is None:
+                raise NotFound("no such file or folder", path)
+            return attributes
+
+    def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
+        """A folder's entries with what `stat` shows of each: one prefix scan."""
+        with self.meta.read() as r:
+            folder_id = self._resolve_id(r, split_path(path))
+            here = r.attributes(folder_id)
+            if here is None or not stat.S_ISDIR(here.mode):
+                raise NotAFolder("not a folder", path)
+            entries = []
+            for name, child_id, _ in r.children(folder_id):
+                attributes = r.attributes(child_id)
+                if attributes is not None:
+                    entries.append((name, attributes))
+            return entries
+
     def node(self, actor: Actor, node_id: int) -> Folder | Item | None:
         with self.meta.read() as r:
             return r.node(node_id)
@@ -139,13 +162,17 @@ class FilesService:
         with self.meta.read() as r:
             return self._path(r, node_id, {})
 
-    def _resolve(self, r: ReadTxn, parts: list[str]) -> Folder | Item:
+    def _resolve_id(self, r: ReadTxn, parts: list[str]) -> int:
         node_id = ROOT_ID
         for depth, part in enumerate(parts):
             child = r.child_id(node_id, part)
             if child is None:
                 raise NotFound("no such file or folder", "/" + "/".join(parts[: depth + 1]))
             node_id = child
+        return node_id
+
+    def _resolve(self, r: ReadTxn, parts: list[str]) -> Folder | Item:
+        node_id = self._resolve_id(r, parts)
         node = r.node(node_id)
         if node is None:
             raise NotFound("no such file or folder", "/" + "/".join(parts))
@@ -160,20 +187,23 @@ class FilesService:
         return parent
 
     def _path(self, r: ReadTxn, node_id: int, cache: dict[int, str]) -> str:
-        names: list[str] = []
-        current = node_id
-        while current != ROOT_ID:
-            if current in cache:
-                names.append(cache[current].lstrip("/"))
-                break
-            node = r.node(current)
-            if node is None:
-                break
-            names.append(node.name)
-            current = node.parent
-        path = "/" + "/".join(reversed([n for n in names if n]))
-        cache[node_id] = path
-        return path
+        """The node's path; `cache` remembers folder paths across calls (search)."""
+        node = r.node(node_id)
+        if node is None or node_id == ROOT_ID:
+            return "/"
+        return self._child_path(r, node.parent, node.name, cache)
+
+    def _child_path(self, r: ReadTxn, parent_id: int, name: str, cache: dict[int, str]) -> str:
+        return self._folder_path(r, parent_id, cache).rstrip("/") + "/" + name
+
+    def _folder_path(self, r: ReadTxn, folder_id: int, cache: dict[int, str]) -> str:
+        if folder_id == ROOT_ID:
+            return "/"
+        if folder_id not in cache:
+            folder = r.node(folder_id)
+            path = "/" if folder is None else self._child_path(r, folder.parent, folder.name, cache)
+            cache[folder_id] = path
+        return cache[folder_id]
 
     # ----------------------------------------------------------------- creation
 
@@ -519,8 +549,11 @@ class FilesService:
 
     # ----------------------------------------------------------------- content
 
-    def open_reader(self, actor: Actor, item: Item) -> BlobReader | None:
-        """A reader of the item's committed content (None for an empty item)."""
+    def open_reader(self, actor: Actor, item: Item, known_content: bytes | None = None) -> BlobReader | None:
+        """A reader of the item's committed content (None for an empty item);
+        `known_content` is that content when the caller just wrote it."""
+        if known_content is not None:
+            return MemoryBlobReader(known_content)
         for _ in range(3):
             if item.blob is None:
                 return None
@@ -537,17 +570,23 @@ class FilesService:
         """A draft of the item's next content: its current bytes, or empty."""
         draft = Draft(self.blobs.spool_dir())
         if keep_content and item is not None and item.blob is not None:
+            sha = item.blob
             try:
-                self.blobs.copy_into(item.blob, draft.fd)
+                if item.size <= MEMORY_LIMIT:
+                    reader = self.blobs.open_reader(sha)
+                    try:
+                        draft.load(reader.pread(item.size, 0))
+                    finally:
+                        reader.close()
+                else:
+                    draft.fill(lambda fd: self.blobs.copy_into(sha, fd))
             except OSError as exc:
                 draft.discard()
                 raise self._os_refusal(exc, item.name) from exc
-            draft.size = item.size
-            draft.invalidate_hash()
         return draft
 
     @action("write")
-    def write(self, actor: Actor, path: str, draft: Draft, data: bytes, offset: int) -> int:
+    def write(self, actor: Actor, path: str, draft: Draft, data: bytes | Payload, offset: int) -> int:
         try:
             return draft.write(data, offset)
         except OSError as exc:
@@ -587,7 +626,7 @@ class FilesService:
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
     ) -> Item | None:
         sha, size = draft.digest(), draft.size
-        media = probe(draft.path, draft.head())
+        media = probe(draft.source(), draft.head())
         if durable:
             draft.fsync()
         obsolete: list[str] = []
@@ -598,8 +637,8 @@ class FilesService:
                 if not isinstance(item, Item):
                     return None
                 if w.add_blob_ref(sha, size) == 1:
-                    self.blobs.adopt(sha, draft.path, durable)
                     adopted = True
+                    draft.save_as_blob(self.blobs, sha, durable)
                 if item.blob and w.drop_blob_ref(item.blob) == 0:
                     obsolete.append(item.blob)
                 item.blob, item.size, item.media = sha, size, media
@@ -667,7 +706,7 @@ class FilesService:
                 item = r.node(item_id)
                 if not isinstance(item, Item) or (kind is not None and item.media.kind != kind):
                     continue
-                hits.append(SearchHit(path=self._path(r, item_id, paths), item=item))
+                hits.append(SearchHit(path=self._child_path(r, item.parent, item.name, paths), item=item))
         hits.sort(key=lambda hit: hit.path)
         return hits
 

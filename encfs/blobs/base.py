@@ -10,7 +10,26 @@ from typing import Protocol
 class BlobReader(Protocol):
     def pread(self, size: int, offset: int) -> bytes: ...
 
+    def fileno(self) -> int | None:
+        """An OS file descriptor libfuse may read from directly, if there is one."""
+
     def close(self) -> None: ...
+
+
+class MemoryBlobReader:
+    """A reader over content already in memory (a small file just written)."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return self.content[offset : offset + size]
+
+    def fileno(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.content = b""
 
 
 class BlobStore(Protocol):
@@ -19,6 +38,9 @@ class BlobStore(Protocol):
 
     def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
         """Make the finished spool file the content of blob `sha` (it is consumed)."""
+
+    def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
+        """Store small content given in memory as blob `sha`."""
 
     def open_reader(self, sha: str) -> BlobReader: ...
 

@@ -18,6 +18,9 @@ class LocalBlobReader:
     def pread(self, size: int, offset: int) -> bytes:
         return os.pread(self.fd, size, offset)
 
+    def fileno(self) -> int:
+        return self.fd
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -28,8 +31,11 @@ class LocalBlobStore:
         self.spool = root.parent / "spool"
 
     def create(self) -> None:
+        """Make the directory layout: 256 fan-out folders, so a write needs no mkdir."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.spool.mkdir(parents=True, exist_ok=True)
+        for n in range(256):
+            (self.root / f"{n:02x}").mkdir(exist_ok=True)
 
     def spool_dir(self) -> Path:
         return self.spool
@@ -39,8 +45,21 @@ class LocalBlobStore:
 
     def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
         target = self.path(sha)
-        target.parent.mkdir(exist_ok=True)
         os.rename(spool_path, target)
+        if durable:
+            _fsync_dir(target.parent)
+
+    def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
+        target = self.path(sha)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         if durable:
             _fsync_dir(target.parent)
 

@@ -14,10 +14,12 @@ import threading
 from dataclasses import dataclass, field
 
 from encfs.blobs.base import BlobReader
-from encfs.draft import Draft
+from encfs.draft import Draft, Payload
 from encfs.errors import NoSpace
 from encfs.model import Actor, Item
 from encfs.service import FilesService
+
+RETIRED_READERS_KEPT = 8
 
 
 @dataclass
@@ -28,6 +30,7 @@ class OpenFile:
     handles: int = 0
     mtime_override: int | None = None
     lost_to_full_disk: bool = False
+    retired: list[BlobReader] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -41,10 +44,33 @@ class OpenFile:
             return b""
         return self.reader.pread(size, offset)
 
-    def close_reader(self) -> None:
+    def read_source(self, size: int, offset: int) -> tuple[int | bytes, int]:
+        """What to answer a read with: bytes, or an open file descriptor (and how
+        much of it) for libfuse to copy from without passing through Python."""
+        if self.draft is not None or self.reader is None:
+            data = self.read(size, offset)
+            return data, len(data)
+        fd = self.reader.fileno()
+        size = max(0, min(size, self.item.size - offset))
+        if fd is None or size == 0:
+            data = self.reader.pread(size, offset)
+            return data, len(data)
+        return fd, size
+
+    def replace_reader(self, reader: BlobReader | None) -> None:
+        """A read answered with a descriptor is copied after we return, so an old
+        reader is closed only some commits later (or at the last close)."""
         if self.reader is not None:
-            self.reader.close()
-            self.reader = None
+            self.retired.append(self.reader)
+        self.reader = reader
+        while len(self.retired) > RETIRED_READERS_KEPT:
+            self.retired.pop(0).close()
+
+    def close_readers(self) -> None:
+        self.replace_reader(None)
+        for reader in self.retired:
+            reader.close()
+        self.retired.clear()
 
 
 class OpenFiles:
@@ -91,7 +117,7 @@ class OpenFiles:
             opened.draft = self.service.start_draft(actor, opened.item, keep_content)
         return opened.draft
 
-    def write(self, actor: Actor, path: str, opened: OpenFile, data: bytes, offset: int) -> int:
+    def write(self, actor: Actor, path: str, opened: OpenFile, data: bytes | Payload, offset: int) -> int:
         with opened.lock:
             draft = self._ensure_draft(actor, opened, keep_content=True)
             try:
@@ -128,12 +154,12 @@ class OpenFiles:
                 raise NoSpace("no space left on the store's disk; the file keeps its previous content", path)
             mtime = opened.mtime_override
             opened.mtime_override = None
+            small = draft.memory_content()
             committed = self.service.commit(actor, path, opened.item.id, draft, durable, mtime)
             if committed is None:  # removed while open: the draft was the last copy
                 return
-            opened.close_reader()
             opened.item = committed
-            opened.reader = self.service.open_reader(actor, committed)
+            opened.replace_reader(self.service.open_reader(actor, committed, known_content=small))
 
     def release(self, number: int) -> None:
         with self._lock:
@@ -148,4 +174,4 @@ class OpenFiles:
             if opened.draft is not None:  # a flush failed: nothing half-stored remains
                 opened.draft.discard()
                 opened.draft = None
-            opened.close_reader()
+            opened.close_readers()

@@ -8,6 +8,7 @@ import ctypes
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ log = logging.getLogger("encfs")
 CACHE_SECONDS = 1.0  # how long another mount's change may take to show
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
 FUSE_FILL_DIR_PLUS = 2
+READ_AHEAD_KB = 4096
 
 
 def load_mfusepy() -> Any:
@@ -65,19 +67,106 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise StoreError(f"mountpoint {mountpoint} is not empty; mount on an empty directory")
 
 
+class FuseBuf(ctypes.Structure):
+    """libfuse 3's struct fuse_buf (before 3.17)."""
+
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
+
+
+class FuseBufVec(ctypes.Structure):
+    """struct fuse_bufvec with its one inline buffer (mfusepy declares a pointer there)."""
+
+    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
+                ("buf", FuseBuf)]
+
+
+FUSE_BUF_IS_FD, FUSE_BUF_FD_SEEK = 1 << 1, 1 << 2
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+
+
+def buffer_vector(source: int | bytes, size: int, offset: int) -> int:
+    """A malloc'd fuse_bufvec (libfuse frees it) describing either `size` bytes at
+    `offset` of an open file (libfuse copies them itself, no Python copy), or bytes."""
+    vector = _libc.malloc(ctypes.sizeof(FuseBufVec))
+    vec = FuseBufVec.from_address(vector)
+    vec.count, vec.idx, vec.off = 1, 0, 0
+    if isinstance(source, int):
+        vec.buf.size, vec.buf.flags, vec.buf.mem = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, None
+        vec.buf.fd, vec.buf.pos = source, offset
+    else:
+        memory = _libc.malloc(max(1, len(source)))
+        ctypes.memmove(memory, source, len(source))
+        vec.buf.size, vec.buf.flags, vec.buf.mem, vec.buf.fd, vec.buf.pos = len(source), 0, memory, -1, 0
+    return vector
+
+
+class SplicedPayload:
+    """The data of one WRITE request, still in libfuse's buffer (perhaps a pipe)."""
+
+    def __init__(self, libfuse: Any, source: Any, size: int) -> None:
+        self.libfuse, self.source, self.size = libfuse, source, size
+
+    def _copy(self, target: FuseBufVec) -> int:
+        copied = self.libfuse.fuse_buf_copy(ctypes.byref(target), self.source, 0)
+        if copied < 0:
+            raise OSError(-copied, os.strerror(-copied))
+        return copied
+
+    def copy_to(self, fd: int, offset: int) -> int:
+        target = FuseBufVec(count=1)
+        target.buf.size, target.buf.flags = self.size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK
+        target.buf.fd, target.buf.pos = fd, offset
+        return self._copy(target)
+
+    def to_bytes(self) -> bytes:
+        memory = ctypes.create_string_buffer(self.size)
+        target = FuseBufVec(count=1)
+        target.buf.size, target.buf.mem, target.buf.fd = self.size, ctypes.addressof(memory), -1
+        copied = self._copy(target)  # before reading the buffer
+        return memory.raw[:copied]
+
+
+def fill_stat(st: Any, attributes: Any) -> None:
+    st.st_ino, st.st_mode, st.st_nlink = attributes.id, attributes.mode, attributes.nlink
+    st.st_uid, st.st_gid, st.st_size = attributes.uid, attributes.gid, attributes.size
+    st.st_blocks = (attributes.size + 511) // 512
+    st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(attributes.atime_ns, 1_000_000_000)
+    st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(attributes.mtime_ns, 1_000_000_000)
+    st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(attributes.ctime_ns, 1_000_000_000)
+
+
 def make_fuse_class(mfusepy: Any) -> type:
+    libfuse = mfusepy._libfuse
+    libfuse.fuse_buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    libfuse.fuse_buf_copy.restype = ctypes.c_ssize_t
+    libfuse.fuse_buf_size.argtypes = [ctypes.c_void_p]
+    libfuse.fuse_buf_size.restype = ctypes.c_size_t
+
     class EncfsFUSE(mfusepy.FUSE):
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # type: ignore[no-untyped-def]
             listing = self.operations.listing(fip.contents.fh)
             st = mfusepy.c_stat()
             fill_flags = FUSE_FILL_DIR_PLUS if flags & 1 else 0
             for index in range(offset, len(listing)):
-                name, attrs = listing[index]
-                ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
-                mfusepy.set_st_attrs(st, attrs, use_ns=True)
+                name, attributes = listing[index]
+                fill_stat(st, attributes)
                 if filler(buf, name.encode(self.encoding, self.errors), st, index + 1, fill_flags):
                     break
             return 0
+
+        def read_buf(self, path, bufpp, size, offset, fip):  # type: ignore[no-untyped-def]
+            source, size = self.operations.read_source(fip.contents.fh, size, offset)
+            bufpp[0] = ctypes.cast(buffer_vector(source, size, offset), type(bufpp[0]))
+            return 0
+
+        def write_buf(self, path, bufv, offset, fip):  # type: ignore[no-untyped-def]
+            source = ctypes.cast(bufv, ctypes.c_void_p)
+            payload = SplicedPayload(libfuse, source, libfuse.fuse_buf_size(source))
+            return self.operations.write(None if path is None else path.decode(self.encoding, self.errors),
+                                         payload, offset, fip.contents)
 
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return self.operations.rename(
@@ -93,6 +182,21 @@ def make_fuse_class(mfusepy: Any) -> type:
                                            times)
 
     return EncfsFUSE
+
+
+def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
+    """The kernel gives a FUSE mount 128 KiB of read-ahead, so a cold sequential read
+    costs a daemon round trip per 128 KiB. As root, raise it once the mount is up."""
+    while not stop.is_set() and not os.path.ismount(mountpoint):
+        time.sleep(0.02)
+    if stop.is_set() or os.geteuid() != 0:
+        return
+    device = os.stat(mountpoint).st_dev
+    knob = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    try:
+        knob.write_text(str(READ_AHEAD_KB))
+    except OSError as exc:
+        log.info("could not raise read-ahead (%s)", exc)
 
 
 def periodic_sync(service: Any, stop: threading.Event) -> None:
@@ -117,6 +221,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     operations = EncfsOperations(service)
     stop = threading.Event()
     threading.Thread(target=periodic_sync, args=(service, stop), daemon=True).start()
+    threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
     try:
         make_fuse_class(mfusepy)(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import BinaryIO
 
 from encfs.model import Kind, Media
 
@@ -12,12 +12,12 @@ IDENTIFYING_TAGS = {
 }
 
 
-def probe_dicom(path: Path) -> Media:
+def probe_dicom(source: BinaryIO) -> Media:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         return Media(note=f"looks like DICOM but could not be parsed: {exc}")
     extra = {key: str(ds.get(tag)) for tag, key in IDENTIFYING_TAGS.items() if ds.get(tag) is not None}

@@ -1,9 +1,13 @@
-"""One entry point: the bytes at `path` -> a Media. Parsers run only when the magic
-bytes point at them, so a plain file costs one small read."""
+"""One entry point: content (a file or bytes in memory) -> a Media. Parsers run only
+when the magic bytes point at them, so a plain file costs one small read."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from encfs.media import magic
 from encfs.media.dicom import probe_dicom
@@ -14,18 +18,30 @@ from encfs.model import Kind, Media
 HEAD_SIZE = 64 * 1024
 
 
-def probe(path: Path, head: bytes | None = None) -> Media:
+@contextmanager
+def _opened(content: Path | bytes) -> Iterator[BinaryIO]:
+    if isinstance(content, bytes):
+        yield io.BytesIO(content)
+    else:
+        with open(content, "rb") as f:
+            yield f
+
+
+def probe(content: Path | bytes, head: bytes | None = None) -> Media:
     if head is None:
-        with open(path, "rb") as f:
+        with _opened(content) as f:
             head = f.read(HEAD_SIZE)
     if magic.is_dicom(head):  # before images: a DICOM preamble may look like TIFF
-        return probe_dicom(path)
+        with _opened(content) as f:
+            return probe_dicom(f)
     if magic.looks_like_image(head):
-        found = probe_image(path)
+        with _opened(content) as f:
+            found = probe_image(f)
         if found is not None:
             return found
     if magic.looks_like_video(head):
-        video = probe_video(path)
+        with _opened(content) as f:
+            video = probe_video(f)
         if video.kind != Kind.OTHER:
             return video
         kind, mime = magic.simple_kind(head)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import BinaryIO
 
 from encfs.model import Kind, Media
 
@@ -20,12 +20,12 @@ def _mime(format_name: str) -> str:
     return "video/" + format_name.split(",")[0]
 
 
-def probe_video(path: Path) -> Media:
+def probe_video(source: BinaryIO) -> Media:
     """A Media of kind video, or of kind other with the reason it could not be read."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(source) as container:
             if not container.streams.video:
                 return Media(note="no video stream in the container")
             stream = container.streams.video[0]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import stat
+import struct
 from typing import Any
 
-from encfs.model import Folder, Item, Kind, Media, Node
+from encfs.model import Attributes, Folder, Item, Kind, Media, Node
 
 _NODE_FIELDS = (
     "id", "parent", "name", "mode", "uid", "gid", "owner",
@@ -36,6 +37,17 @@ def decode_node(raw: bytes) -> Folder | Item:
         return Folder(**common, description=record["description"], subfolders=record["subfolders"])
     media = Media(kind=Kind(record["kind"]), **{name: record[name] for name in _MEDIA_FIELDS})
     return Item(**common, size=record["size"], blob=record["blob"], media=media)
+
+
+ATTRIBUTES = struct.Struct(">QIIIQqqqI")
+
+
+def encode_attributes(attributes: Attributes) -> bytes:
+    return ATTRIBUTES.pack(*attributes)
+
+
+def decode_attributes(raw: bytes) -> Attributes:
+    return Attributes._make(ATTRIBUTES.unpack(raw))
 
 
 def xattr_to_text(value: bytes) -> str:

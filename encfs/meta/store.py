@@ -4,6 +4,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
 
     info     b"format" -> b"1", b"store_id" -> uuid text, b"next_id" -> u64
     nodes    id:u64 -> JSON record of a folder or item (see codec.py)
+    stats    id:u64 -> packed Attributes (what stat shows), written with every record
     dirents  parent:u64 + name:utf8 -> child:u64 + b"d" | b"f"
     blobs    sha256:32 bytes -> refcount:u64 + size:u64
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
@@ -25,16 +26,16 @@ from pathlib import Path
 
 import lmdb
 
-from encfs.meta.codec import decode_node, encode_node
+from encfs.meta.codec import decode_attributes, decode_node, encode_attributes, encode_node
 from encfs.meta.search import grams_of
-from encfs.model import Folder, Item, Node
+from encfs.model import Attributes, Folder, Item, Node, attributes_of
 
 FORMAT = b"1"
 U64 = struct.Struct(">Q")
 BLOB = struct.Struct(">QQ")
 MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
 ERRORS_KEPT = 100
-_DBS = ("info", "nodes", "dirents", "blobs", "grams", "gramfreq", "errors")
+_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors")
 
 
 def u64(n: int) -> bytes:
@@ -51,6 +52,10 @@ class ReadTxn:
     def node(self, node_id: int) -> Folder | Item | None:
         raw = self.txn.get(u64(node_id), db=self.dbs["nodes"])
         return None if raw is None else decode_node(raw)
+
+    def attributes(self, node_id: int) -> Attributes | None:
+        raw = self.txn.get(u64(node_id), db=self.dbs["stats"])
+        return None if raw is None else decode_attributes(raw)
 
     def child_id(self, parent: int, name: str) -> int | None:
         raw = self.txn.get(u64(parent) + name.encode(), db=self.dbs["dirents"])
@@ -129,10 +134,14 @@ class WriteTxn(ReadTxn):
         return current
 
     def put_node(self, node: Node) -> None:
-        self.txn.put(u64(node.id), encode_node(node), db=self.dbs["nodes"])
+        key = u64(node.id)
+        self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
+        self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
 
     def delete_node(self, node_id: int) -> None:
-        self.txn.delete(u64(node_id), db=self.dbs["nodes"])
+        key = u64(node_id)
+        self.txn.delete(key, db=self.dbs["nodes"])
+        self.txn.delete(key, db=self.dbs["stats"])
 
     def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
         value = u64(child) + (b"d" if is_folder else b"f")
@@ -164,22 +173,27 @@ class WriteTxn(ReadTxn):
 
     def index_name(self, item_id: int, name: str) -> None:
         lowered = name.casefold()
+        suffix, value = b"\x00" + u64(item_id), lowered.encode()
+        put, grams = self.txn.put, self.dbs["grams"]
         for gram in grams_of(lowered):
-            self.txn.put(gram.encode() + b"\x00" + u64(item_id), lowered.encode(), db=self.dbs["grams"])
-            self._count_gram(gram, +1)
+            key = gram.encode()
+            put(key + suffix, value, db=grams)
+            self._count_gram(key, +1)
 
     def unindex_name(self, item_id: int, name: str) -> None:
+        suffix = b"\x00" + u64(item_id)
+        delete, grams = self.txn.delete, self.dbs["grams"]
         for gram in grams_of(name.casefold()):
-            self.txn.delete(gram.encode() + b"\x00" + u64(item_id), db=self.dbs["grams"])
-            self._count_gram(gram, -1)
+            key = gram.encode()
+            delete(key + suffix, db=grams)
+            self._count_gram(key, -1)
 
-    def _count_gram(self, gram: str, delta: int) -> None:
-        key = gram.encode()
+    def _count_gram(self, key: bytes, delta: int) -> None:
         db = self.dbs["gramfreq"]
         raw = self.txn.get(key, db=db)
         count = (0 if raw is None else U64.unpack(raw)[0]) + delta
         if count > 0:
-            self.txn.put(key, u64(count), db=db)
+            self.txn.put(key, U64.pack(count), db=db)
         else:
             self.txn.delete(key, db=db)
 

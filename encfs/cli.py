@@ -42,8 +42,10 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
     except EncfsError as exc:
         fail(exc)
     setup_logging(store.log_path, to_stderr=False)
+    service = FilesService(store)
     try:
-        yield FilesService(store)
+        yield service
+        service.settle_series()
     except EncfsError as exc:
         fail(exc)
     finally:
@@ -260,6 +262,108 @@ def move_into(service: Any, source: str, target: str) -> None:
         target = target.rstrip("/") + "/" + source.rstrip("/").rsplit("/", 1)[-1]
     moved = service.move(actor, source, target)
     click.echo(f"moved {source} -> {service.path_of(actor, moved.id)}")
+
+
+@folder.command("info")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def folder_info(path: str, as_json: bool, store_dir: Path | None) -> None:
+    """Files per kind and total size in a folder, subfolders included."""
+    with service_for(store_dir) as service:
+        summary = service.folder_summary(Actor.local(), files_path(service, path))
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        click.echo(f"{summary['path']}: {summary['files']} files, {summary['folders']} folders, "
+                   f"{human_size(summary['size'])}")
+        if summary["description"]:
+            click.echo(f"description: {summary['description']}")
+        for kind, count in summary["kinds"].items():
+            click.echo(f"  {kind:<15} {count}")
+
+
+# ---------------------------------------------------------------- batches
+
+
+@main.group()
+def batch() -> None:
+    """Batch images into an image group or sequence; DICOM files into a series."""
+
+
+def _batch(kind: Kind, folder_path: str, name: str | None, images: tuple[Path, ...],
+           from_folder: str | None, store_dir: Path | None) -> None:
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        if from_folder and images:
+            raise click.UsageError("give local IMAGES or --from-folder, not both")
+        if from_folder:
+            result = service.batch_folder(actor, files_path(service, from_folder), kind, name)
+        elif images:
+            if not name:
+                raise click.UsageError("--name is needed with local images")
+            missing = [str(i) for i in images if not i.is_file()]
+            if missing:
+                fail(NotFound("not local files: " + ", ".join(missing)))
+            with click.progressbar(length=len(images), label=f"uploading {len(images)} images",
+                                   file=sys.stderr) as bar:
+                bar.update(0)
+                result = service.batch_local_images(actor, files_path(service, folder_path), name, kind,
+                                                    list(images))
+                bar.update(len(images))
+        else:
+            raise click.UsageError("give local IMAGES or --from-folder FOLDER/SUB")
+        if result.note:
+            click.echo(f"note: {result.note}")
+        for path, item in zip(result.paths, result.items, strict=True):
+            click.echo(f"created {path} ({item.media.kind.value}, {item.media.frames} frames)")
+
+
+@batch.command("image-group")
+@click.argument("folder_path", metavar="FOLDER", required=False, default="/")
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="NAME.imagegroup and the folder NAME/ of its frames.")
+@click.option("--from-folder", default=None, help="Batch the images already in this folder.")
+@store_option
+def batch_image_group(folder_path: str, images: tuple[Path, ...], name: str | None, from_folder: str | None,
+                      store_dir: Path | None) -> None:
+    """Make NAME.imagegroup in FOLDER from local IMAGES (or --from-folder FOLDER/SUB)."""
+    _batch(Kind.IMAGE_GROUP, folder_path, name, images, from_folder, store_dir)
+
+
+@batch.command("image-sequence")
+@click.argument("folder_path", metavar="FOLDER", required=False, default="/")
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="NAME.imagesequence.mp4 and the folder NAME/ of its frames.")
+@click.option("--from-folder", default=None, help="Batch the images already in this folder.")
+@store_option
+def batch_image_sequence(folder_path: str, images: tuple[Path, ...], name: str | None,
+                         from_folder: str | None, store_dir: Path | None) -> None:
+    """Encode local IMAGES (or --from-folder FOLDER/SUB) into NAME.imagesequence.mp4, in name order;
+    images of several sizes make one sequence per size."""
+    _batch(Kind.IMAGE_SEQUENCE, folder_path, name, images, from_folder, store_dir)
+
+
+@batch.command("dicom-series")
+@click.argument("folder_path", metavar="FOLDER")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+def batch_dicom_series(folder_path: str, files: tuple[Path, ...], store_dir: Path | None) -> None:
+    """Upload DICOM FILES into FOLDER; the files of one series form NAME.dcmseries. A refused
+    file (missing required tags) stores nothing."""
+    with service_for(store_dir) as service:
+        actor = Actor.local()
+        target = files_path(service, folder_path)
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            fail(NotFound("not local files: " + ", ".join(missing)))
+        uploaded = upload_all(service, actor, target, files, replace=False,
+                              total=sum(f.stat().st_size for f in files))
+        series = sorted({p for path in uploaded for p in service.info(actor, path).get("groups", [])})
+        for path in series:
+            details = service.info(actor, path)
+            click.echo(f"series {path}: {details.get('frames')} slices, "
+                       f"3D: {'yes' if details.get('dicom', {}).get('render_3d') == 'true' else 'no'}")
 
 
 # ---------------------------------------------------------------- files

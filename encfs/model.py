@@ -25,6 +25,9 @@ class Kind(enum.StrEnum):
     OTHER = "other"
 
 
+GENERATED_KINDS = frozenset({Kind.IMAGE_GROUP, Kind.IMAGE_SEQUENCE, Kind.DICOM_SERIES})
+
+
 @dataclass(frozen=True)
 class Actor:
     """The user on whose behalf a call is made (the mount maps the caller's uid)."""
@@ -92,6 +95,14 @@ class Item(Node):
     size: int = 0
     blob: str | None = None
     media: Media = field(default_factory=Media)
+    members: list[int] = field(default_factory=list)  # frames or slices, in order (groups only)
+    source_folder: int | None = None  # the folder of an image group's or sequence's frames
+    dicom: dict[str, Any] | None = None  # the header fields of a DICOM file
+
+    @property
+    def is_generated(self) -> bool:
+        """Groups, sequences and series are made by encfs, not written by people."""
+        return self.media.kind in GENERATED_KINDS
 
 
 class Attributes(NamedTuple):

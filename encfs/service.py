@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import json
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
+from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
 from encfs.draft import MEMORY_LIMIT, Draft, Payload
 from encfs.errors import (
@@ -37,6 +38,7 @@ from encfs.errors import (
     NotFound,
     NotPermitted,
 )
+from encfs.grouping import Grouping
 from encfs.media import probe
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -51,10 +53,9 @@ XATTR_CREATE, XATTR_REPLACE = 1, 2
 ENCORD = "user.encord."
 MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
 RESERVED_AT_ROOT = (".encfs", ".search", ".datasets", ".projects", ".access")
+BATCH_ATTRIBUTE = "user.encord.batch"
 WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def root_folder() -> Folder:
@@ -63,35 +64,6 @@ def root_folder() -> Folder:
         id=ROOT_ID, parent=ROOT_ID, name="", mode=stat.S_IFDIR | 0o755, uid=0, gid=0,
         owner="system", created_ns=now, mtime_ns=now, ctime_ns=now, atime_ns=now,
     )
-
-
-_actions = threading.local()
-
-
-def action(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Mark a service method as a user action: a refusal it raises is recorded once,
-    by the outermost action (an upload that creates an item is one action)."""
-
-    def wrap(method: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(method)
-        def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            depth = getattr(_actions, "depth", 0)
-            _actions.depth = depth + 1
-            try:
-                return method(*args, **kwargs)
-            except EncfsError as exc:
-                service, actor = args[0], args[1]
-                if not exc.path and len(args) > 2 and isinstance(args[2], str):
-                    exc.path = "/" + args[2].strip("/")
-                if depth == 0:
-                    service.record_refusal(actor, operation, exc)  # type: ignore[attr-defined]
-                raise
-            finally:
-                _actions.depth = depth
-
-        return run
-
-    return wrap
 
 
 def split_path(path: str) -> list[str]:
@@ -112,7 +84,16 @@ def check_name(name: str) -> None:
         raise NameTooLong(f"a name is at most {NAME_MAX} bytes")
 
 
-class FilesService:
+@dataclass
+class BlobChanges:
+    """Blob files a transaction made unreferenced (deleted after it commits) or
+    wrote (deleted if it fails), so that no change leaves an orphaned blob."""
+
+    obsolete: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+
+
+class FilesService(Grouping):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.meta = store.meta
@@ -121,20 +102,37 @@ class FilesService:
     # ----------------------------------------------------------------- lookups
 
     def lookup(self, actor: Actor, path: str) -> Folder | Item:
+        self._settle_for(path)
         with self.meta.read() as r:
             return self._resolve(r, split_path(path))
 
+    def _settle_for(self, path: str) -> None:
+        """A series whose slices changed is brought up to date before it is looked at."""
+        with self.meta.read() as r:
+            try:
+                node_id = self._resolve_id(r, split_path(path))
+            except EncfsError:
+                return
+            if not r.is_unsettled(node_id):
+                return
+        self.settle_series(only=node_id)
+
     def stat(self, actor: Actor, path: str) -> Attributes:
         """What `stat` shows, without decoding the whole record (the mount's hot path)."""
-        with self.meta.read() as r:
-            node_id = self._resolve_id(r, split_path(path))
-            attributes = r.attributes(node_id)
-            if attributes is None:
-                raise NotFound("no such file or folder", path)
-            return attributes
+        for _ in range(2):
+            with self.meta.read() as r:
+                node_id = self._resolve_id(r, split_path(path))
+                attributes = r.attributes(node_id)
+                if attributes is None:
+                    raise NotFound("no such file or folder", path)
+                if not r.is_unsettled(node_id):
+                    return attributes
+            self.settle_series(only=node_id)
+        return attributes
 
     def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
         """A folder's entries with what `stat` shows of each: one prefix scan."""
+        self.settle_series()
         with self.meta.read() as r:
             folder_id = self._resolve_id(r, split_path(path))
             here = r.attributes(folder_id)
@@ -280,55 +278,67 @@ class FilesService:
     @action("unlink")
     def remove_item(self, actor: Actor, path: str) -> None:
         parts = split_path(path)
-        obsolete: list[str] = []
-        with self.meta.write() as w:
-            parent = self._resolve_parent(w, parts)
+        with self._changing() as (w, changes):
             node = self._resolve(w, parts)
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
-            self._drop_item(w, node, obsolete)
+            self._drop_item(w, node, changes)
+            parent = self._resolve_parent(w, parts)
             self._touch(parent, time.time_ns())
             w.put_node(parent)
-        self._delete_blobs(obsolete)
 
-    def _drop_item(self, w: WriteTxn, item: Item, obsolete: list[str]) -> None:
+    def _drop_item(self, w: WriteTxn, item: Item, changes: BlobChanges) -> None:
+        self._before_drop(w, item, changes)
         w.unlink(item.parent, item.name)
         w.unindex_name(item.id, item.name)
         w.delete_node(item.id)
         if item.blob and w.drop_blob_ref(item.blob) == 0:
-            obsolete.append(item.blob)
+            changes.obsolete.append(item.blob)
 
     @action("rmdir")
     def remove_folder(self, actor: Actor, path: str, recursive: bool = False) -> int:
         """Remove a folder (with everything in it if recursive); returns items removed."""
         parts = split_path(path)
-        obsolete: list[str] = []
-        with self.meta.write() as w:
-            parent = self._resolve_parent(w, parts)
+        with self._changing() as (w, changes):
             folder = self._resolve(w, parts)
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder; remove files with unlink", path)
             if not recursive and w.has_children(folder.id):
                 raise FolderNotEmpty("the folder is not empty", path)
-            removed = self._drop_tree(w, folder, obsolete)
+            removed = self._drop_tree(w, folder, changes)
+            parent = self._resolve_parent(w, parts)
             parent.subfolders -= 1
             self._touch(parent, time.time_ns())
             w.put_node(parent)
-        self._delete_blobs(obsolete)
         return removed
 
-    def _drop_tree(self, w: WriteTxn, folder: Folder, obsolete: list[str]) -> int:
+    def _drop_tree(self, w: WriteTxn, folder: Folder, changes: BlobChanges) -> int:
+        """Remove a folder and all it holds. Groups and series go before the rest, so
+        that their frames are free by the time they are removed."""
         removed = 0
-        for _, child_id, _ in list(w.children(folder.id)):
-            child = w.node(child_id)
+        children = [w.node(child_id) for _, child_id, _ in list(w.children(folder.id))]
+        children.sort(key=lambda c: not (isinstance(c, Item) and c.is_generated))
+        for child in children:
             if isinstance(child, Folder):
-                removed += self._drop_tree(w, child, obsolete)
-            elif isinstance(child, Item):
-                self._drop_item(w, child, obsolete)
+                removed += self._drop_tree(w, child, changes)
+            elif isinstance(child, Item) and w.node(child.id) is not None:
+                self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
                 removed += 1
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
         return removed
+
+    @contextmanager
+    def _changing(self) -> Iterator[tuple[WriteTxn, BlobChanges]]:
+        """One write transaction, with the blob files it frees or writes handled."""
+        changes = BlobChanges()
+        try:
+            with self.meta.write() as w:
+                yield w, changes
+        except BaseException:
+            self._delete_blobs(changes.written)
+            raise
+        self._delete_blobs(changes.obsolete)
 
     def _delete_blobs(self, shas: list[str]) -> None:
         for sha in shas:
@@ -341,8 +351,7 @@ class FilesService:
         """Rename or move a file or folder; an existing target file (or empty folder)
         is replaced in the same transaction unless `replace` is False."""
         src_parts, dst_parts = split_path(source), split_path(target)
-        obsolete: list[str] = []
-        with self.meta.write() as w:
+        with self._changing() as (w, changes):
             src_parent = self._resolve_parent(w, src_parts)
             node = self._resolve(w, src_parts)
             dst_parent = self._resolve_parent(w, dst_parts)
@@ -356,13 +365,16 @@ class FilesService:
             existing_id = w.child_id(dst_parent.id, name)
             if existing_id == node.id:
                 return node
+            self._before_move(w, node, dst_parent, name, target)
             if existing_id is not None:
-                self._replace_target(w, node, w.node(existing_id), replace, target, obsolete)
+                self._replace_target(w, node, w.node(existing_id), replace, target, changes)
                 dst_parent = w.node(dst_parent.id)  # type: ignore[assignment]
+                src_parent = w.node(src_parent.id)  # type: ignore[assignment]
                 if src_parent.id == dst_parent.id:
                     src_parent = dst_parent
+            old_parent = node.parent
             self._relink(w, node, src_parent, dst_parent, name)
-        self._delete_blobs(obsolete)
+            self._after_move(w, node, old_parent, changes)
         return node
 
     def _is_within(self, r: ReadTxn, folder: Folder, ancestor_id: int) -> bool:
@@ -377,7 +389,7 @@ class FilesService:
 
     def _replace_target(
         self, w: WriteTxn, node: Node, existing: Node | None, replace: bool, target: str,
-        obsolete: list[str],
+        changes: BlobChanges,
     ) -> None:
         if existing is None:
             return
@@ -390,13 +402,13 @@ class FilesService:
         if isinstance(existing, Folder):
             if w.has_children(existing.id):
                 raise FolderNotEmpty("the target folder is not empty", target)
-            self._drop_tree(w, existing, obsolete)
+            self._drop_tree(w, existing, changes)
             parent = w.node(existing.parent)
             assert isinstance(parent, Folder)
             parent.subfolders -= 1
             w.put_node(parent)
         elif isinstance(existing, Item):
-            self._drop_item(w, existing, obsolete)
+            self._drop_item(w, existing, changes)
 
     def _relink(self, w: WriteTxn, node: Folder | Item, src: Folder, dst: Folder, name: str) -> None:
         now = time.time_ns()
@@ -476,13 +488,16 @@ class FilesService:
                 value = getattr(node.media, field)
                 if value is not None:
                     attrs[ENCORD + field] = str(value)
+            prefix = "dicom." if node.media.kind in (Kind.DICOM_FILE, Kind.DICOM_SERIES) else ""
             for key, value in node.media.extra.items():
-                attrs[f"{ENCORD}{node.media.kind}.{key}"] = value
+                attrs[f"{ENCORD}{prefix}{key}"] = value
         attrs[ENCORD + "client_metadata"] = json.dumps(node.client_metadata, sort_keys=True)
         return attrs
 
     @action("setxattr")
     def set_attribute(self, actor: Actor, path: str, name: str, value: bytes, flags: int = 0) -> Node:
+        if name == BATCH_ATTRIBUTE:
+            return self._batch_by_attribute(actor, path, value)
         if not name.startswith("user."):
             raise NotPermitted(f"only user.* attributes can be set, not {name}", path)
         if len(value) > XATTR_MAX:
@@ -500,6 +515,17 @@ class FilesService:
             self._apply_attribute(node, name, value, parsed, path)
 
         return self._change(path, change)
+
+    def _batch_by_attribute(self, actor: Actor, path: str, value: bytes) -> Node:
+        """`setfattr -n user.encord.batch -v image_group|image_sequence FOLDER/NAME`."""
+        kinds = {"image_group": Kind.IMAGE_GROUP, "image_sequence": Kind.IMAGE_SEQUENCE}
+        kind = kinds.get(value.decode(errors="replace").strip())
+        if kind is None:
+            raise InvalidInput("user.encord.batch takes image_group or image_sequence", path)
+        result = self.batch_folder(actor, path, kind)
+        if result.note:
+            log.info("batch %s: %s", path, result.note)
+        return result.items[0]
 
     def _parse_encord_value(self, name: str, value: bytes, path: str) -> Any:
         if name == ENCORD + "client_metadata":
@@ -626,33 +652,67 @@ class FilesService:
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
     ) -> Item | None:
         sha, size = draft.digest(), draft.size
-        media = probe(draft.source(), draft.head())
+        head = draft.head()
+        with self.meta.read() as r:
+            before = r.node(item_id)
+        if not isinstance(before, Item):
+            return None
+        try:
+            return self._commit_checked(before, draft, sha, size, head, durable, mtime_ns, path)
+        except EncfsError:
+            self._forget_unwritten(before)
+            raise
+
+    def _commit_checked(
+        self, before: Item, draft: Draft, sha: str, size: int, head: bytes, durable: bool,
+        mtime_ns: int | None, path: str,
+    ) -> Item | None:
+        dicom = self._dicom_header(draft.source(), before.name, head, path)
+        media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
-        obsolete: list[str] = []
-        adopted = False
-        try:
-            with self.meta.write() as w:
-                item = w.node(item_id)
-                if not isinstance(item, Item):
-                    return None
-                if w.add_blob_ref(sha, size) == 1:
-                    adopted = True
-                    draft.save_as_blob(self.blobs, sha, durable)
-                if item.blob and w.drop_blob_ref(item.blob) == 0:
-                    obsolete.append(item.blob)
-                item.blob, item.size, item.media = sha, size, media
-                item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
-                item.ctime_ns = time.time_ns()
-                w.put_node(item)
-        except BaseException:
-            if adopted:
-                self.blobs.delete(sha)
-            raise
-        self._delete_blobs(obsolete)
+        with self._changing() as (w, changes):
+            item = w.node(before.id)
+            if not isinstance(item, Item):
+                return None
+            self._check_writable(w, item, path)
+            if dicom:
+                self._check_duplicate_slice(w, item, dicom, path)
+            if w.add_blob_ref(sha, size) == 1:
+                changes.written.append(sha)
+                draft.save_as_blob(self.blobs, sha, durable)
+            if item.blob and w.drop_blob_ref(item.blob) == 0:
+                changes.obsolete.append(item.blob)
+            item.blob, item.size, item.media = sha, size, media
+            item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+            item.ctime_ns = time.time_ns()
+            self._update_series_of(w, item, dicom, changes)
         if durable:
             self.meta.sync()
         return item
+
+    def _update_series_of(self, w: WriteTxn, item: Item, dicom: dict | None, changes: BlobChanges) -> None:
+        """Record the item (with its DICOM header) and keep its series in step."""
+        old_series = item.dicom["series_uid"] if item.dicom else None
+        new_series = dicom["series_uid"] if dicom else None
+        if old_series is not None and old_series != new_series:
+            item.dicom = None
+            w.put_node(item)
+            self._leave_series(w, item, changes)
+        item.dicom = dicom
+        w.put_node(item)
+        if dicom:
+            self._join_series(w, item, changes)
+
+    def _forget_unwritten(self, item: Item) -> None:
+        """A refused first version: the empty item made at create goes too, so that
+        nothing of the refused file is stored."""
+        if item.blob is not None:
+            return
+        with self._changing() as (w, changes):
+            current = w.node(item.id)
+            if isinstance(current, Item) and current.blob is None:
+                self._drop_item(w, current, changes)
 
     def sync(self) -> None:
         """Make every committed change durable."""
@@ -726,6 +786,7 @@ class FilesService:
                     yield item_id
 
     def info(self, actor: Actor, path: str) -> dict[str, Any]:
+        self._settle_for(path)
         with self.meta.read() as r:
             node = self._resolve(r, split_path(path))
             details: dict[str, Any] = {
@@ -738,7 +799,32 @@ class FilesService:
                 details.update(self._folder_details(r, node))
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
+                details.update(self.group_details(r, node))
         return details
+
+    def folder_summary(self, actor: Actor, path: str) -> dict[str, Any]:
+        """Like Encord's folder summary: files per kind and total size, subfolders included."""
+        with self.meta.read() as r:
+            folder = self._resolve(r, split_path(path))
+            if not isinstance(folder, Folder):
+                raise NotAFolder("not a folder", path)
+            kinds: dict[str, int] = {}
+            totals = {"files": 0, "folders": 0, "size": 0}
+            self._summarise(r, folder.id, kinds, totals)
+            return {"path": self._path(r, folder.id, {}), "description": folder.description, **totals,
+                    "kinds": dict(sorted(kinds.items()))}
+
+    def _summarise(self, r: ReadTxn, folder_id: int, kinds: dict[str, int], totals: dict[str, int]) -> None:
+        for _, child_id, is_folder in r.children(folder_id):
+            if is_folder:
+                totals["folders"] += 1
+                self._summarise(r, child_id, kinds, totals)
+                continue
+            item = r.node(child_id)
+            if isinstance(item, Item):
+                kinds[item.media.kind.value] = kinds.get(item.media.kind.value, 0) + 1
+                totals["files"] += 1
+                totals["size"] += item.size
 
     def _folder_details(self, r: ReadTxn, folder: Folder) -> dict[str, Any]:
         entries = list(r.children(folder.id))
@@ -754,7 +840,9 @@ class FilesService:
             "type": "file", "kind": item.media.kind.value, "size": item.size, "sha256": item.blob, **media,
         }
         if item.media.extra:
-            details[item.media.kind.value] = item.media.extra
+            details["dicom" if item.media.kind in (Kind.DICOM_FILE, Kind.DICOM_SERIES) else "extra"] = (
+                item.media.extra
+            )
         if item.media.note:
             details["note"] = item.media.note
         return details

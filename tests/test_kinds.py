@@ -83,7 +83,7 @@ def test_dicom_file_from_pydicom_test_data(folder: Path) -> None:
     assert attr(path, "kind") == "dicom_file"
     assert attr(path, "mime") == "application/dicom"
     assert attr(path, "width") == "128"
-    assert "1.3.6.1.4.1.5962" in attr(path, "dicom_file.study_uid")
+    assert "1.3.6.1.4.1.5962" in attr(path, "dicom.study_uid")
 
 
 def test_kind_follows_new_content(folder: Path) -> None:

@@ -18,6 +18,7 @@ log = logging.getLogger("encfs")
 
 CACHE_SECONDS = 1.0  # how long another mount's change may take to show
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
+SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet this long
 FUSE_FILL_DIR_PLUS = 2
 READ_AHEAD_KB = 4096
 
@@ -199,12 +200,32 @@ def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
         log.info("could not raise read-ahead (%s)", exc)
 
 
-def periodic_sync(service: Any, stop: threading.Event) -> None:
-    while not stop.wait(SYNC_SECONDS):
+def upkeep(service: Any, stop: threading.Event) -> None:
+    """Settle changed DICOM series often; flush committed changes to disk now and then."""
+    last_sync = time.monotonic()
+    while not stop.wait(SETTLE_SECONDS):
         try:
-            service.sync()
+            service.settle_series(quiet_for=SETTLE_SECONDS)
+            if time.monotonic() - last_sync > SYNC_SECONDS:
+                service.sync()
+                last_sync = time.monotonic()
         except Exception:
-            log.exception("periodic sync failed")
+            log.exception("upkeep failed")
+
+
+def warm_up_parsers() -> None:
+    """Import the media parsers in the background, so that the first DICOM file or
+    image committed does not wait a second for pydicom, Pillow and PyAV to load."""
+    try:
+        import av  # noqa: F401
+        import PIL.Image  # noqa: F401
+        import pydicom.data
+
+        from encfs.media.dicom_series import read_header
+
+        read_header(Path(pydicom.data.get_testdata_file("CT_small.dcm", download=False)))
+    except Exception as exc:  # a slower first file is all this costs
+        log.warning("could not warm up the media parsers: %s", exc)
 
 
 def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
@@ -220,8 +241,9 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     service.recover()
     operations = EncfsOperations(service)
     stop = threading.Event()
-    threading.Thread(target=periodic_sync, args=(service, stop), daemon=True).start()
+    threading.Thread(target=upkeep, args=(service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
+    threading.Thread(target=warm_up_parsers, daemon=True).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
     try:
         make_fuse_class(mfusepy)(
@@ -232,6 +254,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
         )
     finally:
         stop.set()
+        service.settle_series()
         service.sync()
         store.close()
         log.info("unmounted %s", mountpoint)

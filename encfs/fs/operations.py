@@ -3,6 +3,7 @@ error into its errno. No rule of the product lives here."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import itertools
@@ -337,17 +338,28 @@ class EncfsOperations(mfusepy.Operations):
     def flush(self, path: str | None, fi: Any) -> int:
         if self._control_content(fi.fh) is not None:
             return 0
-        opened = self.files.get(fi.fh)
-        self.files.commit(caller(), path or opened.item.name, opened, durable=False)
+        self._commit(path, self.files.get(fi.fh), durable=False)
         return 0
 
     @translated
     def fsync(self, path: str | None, datasync: int, fi: Any) -> int:
         if self._control_content(fi.fh) is not None:
             return 0
-        opened = self.files.get(fi.fh)
-        self.files.commit(caller(), path or opened.item.name, opened, durable=True)
+        self._commit(path, self.files.get(fi.fh), durable=True)
         return 0
+
+    def _commit(self, path: str | None, opened: OpenFile, durable: bool) -> None:
+        try:
+            self.files.commit(caller(), path or opened.item.name, opened, durable=durable)
+        except EncfsError:
+            if path is not None:  # the kernel cached the refused bytes: drop them
+                self._forget_cached_pages(path)
+            raise
+
+    def _forget_cached_pages(self, path: str) -> None:
+        fuse = mfusepy._libfuse.fuse_get_context().contents.fuse
+        if fuse:
+            mfusepy._libfuse.fuse_invalidate_path(ctypes.c_void_p(fuse), path.encode())
 
     @translated
     def release(self, path: str | None, fi: Any) -> int:

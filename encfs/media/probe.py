@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from encfs.media import magic
-from encfs.media.dicom import probe_dicom
 from encfs.media.image import probe_image
 from encfs.media.video import probe_video
 from encfs.model import Kind, Media
@@ -32,8 +31,7 @@ def probe(content: Path | bytes, head: bytes | None = None) -> Media:
         with _opened(content) as f:
             head = f.read(HEAD_SIZE)
     if magic.is_dicom(head):  # before images: a DICOM preamble may look like TIFF
-        with _opened(content) as f:
-            return probe_dicom(f)
+        return Media(kind=Kind.DICOM_FILE, mime="application/dicom")  # the service reads the header
     if magic.looks_like_image(head):
         with _opened(content) as f:
             found = probe_image(f)

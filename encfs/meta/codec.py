@@ -23,6 +23,10 @@ def encode_node(node: Node) -> bytes:
         record["subfolders"] = node.subfolders
     elif isinstance(node, Item):
         record["size"] = node.size
+        if node.members or node.source_folder is not None:
+            record["members"], record["source_folder"] = node.members, node.source_folder
+        if node.dicom is not None:
+            record["dicom"] = node.dicom
         record["blob"] = node.blob
         record["kind"] = node.media.kind.value
         for name in _MEDIA_FIELDS:
@@ -36,7 +40,10 @@ def decode_node(raw: bytes) -> Folder | Item:
     if stat.S_ISDIR(record["mode"]):
         return Folder(**common, description=record["description"], subfolders=record["subfolders"])
     media = Media(kind=Kind(record["kind"]), **{name: record[name] for name in _MEDIA_FIELDS})
-    return Item(**common, size=record["size"], blob=record["blob"], media=media)
+    return Item(
+        **common, size=record["size"], blob=record["blob"], media=media, members=record.get("members", []),
+        source_folder=record.get("source_folder"), dicom=record.get("dicom"),
+    )
 
 
 ATTRIBUTES = struct.Struct(">QIIIQqqqI")

@@ -10,6 +10,11 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
     gramfreq gram:utf8 -> u64 (postings per gram; search starts from the rarest)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
+    members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
+    sources  folder:u64 + group:u64 -> b"" (the groups whose frames a folder holds)
+    unsettled series item:u64 -> time_ns:u64 of its last change (manifest behind its slices)
+    series   folder:u64 + SeriesInstanceUID:utf8 -> series item:u64, and
+             folder:u64 + SeriesInstanceUID + 0x00 + SOPInstanceUID -> slice item:u64
 
 One user-visible change is one write transaction. Writers in one process take a
 thread lock first; LMDB's own lock serialises writers across processes.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +41,8 @@ U64 = struct.Struct(">Q")
 BLOB = struct.Struct(">QQ")
 MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
 ERRORS_KEPT = 100
-_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors")
+_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors", "members", "sources",
+        "series", "unsettled")
 
 
 def u64(n: int) -> bytes:
@@ -111,6 +118,43 @@ class ReadTxn:
                 if not key.startswith(key_prefix):
                     return
                 yield key.decode()
+
+    def _ids_after(self, db: str, prefix: bytes) -> list[int]:
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            if not cur.set_range(prefix):
+                return []
+            found = []
+            for key in cur.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                found.append(U64.unpack(key[-8:])[0])
+            return found
+
+    def groups_of(self, item_id: int) -> list[int]:
+        """The groups, sequences and series that hold the item."""
+        return self._ids_after("members", u64(item_id))
+
+    def groups_sourced_from(self, folder_id: int) -> list[int]:
+        return self._ids_after("sources", u64(folder_id))
+
+    def series_in(self, folder_id: int, series_uid: str) -> int | None:
+        raw = self.txn.get(u64(folder_id) + series_uid.encode(), db=self.dbs["series"])
+        return None if raw is None else U64.unpack(raw)[0]
+
+    def unsettled(self, changed_before_ns: int | None = None) -> list[int]:
+        with self.txn.cursor(db=self.dbs["unsettled"]) as cur:
+            return [
+                U64.unpack(key)[0] for key, value in cur
+                if changed_before_ns is None or U64.unpack(value)[0] < changed_before_ns
+            ]
+
+    def is_unsettled(self, node_id: int) -> bool:
+        return self.txn.get(u64(node_id), db=self.dbs["unsettled"]) is not None
+
+    def slice_with(self, folder_id: int, series_uid: str, sop_uid: str) -> int | None:
+        key = u64(folder_id) + series_uid.encode() + b"\x00" + sop_uid.encode()
+        raw = self.txn.get(key, db=self.dbs["series"])
+        return None if raw is None else U64.unpack(raw)[0]
 
     def errors(self, user: str) -> list[str]:
         prefix = user.encode() + b"\x00"
@@ -196,6 +240,40 @@ class WriteTxn(ReadTxn):
             self.txn.put(key, U64.pack(count), db=db)
         else:
             self.txn.delete(key, db=db)
+
+    def set_members(self, group_id: int, old: list[int], new: list[int]) -> None:
+        db = self.dbs["members"]
+        for member in old:
+            self.txn.delete(u64(member) + u64(group_id), db=db)
+        for member in new:
+            self.txn.put(u64(member) + u64(group_id), b"", db=db)
+
+    def set_source(self, folder_id: int, group_id: int, present: bool) -> None:
+        key = u64(folder_id) + u64(group_id)
+        if present:
+            self.txn.put(key, b"", db=self.dbs["sources"])
+        else:
+            self.txn.delete(key, db=self.dbs["sources"])
+
+    def set_series(self, folder_id: int, series_uid: str, series_id: int | None) -> None:
+        key = u64(folder_id) + series_uid.encode()
+        if series_id is None:
+            self.txn.delete(key, db=self.dbs["series"])
+        else:
+            self.txn.put(key, u64(series_id), db=self.dbs["series"])
+
+    def mark_unsettled(self, node_id: int, unsettled: bool) -> None:
+        if unsettled:
+            self.txn.put(u64(node_id), u64(time.time_ns()), db=self.dbs["unsettled"])
+        else:
+            self.txn.delete(u64(node_id), db=self.dbs["unsettled"])
+
+    def set_slice(self, folder_id: int, series_uid: str, sop_uid: str, item_id: int | None) -> None:
+        key = u64(folder_id) + series_uid.encode() + b"\x00" + sop_uid.encode()
+        if item_id is None:
+            self.txn.delete(key, db=self.dbs["series"])
+        else:
+            self.txn.put(key, u64(item_id), db=self.dbs["series"])
 
     def add_error(self, user: str, time_ns: int, line: str) -> None:
         db = self.dbs["errors"]

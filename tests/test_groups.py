@@ -240,3 +240,24 @@ def test_folder_info_counts_kinds(mount: Mounted) -> None:
     assert summary["kinds"] == {"image": 3, "image_group": 1, "text": 1}
     assert summary["files"] == 5 and summary["folders"] == 1
     assert summary["size"] == sum(p.stat().st_size for p in (mount.path / "g").rglob("*") if p.is_file())
+
+
+def test_sequence_frames_are_close_to_their_images(mount: Mounted) -> None:
+    folder = mount.path / "v" / "grad"
+    folder.mkdir(parents=True)
+    sources = []
+    for i in range(5):
+        pixels = np.zeros((48, 64, 3), dtype=np.uint8)
+        pixels[..., 0] = np.linspace(0, 255, 64, dtype=np.uint8)[None, :]
+        pixels[..., 1] = (i * 50) % 256
+        pixels[..., 2] = np.linspace(255, 0, 48, dtype=np.uint8)[:, None]
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG")
+        (folder / f"f{i}.png").write_bytes(out.getvalue())
+        sources.append(pixels.astype(np.int16))
+    batch(folder, "image_sequence")
+    frames = decode(mount.path / "v" / "grad.imagesequence.mp4")
+    assert len(frames) == len(sources)
+    for decoded, source in zip(frames, sources, strict=True):
+        assert decoded.shape == source.shape
+        assert np.abs(decoded.astype(np.int16) - source).mean() < 6

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
+from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from PIL import Image, UnidentifiedImageError
 
@@ -180,7 +181,10 @@ def _encode(images: Sequence[bytes | Path], out: BinaryIO | Path, size: tuple[in
         context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
         context.color_range = ColorRange.MPEG
         for frame in _frames(images, size):
-            frame.pts, frame.time_base = count, time_base
+            frame.pts, frame.time_base, frame.duration = count, time_base, 1
+            # A decoded PNG is marked as a key frame, and libx264 obeys: make every frame a
+            # key frame and the file grows several times over. Let the encoder choose.
+            frame.pict_type, frame.key_frame = PictureType.NONE, False
             container.mux(stream.encode(frame))
             count += 1
         container.mux(stream.encode(None))
@@ -307,7 +311,7 @@ def _opened(image: bytes | Path, index: int) -> Iterator[BinaryIO]:
         yield io.BytesIO(image)
     else:
         try:
-            f = open(image, "rb")
+            f = open(image, "rb")  # noqa: SIM115 (closed by the with below; open errors get their own message)
         except OSError as exc:
             raise SequenceRefused(f"{_label(image, index)} could not be opened: {exc.strerror}") from exc
         with f:

@@ -26,7 +26,7 @@ from encfs.actions import action
 from encfs.errors import Busy, InvalidInput, NotPermitted
 from encfs.media import dicom_series, sequence
 from encfs.meta.store import ReadTxn, WriteTxn
-from encfs.model import Actor, Folder, Item, Kind, Media, Node
+from encfs.model import ROOT_ID, Actor, Folder, Item, Kind, Media, Node
 
 if TYPE_CHECKING:
     from encfs.service import BlobChanges, FilesService
@@ -102,6 +102,12 @@ class Grouping:
         name: str,
         path: str,
     ) -> Item:
+        if folder.id == ROOT_ID:
+            raise NotPermitted(
+                f"{name} would be a file at the root, which holds folders only; batch a folder that is "
+                "inside another folder",
+                path,
+            )
         self._check_free(w, folder, name, path)
         item = Item(**self._new_node_fields(w, actor, folder, name, 0o100444))
         return item

@@ -261,3 +261,12 @@ def test_sequence_frames_are_close_to_their_images(mount: Mounted) -> None:
     for decoded, source in zip(frames, sources, strict=True):
         assert decoded.shape == source.shape
         assert np.abs(decoded.astype(np.int16) - source).mean() < 6
+
+
+def test_batching_a_top_level_folder_is_refused(mount: Mounted) -> None:
+    fill(mount.path / "top", 1)
+    with pytest.raises(OSError) as exc:
+        os.setxattr(mount.path / "top", "user.encord.batch", b"image_group")
+    assert exc.value.errno == errno.EPERM
+    assert os.listdir(mount.path) == ["top"]
+    assert "root" in errors_of(mount)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from encfs.actions import action
 from encfs.errors import Busy, InvalidInput, NotPermitted
-from encfs.media import dicom_series, sequence
+from encfs.media import dicom_series
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Folder, Item, Kind, Media, Node
 
@@ -293,6 +293,8 @@ class Grouping:
                 "TIFF images cannot be batched as an image sequence (as in Encord); "
                 "make an image group instead"
             )
+        from encfs.media import sequence  # PyAV and its FFmpeg load only when a sequence is made
+
         by_size = sequence.group_by_size(
             [(str(f.id), f.media.width or 0, f.media.height or 0) for f in frames]
         )

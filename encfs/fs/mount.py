@@ -215,9 +215,9 @@ def upkeep(service: Any, stop: threading.Event) -> None:
 
 def warm_up_parsers() -> None:
     """Import the media parsers in the background, so that the first DICOM file or
-    image committed does not wait a second for pydicom, Pillow and PyAV to load."""
+    image committed does not wait a second for pydicom and Pillow to load. (PyAV, the
+    largest, loads when the first video arrives.)"""
     try:
-        import av  # noqa: F401
         import PIL.Image  # noqa: F401
         import pydicom.data
 

@@ -9,10 +9,11 @@ held in memory at once, whatever the length of the sequence.
 from __future__ import annotations
 
 import io
+import math
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import BinaryIO
 
 import av
 from av.video.frame import PictureType
-from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
 from PIL import Image, UnidentifiedImageError
 
 # 25 fps is what FFmpeg's image2 demuxer gives a folder of images by default (so tools
@@ -32,7 +33,7 @@ SEQUENCE_MIME = "video/mp4"
 SEQUENCE_PIX_FMT = "yuv420p"  # the only H.264 pixel format that every browser plays
 
 # Decoding the input images (PNG above all) costs as much as encoding them, so it runs
-# on worker threads (Pillow and swscale release the GIL) while the encoder runs.
+# on worker threads (FFmpeg, Pillow and swscale release the GIL) while the encoder runs.
 PREPARE_THREADS = 2
 PREPARE_AHEAD = 2 * PREPARE_THREADS + 2  # frames decoded ahead of the encoder, at most
 
@@ -57,8 +58,8 @@ class Encoder:
 
 X264 = Encoder("libx264", "h264", {
     # CRF 18 is near visually lossless: decoded frames stay within a few levels of
-    # the images. "superfast" keeps a 640x480 sequence well above 100 frames/s on two
-    # cores; slower presets mostly buy a smaller file, not a closer picture.
+    # the images. "superfast" keeps a 640x480 sequence above 100 frames/s on two cores,
+    # PNG decoding included; slower presets buy a smaller file, not a closer picture.
     "crf": "18",
     "preset": "superfast",
     # No B-frames: decode order is display order, so frame n is at n / fps with no
@@ -119,20 +120,20 @@ def encode_sequence(images: Sequence[bytes | Path], out: BinaryIO | Path,
     yuv420p needs an even width and height, so an odd-sized sequence gets one more
     column or row, copied from the edge (never scaled): SequenceInfo reports the size
     of the video, which is then one pixel larger than the images. Images of any mode
-    become RGB first: alpha is dropped (as FFmpeg does), palettes are expanded and
-    16-bit greyscale keeps its top 8 bits. Pixels are taken as stored, without EXIF
-    orientation, so that the header's size is the frame's size; an animated image
-    gives its first frame.
+    are read as RGB: alpha is dropped (as FFmpeg does), palettes and greyscale are
+    expanded, 16-bit samples are scaled to 8 bits. Pixels are taken as stored, without
+    EXIF orientation, so that the header's size is the frame's size; an animated image
+    gives its first frame. `fps` is kept as a fraction (29.97 -> 2997/100).
 
     Raises SequenceRefused, before anything is written, when there are no images, one
     is a TIFF (by content, whatever its name), one is not an image, or the sizes
     differ; and, while encoding, when an image's pixels cannot be decoded. Then a
     partly written `out` path is removed; a file object is left as it is.
     """
-    if not fps > 0 or fps == float("inf"):
+    rate = Fraction(fps).limit_denominator(1001) if math.isfinite(fps) else Fraction(0)
+    if rate <= 0:
         raise ValueError(f"fps must be a positive number, not {fps!r}")
     size = _common_size(images)
-    rate = Fraction(fps).limit_denominator(1001)
     encoder = SEQUENCE_ENCODER
     try:
         frames = _encode(images, out, size, rate, encoder)
@@ -178,15 +179,16 @@ def _encode(images: Sequence[bytes | Path], out: BinaryIO | Path, size: tuple[in
         stream.time_base = time_base = 1 / rate  # the muxer may change the stream's later
         # sRGB shares BT.709's primaries; tagging them stops players guessing by frame size.
         context = stream.codec_context
-        context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
-        context.color_range = ColorRange.MPEG
-        for frame in _frames(images, size):
-            frame.pts, frame.time_base, frame.duration = count, time_base, 1
-            # A decoded PNG is marked as a key frame, and libx264 obeys: make every frame a
-            # key frame and the file grows several times over. Let the encoder choose.
-            frame.pict_type, frame.key_frame = PictureType.NONE, False
-            container.mux(stream.encode(frame))
-            count += 1
+        context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
+        context.color_primaries, context.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
+        with closing(_frames(images, size)) as frames:
+            for frame in frames:
+                frame.pts, frame.time_base, frame.duration = count, time_base, 1
+                # A decoded PNG is marked as a key frame, and libx264 obeys: every frame a
+                # key frame and the file grows several times over. Let the encoder choose.
+                frame.pict_type, frame.key_frame = PictureType.NONE, False
+                container.mux(stream.encode(frame))
+                count += 1
         container.mux(stream.encode(None))
     return count
 
@@ -200,7 +202,8 @@ def _output(out: BinaryIO | Path) -> av.container.OutputContainer:
     return av.open(out, "w", format="mp4")
 
 
-def _frames(images: Sequence[bytes | Path], size: tuple[int, int]) -> Iterator[av.VideoFrame]:
+def _frames(images: Sequence[bytes | Path],
+            size: tuple[int, int]) -> Generator[av.VideoFrame, None, None]:
     """Encoder-ready frames, in order, decoded a few at a time on worker threads."""
     pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="sequence")
     pending: deque[Future[av.VideoFrame]] = deque()
@@ -288,12 +291,13 @@ def _even(size: tuple[int, int]) -> tuple[int, int]:
 
 def _header(image: bytes | Path, index: int) -> tuple[str, tuple[int, int]]:
     """Pillow's format name and the size, from the header alone."""
-    with _opened(image, index) as f:
-        try:
-            with Image.open(f) as img:
-                return img.format or "", img.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise SequenceRefused(f"{_label(image, index)} is not an image that can be read: {exc}") from exc
+    try:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as img:
+            return img.format or "", img.size
+    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise SequenceRefused(f"{_label(image, index)} is not an image that can be read: {exc}") from exc
+    except OSError as exc:
+        raise SequenceRefused(f"{_label(image, index)} could not be read: {exc}") from exc
 
 
 def _read(image: bytes | Path, index: int) -> bytes:
@@ -302,20 +306,7 @@ def _read(image: bytes | Path, index: int) -> bytes:
     try:
         return image.read_bytes()
     except OSError as exc:
-        raise SequenceRefused(f"{_label(image, index)} could not be read: {exc.strerror}") from exc
-
-
-@contextmanager
-def _opened(image: bytes | Path, index: int) -> Iterator[BinaryIO]:
-    if isinstance(image, bytes):
-        yield io.BytesIO(image)
-    else:
-        try:
-            f = open(image, "rb")  # noqa: SIM115 (closed by the with below; open errors get their own message)
-        except OSError as exc:
-            raise SequenceRefused(f"{_label(image, index)} could not be opened: {exc.strerror}") from exc
-        with f:
-            yield f
+        raise SequenceRefused(f"{_label(image, index)} could not be read: {exc}") from exc
 
 
 def _label(image: bytes | Path, index: int) -> str:

@@ -20,6 +20,9 @@ RENDER_3D_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "SliceThick
 # Without the DICM prefix pydicom reads anything when forced (text becomes one odd element),
 # so a forced read only counts as DICOM when it found one of these.
 _ANCHOR_TAGS = (*REQUIRED_TAGS, "SOPClassUID", "Modality")
+# Only these are parsed: a full header read costs several times more, and a study is
+# validated slice by slice while it is copied in.
+_READ_TAGS = [*_ANCHOR_TAGS, *RENDER_3D_TAGS, "NumberOfFrames", "SeriesDescription", "InstanceNumber"]
 _PREFIX_OFFSET, _PREFIX = 128, b"DICM"
 # Values larger than this stay on disk unless asked for: a forced read of a big non-DICOM
 # file would otherwise load its first "element" (up to 4 GiB) into memory.
@@ -192,7 +195,8 @@ def _dataset(f: BinaryIO, start: int, has_prefix: bool) -> Any:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(f, stop_before_pixels=True, force=not has_prefix, defer_size=_DEFER_SIZE)
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=not has_prefix, defer_size=_DEFER_SIZE,
+                             specific_tags=_READ_TAGS)
     except Exception as exc:  # pydicom raises many kinds on corrupt input
         if has_prefix:
             raise DicomRefused(reason=f"DICOM file could not be parsed: {exc}") from exc

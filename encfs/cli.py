@@ -302,9 +302,7 @@ def _batch(kind: Kind, folder_path: str, name: str | None, images: tuple[Path, .
         elif images:
             if not name:
                 raise click.UsageError("--name is needed with local images")
-            missing = [str(i) for i in images if not i.is_file()]
-            if missing:
-                fail(NotFound("not local files: " + ", ".join(missing)))
+            require_local_files(images)
             with click.progressbar(length=len(images), label=f"uploading {len(images)} images",
                                    file=sys.stderr) as bar:
                 bar.update(0)
@@ -354,9 +352,7 @@ def batch_dicom_series(folder_path: str, files: tuple[Path, ...], store_dir: Pat
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, folder_path)
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            fail(NotFound("not local files: " + ", ".join(missing)))
+        require_local_files(files)
         uploaded = upload_all(service, actor, target, files, replace=False,
                               total=sum(f.stat().st_size for f in files))
         series = sorted({p for path in uploaded for p in service.info(actor, path).get("groups", [])})
@@ -381,9 +377,7 @@ def upload(folder_path: str, files: tuple[Path, ...], replace: bool, store_dir: 
         target = files_path(service, folder_path)
         if not isinstance(service.lookup(actor, target), Folder):
             fail(EncfsError("not a folder", target))
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            fail(NotFound("not local files: " + ", ".join(missing)))
+        require_local_files(files)
         if not replace:
             taken = [f"{target}/{f.name}" for f in files if exists(service, actor, f"{target}/{f.name}")]
             if taken:
@@ -423,6 +417,12 @@ def exists(service: Any, actor: Actor, path: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+def require_local_files(files: tuple[Path, ...]) -> None:
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        fail(NotFound("not local files: " + ", ".join(missing)))
 
 
 def human_size(size: float) -> str:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from click.testing import CliRunner, Result
 from encfs.cli import main
 from encfs.errors import InvalidInput
 from encfs.model import Actor, Folder, Item
-from encfs.service import FilesService
-from encfs.store import init_store, open_store
+from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
+from store_state import service_of, sha, snapshot
 
 POLL_SECONDS = 3.0
 MiB = 1 << 20
@@ -90,38 +89,6 @@ def poll(predicate: Callable[[], Any], timeout: float = POLL_SECONDS) -> Any:
             return value
         time.sleep(0.05)
 
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def service_of(store: Path) -> Iterator[FilesService]:
-    opened = open_store(store)
-    try:
-        yield FilesService(opened)
-    finally:
-        opened.close()
-
-
-def snapshot(store: Path) -> dict[str, Any]:
-    """The tree (with sizes and blobs), the blob files and the drafts."""
-    with service_of(store) as service:
-        actor = Actor.local()
-        tree: dict[str, tuple[Any, ...]] = {}
-
-        def walk(path: str) -> None:
-            for node in service.list_folder(actor, path):
-                child = path.rstrip("/") + "/" + node.name
-                if isinstance(node, Folder):
-                    tree[child] = ("folder", node.subfolders)
-                    walk(child)
-                else:
-                    tree[child] = ("file", node.size, node.blob)
-
-        walk("/")
-        blobs = sorted(service.blobs.list())
-    return {"tree": tree, "blobs": blobs, "spool": sorted(os.listdir(store / "spool"))}
 
 
 def new_error_lines(mounted: Mounted, before: str) -> list[str]:

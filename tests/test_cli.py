@@ -5,7 +5,6 @@ mount of that store."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from encfs.cli import main
-from encfs.model import Actor, Folder
-from encfs.service import FilesService
-from encfs.store import MARKER, open_store
+from encfs.store import MARKER
+
+from store_state import service_of, sha, snapshot
 
 POLL_SECONDS = 3.0
 MOUNT_SECONDS = 20.0
@@ -96,39 +95,6 @@ def make_png(path: Path, width: int = 40, height: int = 30, colour: str = "red")
     Image.new("RGB", (width, height), colour).save(path, format="PNG")
     return path
 
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@contextlib.contextmanager
-def service_of(store: Path) -> Iterator[FilesService]:
-    opened = open_store(store)
-    try:
-        yield FilesService(opened)
-    finally:
-        opened.close()
-
-
-def snapshot(store: Path) -> dict[str, Any]:
-    """Everything a refusal must leave as it was: the tree, the blobs, the drafts."""
-    with service_of(store) as service:
-        actor = Actor.local()
-        tree: dict[str, tuple[Any, ...]] = {}
-
-        def walk(path: str) -> None:
-            for node in service.list_folder(actor, path):
-                child = path.rstrip("/") + "/" + node.name
-                if isinstance(node, Folder):
-                    tree[child] = ("folder", node.description, json.dumps(node.client_metadata))
-                    walk(child)
-                else:
-                    tree[child] = ("file", node.size, node.blob, node.media.kind.value)
-
-        walk("/")
-        blobs = sorted(service.blobs.list())
-    spool = sorted(os.listdir(store / "spool"))
-    return {"tree": tree, "blobs": blobs, "spool": spool}
 
 
 def info_json(path: str, store: Path | None = None) -> dict[str, Any]:

@@ -328,3 +328,28 @@ def test_duplicate_instance() -> None:
     assert duplicate_instance([first], replace(second, sop_uid=first.sop_uid))
     assert not duplicate_instance([first], second)
     assert not duplicate_instance([], first)
+
+
+def test_fast_tag_reader_agrees_with_pydicom_on_every_shipped_file() -> None:
+    """The fast reader answers only when sure; where it does, it must match pydicom."""
+    import io
+    import os
+    import warnings
+
+    from encfs.media import dicom_series
+    from encfs.media.dicom_tags import read_tags
+
+    answered = 0
+    for name in pydicom.data.get_testdata_files():
+        if not os.path.isfile(name):
+            continue
+        data = Path(name).read_bytes()
+        tags = read_tags(data[: 256 * 1024], dicom_series.REQUIRED_TAGS)
+        if tags is None:
+            continue
+        answered += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slow = dicom_series._header(dicom_series._dataset(io.BytesIO(data), 0, True))
+        assert dicom_series._header(tags) == slow, name
+    assert answered >= 50

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from encfs.media.dicom_tags import read_tags
+
 REQUIRED_TAGS = ("Rows", "Columns", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
 RENDER_3D_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "SliceThickness", "PixelSpacing")
 
@@ -24,6 +26,7 @@ _ANCHOR_TAGS = (*REQUIRED_TAGS, "SOPClassUID", "Modality")
 # validated slice by slice while it is copied in.
 _READ_TAGS = [*_ANCHOR_TAGS, *RENDER_3D_TAGS, "NumberOfFrames", "SeriesDescription", "InstanceNumber"]
 _PREFIX_OFFSET, _PREFIX = 128, b"DICM"
+_FAST_READ = 256 * 1024  # headers are far smaller; a longer one goes to pydicom
 # Values larger than this stay on disk unless asked for: a forced read of a big non-DICOM
 # file would otherwise load its first "element" (up to 4 GiB) into memory.
 _DEFER_SIZE = 64 * 1024
@@ -99,8 +102,12 @@ def read_header(source: bytes | Path | BinaryIO) -> DicomHeader:
     exist raises the usual OSError."""
     with _opened(source) as f:
         start = f.tell()
-        has_prefix = f.read(_PREFIX_OFFSET + len(_PREFIX))[_PREFIX_OFFSET:] == _PREFIX
+        head = f.read(_FAST_READ)
         f.seek(start)
+        tags = read_tags(head, REQUIRED_TAGS)
+        if tags is not None:
+            return _header(tags)
+        has_prefix = head[_PREFIX_OFFSET : _PREFIX_OFFSET + len(_PREFIX)] == _PREFIX
         ds = _dataset(f, start, has_prefix)
         try:  # inside `with`: deferred values are read from the open file
             return _header(ds)

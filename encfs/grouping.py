@@ -126,7 +126,7 @@ class Grouping:
             if item.source_folder is not None:
                 w.set_source(item.source_folder, item.id, False)
         elif item.media.kind == Kind.DICOM_SERIES and item.dicom:  # its slices stay, detached
-            w.set_members(item.id, item.members, [])
+            w.set_members(item.id, w.members_of(item.id), [])
             w.set_series(item.parent, item.dicom["series_uid"], None)
 
     def _before_move(
@@ -379,11 +379,8 @@ class Grouping:
         series = w.node(series_id) if series_id is not None else None
         if not isinstance(series, Item):
             series = self._new_series(w, item)
-        if item.id not in series.members:
-            series.members.append(item.id)
-            w.set_members(series.id, [], [item.id])
+        w.set_members(series.id, [], [item.id])  # the record's ordered list waits for settling
         w.set_slice(item.parent, uid, item.dicom["sop_uid"], item.id)
-        w.put_node(series)
         self._series_changed(w, series.id)
 
     def _new_series(self: FilesService, w: WriteTxn, first: Item) -> Item:
@@ -410,13 +407,10 @@ class Grouping:
         self: FilesService, w: WriteTxn, series: Item, item: Item, changes: BlobChanges
     ) -> None:
         assert series.dicom is not None
-        if item.id in series.members:
-            series.members.remove(item.id)
-            w.set_members(series.id, [item.id], [])
+        w.set_members(series.id, [item.id], [])
         if item.dicom:
             w.set_slice(series.parent, series.dicom["series_uid"], item.dicom["sop_uid"], None)
-        if series.members:
-            w.put_node(series)
+        if w.members_of(series.id):
             self._series_changed(w, series.id)
             return
         w.set_series(series.parent, series.dicom["series_uid"], None)
@@ -449,7 +443,7 @@ class Grouping:
     def _refresh_series(self: FilesService, w: WriteTxn, series: Item, changes: BlobChanges) -> None:
         """Rewrite the series manifest from its slices' headers, in spatial order."""
         assert series.dicom is not None
-        slices = [w.node(m) for m in series.members]
+        slices = [w.node(m) for m in w.members_of(series.id)]
         present = [s for s in slices if isinstance(s, Item) and s.dicom]
         if not present:
             return

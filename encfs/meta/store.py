@@ -11,6 +11,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     gramfreq gram:utf8 -> u64 (postings per gram; search starts from the rarest)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
+    contents group:u64 + member:u64 -> b"" (the same pairs the other way round)
     sources  folder:u64 + group:u64 -> b"" (the groups whose frames a folder holds)
     unsettled series item:u64 -> time_ns:u64 of its last change (manifest behind its slices)
     series   folder:u64 + SeriesInstanceUID:utf8 -> series item:u64, and
@@ -42,7 +43,7 @@ BLOB = struct.Struct(">QQ")
 MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors", "members", "sources",
-        "series", "unsettled")
+        "series", "unsettled", "contents")
 
 
 def u64(n: int) -> bytes:
@@ -133,6 +134,10 @@ class ReadTxn:
     def groups_of(self, item_id: int) -> list[int]:
         """The groups, sequences and series that hold the item."""
         return self._ids_after("members", u64(item_id))
+
+    def members_of(self, group_id: int) -> list[int]:
+        """The items a group, sequence or series holds (in id order)."""
+        return self._ids_after("contents", u64(group_id))
 
     def groups_sourced_from(self, folder_id: int) -> list[int]:
         return self._ids_after("sources", u64(folder_id))
@@ -242,11 +247,13 @@ class WriteTxn(ReadTxn):
             self.txn.delete(key, db=db)
 
     def set_members(self, group_id: int, old: list[int], new: list[int]) -> None:
-        db = self.dbs["members"]
+        members, contents = self.dbs["members"], self.dbs["contents"]
         for member in old:
-            self.txn.delete(u64(member) + u64(group_id), db=db)
+            self.txn.delete(u64(member) + u64(group_id), db=members)
+            self.txn.delete(u64(group_id) + u64(member), db=contents)
         for member in new:
-            self.txn.put(u64(member) + u64(group_id), b"", db=db)
+            self.txn.put(u64(member) + u64(group_id), b"", db=members)
+            self.txn.put(u64(group_id) + u64(member), b"", db=contents)
 
     def set_source(self, folder_id: int, group_id: int, present: bool) -> None:
         key = u64(folder_id) + u64(group_id)

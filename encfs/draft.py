@@ -112,10 +112,6 @@ class Draft:
             raise
         return draft
 
-    @property
-    def in_memory(self) -> bool:
-        return self.buffer is not None
-
     def write(self, data: bytes | memoryview | Payload, offset: int) -> int:
         if not isinstance(data, bytes | bytearray | memoryview):
             if self.buffer is not None and offset + data.size > MEMORY_LIMIT:

@@ -15,6 +15,7 @@ their own module so that each part of the service stays readable:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -52,13 +53,13 @@ class Grouping:
 
     # ------------------------------------------------------------------ shared
 
-    def _kind_of_group(self: FilesService, w: ReadTxn, group_id: int) -> Item | None:
+    def _group_item(self: FilesService, w: ReadTxn, group_id: int) -> Item | None:
         group = w.node(group_id)
         return group if isinstance(group, Item) else None
 
     def _holding_groups(self: FilesService, w: ReadTxn, item_id: int) -> list[Item]:
         """The image groups and sequences (not series) that hold the item as a frame."""
-        groups = [self._kind_of_group(w, g) for g in w.groups_of(item_id)]
+        groups = [self._group_item(w, g) for g in w.groups_of(item_id)]
         return [g for g in groups if g is not None and g.media.kind in GROUP_SUFFIX]
 
     def _busy_frame(self: FilesService, w: ReadTxn, item: Item, path: str, doing: str) -> None:
@@ -68,7 +69,7 @@ class Grouping:
             raise Busy(f"cannot {doing}: it is a frame of {names}; delete the group first", path)
 
     def _busy_source_folder(self: FilesService, w: ReadTxn, folder: Folder, path: str) -> None:
-        groups = [self._kind_of_group(w, g) for g in w.groups_sourced_from(folder.id)]
+        groups = [self._group_item(w, g) for g in w.groups_sourced_from(folder.id)]
         names = ", ".join(self._path(w, g.id, {}) for g in groups if g is not None)
         if names:
             raise Busy(f"the folder holds the frames of {names}; delete the group first", path)
@@ -82,8 +83,6 @@ class Grouping:
         changes: BlobChanges,
     ) -> None:
         """Give a generated item new content inside the transaction."""
-        import hashlib
-
         sha = hashlib.sha256(content).hexdigest()
         if w.add_blob_ref(sha, len(content)) == 1:
             self.blobs.write(sha, content, durable=False)
@@ -214,7 +213,8 @@ class Grouping:
         name = name or folder.name
         parent_path = source.rstrip("/").rsplit("/", 1)[0] or "/"
         if kind == Kind.IMAGE_GROUP:
-            planned = [(f"{name}.imagegroup", frames, self._group_manifest(name, folder, frames), None)]
+            media = Media(kind=Kind.IMAGE_GROUP, mime=MANIFEST_MIME)
+            planned = [(f"{name}.imagegroup", frames, self._group_manifest(name, folder, frames), media)]
         else:
             planned = self._encode_sequences(name, frames)
         result = BatchResult()
@@ -225,7 +225,7 @@ class Grouping:
                 path = f"{parent_path.rstrip('/')}/{file_name}"
                 self._check_frames_unchanged(w, members, path)
                 item = self._new_generated_item(w, actor, parent, file_name, path)
-                self._store_content(w, item, content, media or self._group_media(), changes)
+                self._store_content(w, item, content, media, changes)
                 item.media.frames = len(members)
                 item.members, item.source_folder = [m.id for m in members], folder.id
                 self._insert_item(w, parent, item)
@@ -281,9 +281,6 @@ class Grouping:
                 ],
             }
         )
-
-    def _group_media(self: FilesService) -> Media:
-        return Media(kind=Kind.IMAGE_GROUP, mime=MANIFEST_MIME)
 
     def _encode_sequences(
         self: FilesService, name: str, frames: list[Item]
@@ -474,7 +471,7 @@ class Grouping:
 
     def group_details(self: FilesService, r: ReadTxn, item: Item) -> dict[str, Any]:
         details: dict[str, Any] = {}
-        holders = [self._kind_of_group(r, g) for g in r.groups_of(item.id)]
+        holders = [self._group_item(r, g) for g in r.groups_of(item.id)]
         if holders:
             details["groups"] = [self._path(r, g.id, {}) for g in holders if g is not None]
         if item.members:

@@ -1,4 +1,4 @@
-"""What a store holds, for tests that check a refusal changed nothing."""
+"""What a store holds and how a refusal looks, for tests that check a refusal changed nothing."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from click.testing import Result
 
 from encfs.model import Actor, Folder
 from encfs.service import FilesService
@@ -47,3 +50,21 @@ def snapshot(store: Path) -> dict[str, Any]:
         walk("/")
         blobs = sorted(service.blobs.list())
     return {"tree": tree, "blobs": blobs, "spool": sorted(os.listdir(store / "spool"))}
+
+
+def explain(result: Result | subprocess.CompletedProcess[str]) -> str:
+    if isinstance(result, Result):
+        return (f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
+                f"exception: {result.exception!r}")
+    return f"exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+
+
+def refused(result: Result, *phrases: str, code: int | None = None) -> Result:
+    """A CLI refusal: non-zero exit, every phrase on stderr, no traceback."""
+    assert result.exit_code != 0, explain(result)
+    if code is not None:
+        assert result.exit_code == code, explain(result)
+    assert result.exception is None or isinstance(result.exception, SystemExit), explain(result)
+    for phrase in phrases:
+        assert phrase in result.stderr, explain(result)
+    return result

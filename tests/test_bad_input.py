@@ -26,7 +26,7 @@ from encfs.model import Actor, Folder, Item
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import service_of, sha, snapshot
+from store_state import explain, refused, service_of, sha, snapshot
 
 POLL_SECONDS = 3.0
 MiB = 1 << 20
@@ -48,22 +48,6 @@ def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "encfs", *(str(a) for a in args)],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
-
-
-def explain(result: Result | subprocess.CompletedProcess[str]) -> str:
-    if isinstance(result, Result):
-        return (f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
-                f"exception: {result.exception!r}")
-    return f"exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
-
-
-def cli_refused(result: Result, *phrases: str, code: int | None = None) -> None:
-    assert result.exit_code != 0, explain(result)
-    if code is not None:
-        assert result.exit_code == code, explain(result)
-    assert result.exception is None or isinstance(result.exception, SystemExit), explain(result)
-    for phrase in phrases:
-        assert phrase in result.stderr, explain(result)
 
 
 def os_refused(expected: int, call: Callable[[], Any]) -> OSError:
@@ -160,7 +144,7 @@ def test_file_moved_into_the_root_is_refused(mount: Mounted, filled: Path) -> No
     assert snapshot(mount.store) == before
 
     errors_before = errors_of(mount)
-    cli_refused(cli("mv", "data/a.txt", "/", store=mount.store), "root")
+    refused(cli("mv", "data/a.txt", "/", store=mount.store), "root")
     refusal_recorded(mount, errors_before, "/a.txt", "root")
     assert snapshot(mount.store) == before
 
@@ -169,7 +153,7 @@ def test_upload_into_the_root_is_refused(mount: Mounted, folder: Path, tmp_path:
     local = tmp_path / "up.txt"
     local.write_text("up")
     before, errors_before = snapshot(mount.store), errors_of(mount)
-    cli_refused(cli("upload", "/", local, store=mount.store), "root")
+    refused(cli("upload", "/", local, store=mount.store), "root")
     refusal_recorded(mount, errors_before, "/up.txt", "root")
     assert snapshot(mount.store) == before
     assert sorted(os.listdir(mount.path)) == ["data"]
@@ -184,7 +168,7 @@ def test_name_with_a_slash_cannot_name_one_entry(mount: Mounted, filled: Path) -
     os_refused(errno.ENOENT, lambda: os.mkdir(filled / "x/y"))
     os_refused(errno.ENOENT, lambda: create_file(filled / "x/y.txt"))
     # through the CLI too
-    cli_refused(cli("folder", "create", "data/x/y", store=mount.store), "/data/x", "no such file or folder")
+    refused(cli("folder", "create", "data/x/y", store=mount.store), "/data/x", "no such file or folder")
     refusal_recorded(mount, errors_before, "/data/x")
     assert snapshot(mount.store) == before
 
@@ -213,7 +197,7 @@ def test_name_with_nul_is_refused(mount: Mounted, filled: Path) -> None:
         with pytest.raises(InvalidInput):
             service.move(actor, "/data/a.txt", "/data/e\x00f.txt")
     # argv cannot carry NUL, but the CLI's commands can be handed one in-process
-    cli_refused(cli("folder", "create", "data/g\x00h", store=mount.store), "NUL")
+    refused(cli("folder", "create", "data/g\x00h", store=mount.store), "NUL")
     lines = refusal_recorded(mount, errors_before, "NUL")
     assert len([line for line in lines if "NUL" in line]) >= 5, lines
     assert snapshot(mount.store) == before
@@ -240,9 +224,9 @@ def test_name_over_255_bytes_is_refused_by_the_mount(mount: Mounted, filled: Pat
 def test_name_over_255_bytes_is_refused_by_the_cli(mount: Mounted, filled: Path) -> None:
     long_name = "q" * 256
     before, errors_before = snapshot(mount.store), errors_of(mount)
-    cli_refused(cli("folder", "create", f"data/{long_name}", store=mount.store), "at most 255 bytes")
-    cli_refused(cli("mv", "data/a.txt", f"data/{long_name}", store=mount.store), "at most 255 bytes")
-    cli_refused(cli("folder", "mv", "data/sub", f"data/{long_name}", store=mount.store), "at most 255 bytes")
+    refused(cli("folder", "create", f"data/{long_name}", store=mount.store), "at most 255 bytes")
+    refused(cli("mv", "data/a.txt", f"data/{long_name}", store=mount.store), "at most 255 bytes")
+    refused(cli("folder", "mv", "data/sub", f"data/{long_name}", store=mount.store), "at most 255 bytes")
     done = run("folder", "create", f"/data/{long_name}", "--store", mount.store)
     assert done.returncode != 0, explain(done)
     assert "at most 255 bytes" in done.stderr, explain(done)
@@ -260,7 +244,7 @@ def test_dot_and_dot_dot_are_not_names(mount: Mounted, filled: Path) -> None:
     # the CLI and the service refuse them as names in a Files path
     for args in (("folder", "create", "data/."), ("folder", "create", "/data/.."),
                  ("mv", "data/a.txt", "data/.."), ("folder", "mv", "data/sub", "data/sub/..")):
-        cli_refused(cli(*args, store=mount.store), "not allowed")
+        refused(cli(*args, store=mount.store), "not allowed")
     with service_of(mount.store) as service:
         for bad in ("/data/.", "/data/..", "/.."):
             with pytest.raises(InvalidInput):
@@ -278,7 +262,7 @@ def test_names_of_the_control_entries_are_refused_at_the_root(mount: Mounted, na
     reached through it, so neither the mount nor the CLI may create one."""
     before = snapshot(mount.store)
     os_refused(errno.EEXIST, lambda: os.mkdir(mount.path / name))
-    cli_refused(cli("folder", "create", f"/{name}", store=mount.store), name)
+    refused(cli("folder", "create", f"/{name}", store=mount.store), name)
     assert snapshot(mount.store) == before
     assert name not in os.listdir(mount.path)
 
@@ -292,7 +276,7 @@ def test_rmdir_of_a_non_empty_folder_is_refused(mount: Mounted, filled: Path) ->
     os_refused(errno.ENOTEMPTY, lambda: os.rmdir(filled / "sub"))
     lines = refusal_recorded(mount, errors_before, "rmdir /data", "not empty")
     assert any("/data/sub" in line and "not empty" in line for line in lines), lines
-    cli_refused(cli("folder", "rm", "data", store=mount.store), "/data", "not empty")
+    refused(cli("folder", "rm", "data", store=mount.store), "/data", "not empty")
     assert snapshot(mount.store) == before
     assert (filled / "sub" / "b.txt").read_bytes() == b"beta"
 
@@ -305,7 +289,7 @@ def test_rename_of_a_folder_into_its_own_subfolder_is_refused(mount: Mounted, fi
     os_refused(errno.EINVAL, lambda: os.rename(filled / "sub", filled / "sub" / "deeper" / "sub"))
     assert snapshot(mount.store) == before
     # the kernel refuses these before encfs sees them; the CLI goes to the service
-    cli_refused(cli("folder", "mv", "data", "data/sub/deeper", store=mount.store), "itself")
+    refused(cli("folder", "mv", "data", "data/sub/deeper", store=mount.store), "itself")
     with service_of(mount.store) as service, pytest.raises(InvalidInput):
         service.move(Actor.local(), "/data", "/data/sub/moved")
     refusal_recorded(mount, errors_before, "/data/sub/deeper/data", "itself")
@@ -379,7 +363,7 @@ def _fill_the_disk(mounted: Mounted, disk: Path) -> None:
     with open(local, "wb") as f:
         f.truncate(free + 4 * MiB)
     errors_before = errors_of(mounted)
-    cli_refused(cli("upload", "/data", local, store=store), "no space left")
+    refused(cli("upload", "/data", local, store=store), "no space left")
     assert os.listdir(store / "spool") == []
     assert snapshot(store)["blobs"] == blobs_before
     assert sorted(os.listdir(data)) == ["f.bin", "filler.bin"]
@@ -436,9 +420,9 @@ def test_commands_on_a_bad_store_exit_3(kind: str, tmp_path: Path, monkeypatch: 
     before = _state(bad)
     for command in STORE_COMMANDS:
         args = [str(local) if a == "LOCAL" else a for a in command]
-        cli_refused(cli(*args, store=bad), str(bad), phrase, code=3)
+        refused(cli(*args, store=bad), str(bad), phrase, code=3)
         monkeypatch.setenv("ENCFS_STORE", str(bad))
-        cli_refused(cli(*args), str(bad), phrase, code=3)
+        refused(cli(*args), str(bad), phrase, code=3)
         monkeypatch.delenv("ENCFS_STORE")
         assert _state(bad) == before, command
     done = run("ls", env={"ENCFS_STORE": str(bad)})

@@ -24,7 +24,7 @@ from PIL import Image
 from encfs.cli import main
 from encfs.store import MARKER
 
-from store_state import service_of, sha, snapshot
+from store_state import explain, refused, service_of, sha, snapshot
 
 POLL_SECONDS = 3.0
 MOUNT_SECONDS = 20.0
@@ -59,26 +59,8 @@ def entry_point() -> list[str]:
     return [str(script)]
 
 
-def explain(result: Result | subprocess.CompletedProcess[str]) -> str:
-    if isinstance(result, Result):
-        return (f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
-                f"exception: {result.exception!r}")
-    return f"exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
-
-
 def ok(result: Result) -> Result:
     assert result.exit_code == 0, explain(result)
-    return result
-
-
-def refused(result: Result, *phrases: str, code: int | None = None) -> Result:
-    """A refusal: non-zero exit, `encfs: ...` with every phrase on stderr, no traceback."""
-    assert result.exit_code != 0, explain(result)
-    if code is not None:
-        assert result.exit_code == code, explain(result)
-    assert result.exception is None or isinstance(result.exception, SystemExit), explain(result)
-    for phrase in phrases:
-        assert phrase in result.stderr, explain(result)
     return result
 
 

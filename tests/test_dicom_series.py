@@ -25,7 +25,6 @@ from encfs.media.dicom_series import (
     DicomRefused,
     NotDicom,
     can_render_3d,
-    duplicate_instance,
     order_slices,
     read_header,
     series_manifest,
@@ -321,13 +320,6 @@ def test_series_title_fits_a_file_name() -> None:
     title = series_title([header])
     assert len(title.encode()) <= 200 and title.startswith("Gehirn ä") and "/" not in title
     title.encode().decode("utf-8")  # cut on a character boundary
-
-
-def test_duplicate_instance() -> None:
-    first, second = stack([0.0, 1.0], [1, 2])
-    assert duplicate_instance([first], replace(second, sop_uid=first.sop_uid))
-    assert not duplicate_instance([first], second)
-    assert not duplicate_instance([], first)
 
 
 def test_fast_tag_reader_agrees_with_pydicom_on_every_shipped_file() -> None:

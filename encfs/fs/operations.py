@@ -301,15 +301,6 @@ class EncfsOperations(mfusepy.Operations):
             return opened.read_source(size, offset)
 
     @translated
-    def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
-        content = self._control_content(fi.fh)
-        if content is not None:
-            return content[offset : offset + size]
-        opened = self.files.get(fi.fh)
-        with opened.lock:
-            return opened.read(size, offset)
-
-    @translated
     def write(self, path: str | None, data: bytes | Payload, offset: int, fi: Any) -> int:
         opened = self.files.get(fi.fh)
         return self.files.write(caller(), path or opened.item.name, opened, data, offset)

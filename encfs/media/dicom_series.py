@@ -177,11 +177,6 @@ def series_title(headers: Sequence[DicomHeader]) -> str:
     return _safe_name(headers[0].series_uid) or "dicom_series"
 
 
-def duplicate_instance(headers: Sequence[DicomHeader], new: DicomHeader) -> bool:
-    """Whether the series already holds an instance with the new file's SOPInstanceUID."""
-    return any(header.sop_uid == new.sop_uid for header in headers)
-
-
 # --- reading ---------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,13 @@ def refused(result: Result, *phrases: str, code: int | None = None) -> Result:
     for phrase in phrases:
         assert phrase in result.stderr, explain(result)
     return result
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
+    """The predicate's first true value within `timeout` seconds (else its last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,8 @@ from encfs.model import Actor, Folder, Item
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import explain, refused, service_of, sha, snapshot
+from store_state import explain, poll, refused, service_of, sha, snapshot
 
-POLL_SECONDS = 3.0
 MiB = 1 << 20
 
 
@@ -63,15 +61,6 @@ def os_refused(expected: int, call: Callable[[], Any]) -> OSError:
 def create_file(path: Path) -> None:
     with open(path, "w"):
         pass
-
-
-def poll(predicate: Callable[[], Any], timeout: float = POLL_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 

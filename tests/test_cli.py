@@ -13,7 +13,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ from PIL import Image
 from encfs.cli import main
 from encfs.store import MARKER
 
-from store_state import explain, refused, service_of, sha, snapshot
+from store_state import explain, poll, refused, service_of, sha, snapshot
 
-POLL_SECONDS = 3.0
 MOUNT_SECONDS = 20.0
 
 
@@ -62,15 +60,6 @@ def entry_point() -> list[str]:
 def ok(result: Result) -> Result:
     assert result.exit_code == 0, explain(result)
     return result
-
-
-def poll(predicate: Callable[[], Any], timeout: float = POLL_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def make_png(path: Path, width: int = 40, height: int = 30, colour: str = "red") -> Path:

@@ -57,6 +57,17 @@ def fail(exc: EncfsError) -> None:
     sys.exit(exc.exit_code)
 
 
+def confirm(question: str) -> None:
+    """Ask; anything but yes leaves everything as it was (exit 1)."""
+    try:
+        agreed = click.confirm(f"encfs: {question}", default=False, err=True)
+    except click.Abort:  # no answer (end of input)
+        agreed = False
+    if not agreed:
+        click.echo("encfs: nothing changed (pass --yes to do it without asking)", err=True)
+        sys.exit(1)
+
+
 def files_path(service: Any, argument: str) -> str:
     """A Files path, or a local path inside a mount of this store (existing or about
     to be created), as a Files path."""
@@ -241,18 +252,20 @@ def folder_rm(path: str, recursive: bool, store_dir: Path | None) -> None:
 @folder.command("mv")
 @click.argument("source")
 @click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask when files would leave a synced Dataset.")
 @store_option
-def folder_mv(source: str, target: str, store_dir: Path | None) -> None:
+def folder_mv(source: str, target: str, yes: bool, store_dir: Path | None) -> None:
     """Move or rename a folder."""
     with service_for(store_dir) as service:
         src = files_path(service, source)
         if not isinstance(service.lookup(Actor.local(), src), Folder):
             fail(EncfsError("not a folder; move files with `encfs mv`", src))
-        move_into(service, src, files_path(service, target))
+        move_into(service, src, files_path(service, target), yes)
 
 
-def move_into(service: Any, source: str, target: str) -> None:
-    """Like mv: a target that is an existing folder receives the source inside it."""
+def move_into(service: Any, source: str, target: str, yes: bool) -> None:
+    """Like mv: a target that is an existing folder receives the source inside it.
+    Moving files out of a synced folder asks first (they leave its Dataset)."""
     actor = Actor.local()
     try:
         existing = service.lookup(actor, target)
@@ -260,6 +273,10 @@ def move_into(service: Any, source: str, target: str) -> None:
         existing = None
     if isinstance(existing, Folder):
         target = target.rstrip("/") + "/" + source.rstrip("/").rsplit("/", 1)[-1]
+    left = service.datasets_left_by_move(actor, source, target.rsplit("/", 1)[0] or "/")
+    if left and not yes:
+        confirm(f"{source} is in the synced folder of Dataset {', '.join(left)}; moving it out removes it "
+                "from that Dataset (and its Projects). Move?")
     moved = service.move(actor, source, target)
     click.echo(f"moved {source} -> {service.path_of(actor, moved.id)}")
 
@@ -279,6 +296,8 @@ def folder_info(path: str, as_json: bool, store_dir: Path | None) -> None:
                    f"{human_size(summary['size'])}")
         if summary["description"]:
             click.echo(f"description: {summary['description']}")
+        if summary["synced_datasets"]:
+            click.echo(f"synced with Dataset: {', '.join(summary['synced_datasets'])}")
         for kind, count in summary["kinds"].items():
             click.echo(f"  {kind:<15} {count}")
 
@@ -469,18 +488,23 @@ def info(path: str, as_json: bool, store_dir: Path | None) -> None:
         for key, value in details.items():
             if isinstance(value, dict):
                 value = json.dumps(value, sort_keys=True) if value else "-"
+            elif isinstance(value, list):
+                value = ", ".join(str(v) for v in value) or "-"
             click.echo(f"{key + ':':<17} {value}")
 
 
 @main.command()
 @click.argument("query")
 @click.option("--kind", type=click.Choice([k.value for k in Kind]), default=None, help="Only this kind.")
+@click.option("--in-dataset/--not-in-dataset", "in_dataset", default=None,
+              help="Only files in some Dataset, or only files in none.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @store_option
-def search(query: str, kind: str | None, as_json: bool, store_dir: Path | None) -> None:
+def search(query: str, kind: str | None, in_dataset: bool | None, as_json: bool,
+           store_dir: Path | None) -> None:
     """Find files whose name contains QUERY, in every folder."""
     with service_for(store_dir) as service:
-        hits = service.search(Actor.local(), query, Kind(kind) if kind else None)
+        hits = service.search(Actor.local(), query, Kind(kind) if kind else None, in_dataset)
         out = click.get_text_stream("stdout")
         for hit in hits:
             if as_json:
@@ -495,9 +519,10 @@ def search(query: str, kind: str | None, as_json: bool, store_dir: Path | None) 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Remove folders and what they hold.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask when the files are in Datasets.")
 @store_option
-def rm(paths: tuple[str, ...], recursive: bool, store_dir: Path | None) -> None:
-    """Remove files (and folders with -r)."""
+def rm(paths: tuple[str, ...], recursive: bool, yes: bool, store_dir: Path | None) -> None:
+    """Remove files (and folders with -r). Removed files leave every Dataset."""
     with service_for(store_dir) as service:
         actor = Actor.local()
         targets = [files_path(service, path) for path in paths]
@@ -505,6 +530,10 @@ def rm(paths: tuple[str, ...], recursive: bool, store_dir: Path | None) -> None:
         for target, node in zip(targets, nodes, strict=True):
             if isinstance(node, Folder) and not recursive:
                 fail(EncfsError("is a folder; use -r to remove it and what it holds", target))
+        datasets = sorted({name for target in targets for name in service.datasets_under(actor, target)})
+        if datasets and not yes:
+            confirm(f"the files are in Datasets {', '.join(datasets)}; deleting removes them from those "
+                    "Datasets too. Delete?")
         for target, node in zip(targets, nodes, strict=True):
             if isinstance(node, Folder):
                 service.remove_folder(actor, target, recursive=True)
@@ -516,11 +545,12 @@ def rm(paths: tuple[str, ...], recursive: bool, store_dir: Path | None) -> None:
 @main.command()
 @click.argument("source")
 @click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask when files would leave a synced Dataset.")
 @store_option
-def mv(source: str, target: str, store_dir: Path | None) -> None:
+def mv(source: str, target: str, yes: bool, store_dir: Path | None) -> None:
     """Move or rename a file or folder (into TARGET if it is a folder)."""
     with service_for(store_dir) as service:
-        move_into(service, files_path(service, source), files_path(service, target))
+        move_into(service, files_path(service, source), files_path(service, target), yes)
 
 
 @main.command()
@@ -533,3 +563,13 @@ def errors(store_dir: Path | None) -> None:
 
 
 logging.getLogger("encfs").addHandler(logging.NullHandler())
+
+
+def _register_collections() -> None:
+    from encfs.cli_datasets import dataset, project
+
+    main.add_command(dataset)
+    main.add_command(project)
+
+
+_register_collections()

@@ -411,6 +411,7 @@ class Grouping:
             self._series_changed(w, series.id)
             return
         w.set_series(series.parent, series.dicom["series_uid"], None)
+        self._unlink_everywhere(w, series)
         w.unlink(series.parent, series.name)
         w.unindex_name(series.id, series.name)
         w.delete_node(series.id)

@@ -98,6 +98,7 @@ class Item(Node):
     members: list[int] = field(default_factory=list)  # frames or slices, in order (groups only)
     source_folder: int | None = None  # the folder of an image group's or sequence's frames
     dicom: dict[str, Any] | None = None  # the header fields of a DICOM file
+    datasets: int = 0  # how many Datasets hold it ("Linked to"); st_nlink is 1 + this
 
     @property
     def is_generated(self) -> bool:
@@ -135,4 +136,32 @@ def attributes_of(node: Node) -> Attributes:
                           node.mtime_ns, node.ctime_ns, 2 + node.subfolders)
     assert isinstance(node, Item)
     return Attributes(node.id, node.mode, node.uid, node.gid, node.size, node.atime_ns, node.mtime_ns,
-                      node.ctime_ns, 1)
+                      node.ctime_ns, 1 + node.datasets)
+
+
+@dataclass
+class Collection:
+    """What Datasets and Projects share: a unique name, a description, an owner."""
+
+    id: int
+    name: str
+    description: str
+    owner: str
+    uid: int
+    gid: int
+    created_ns: int
+    mtime_ns: int
+
+
+@dataclass
+class Dataset(Collection):
+    """A list of links to items. A synced Dataset's files are its folder's files
+    (subfolders included); a mirrored one is a synced Dataset made with its folder."""
+
+    synced_folder: int | None = None
+    mirrored: bool = False
+
+
+@dataclass
+class Project(Collection):
+    """Annotation work over the files of the Datasets attached to it."""

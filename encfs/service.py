@@ -24,6 +24,7 @@ from typing import Any
 
 from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
+from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload
 from encfs.errors import (
     AlreadyExists,
@@ -44,6 +45,7 @@ from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.store import Store
+from encfs.views import Views, is_view, is_view_entry
 
 log = logging.getLogger("encfs")
 
@@ -93,7 +95,7 @@ class BlobChanges:
     written: list[str] = field(default_factory=list)
 
 
-class FilesService(Grouping):
+class FilesService(Grouping, Datasets, Views):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.meta = store.meta
@@ -102,9 +104,13 @@ class FilesService(Grouping):
     # ----------------------------------------------------------------- lookups
 
     def lookup(self, actor: Actor, path: str) -> Folder | Item:
+        parts = split_path(path)
+        if is_view(parts) and not is_view_entry(parts):
+            return self.view_node(parts)
         self._settle_for(path)
         with self.meta.read() as r:
-            return self._resolve(r, split_path(path))
+            return self._resolve(r, parts)
+
 
     def _settle_for(self, path: str) -> None:
         """A series whose slices changed is brought up to date before it is looked at."""
@@ -119,6 +125,8 @@ class FilesService(Grouping):
 
     def stat(self, actor: Actor, path: str) -> Attributes:
         """What `stat` shows, without decoding the whole record (the mount's hot path)."""
+        if path.startswith("/.") and is_view(split_path(path)) and not is_view_entry(split_path(path)):
+            return self.view_attributes(split_path(path))
         for _ in range(2):
             with self.meta.read() as r:
                 node_id = self._resolve_id(r, split_path(path))
@@ -132,6 +140,8 @@ class FilesService(Grouping):
 
     def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
         """A folder's entries with what `stat` shows of each: one prefix scan."""
+        if is_view(split_path(path)):
+            return self.view_listing(split_path(path))
         self.settle_series()
         with self.meta.read() as r:
             folder_id = self._resolve_id(r, split_path(path))
@@ -161,6 +171,8 @@ class FilesService(Grouping):
             return self._path(r, node_id, {})
 
     def _resolve_id(self, r: ReadTxn, parts: list[str]) -> int:
+        if parts and parts[0] in (".datasets", ".projects"):
+            return self._view_entry_id(r, parts)
         node_id = ROOT_ID
         for depth, part in enumerate(parts):
             child = r.child_id(node_id, part)
@@ -231,18 +243,26 @@ class FilesService(Grouping):
         client_metadata: dict[str, Any] | None = None,
     ) -> Folder:
         parts = split_path(path)
+        if is_view(parts):
+            self.view_mkdir(actor, parts, description)
+            return self.view_node(parts)
         with self.meta.write() as w:
-            parent = self._resolve_parent(w, parts)
-            self._check_free(w, parent, parts[-1], path)
-            folder = Folder(
-                **self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFDIR | (mode & 0o7777)),
-                description=description, client_metadata=client_metadata or {},
-            )
-            w.put_node(folder)
-            w.link(parent.id, folder.name, folder.id, True)
-            parent.subfolders += 1
-            self._touch(parent, folder.created_ns)
-            w.put_node(parent)
+            return self._make_folder(w, actor, path, mode, description, client_metadata)
+
+    def _make_folder(self, w: WriteTxn, actor: Actor, path: str, mode: int, description: str,
+                     client_metadata: dict[str, Any] | None) -> Folder:
+        parts = split_path(path)
+        parent = self._resolve_parent(w, parts)
+        self._check_free(w, parent, parts[-1], path)
+        folder = Folder(
+            **self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFDIR | (mode & 0o7777)),
+            description=description, client_metadata=client_metadata or {},
+        )
+        w.put_node(folder)
+        w.link(parent.id, folder.name, folder.id, True)
+        parent.subfolders += 1
+        self._touch(parent, folder.created_ns)
+        w.put_node(parent)
         return folder
 
     @action("create")
@@ -263,11 +283,21 @@ class FilesService(Grouping):
         w.index_name(item.id, item.name)
         self._touch(parent, item.ctime_ns)
         w.put_node(parent)
+        self._resync_item(w, item)
 
     @action("link")
     def create_link(self, actor: Actor, path: str, target: str, symbolic: bool) -> None:
-        what = "symbolic links" if symbolic else "hard links"
-        raise NotPermitted(f"Files holds folders and files; {what} cannot be stored in a folder", path)
+        """`ln TARGET PATH` adds a file to a Dataset; `ln -s TARGET PATH` syncs a new
+        Dataset with a folder or attaches a Dataset to a Project."""
+        parts = split_path(path)
+        if is_view(parts) and symbolic:
+            self.view_symlink(actor, parts, target)
+        elif is_view(parts):
+            self.view_link(actor, parts, target)
+        else:
+            what = "symbolic links" if symbolic else "hard links"
+            raise NotPermitted(f"Files holds folders and files; {what} cannot be stored in a folder "
+                               "(ln adds a file to a Dataset: ln FOLDER/FILE /.datasets/NAME/)", path)
 
     @action("mknod")
     def create_special(self, actor: Actor, path: str) -> None:
@@ -278,6 +308,9 @@ class FilesService(Grouping):
     @action("unlink")
     def remove_item(self, actor: Actor, path: str) -> None:
         parts = split_path(path)
+        if is_view(parts):
+            self.view_unlink(actor, parts)
+            return
         with self._changing() as (w, changes):
             node = self._resolve(w, parts)
             if isinstance(node, Folder):
@@ -289,6 +322,7 @@ class FilesService(Grouping):
 
     def _drop_item(self, w: WriteTxn, item: Item, changes: BlobChanges) -> None:
         self._before_drop(w, item, changes)
+        self._unlink_everywhere(w, item)
         w.unlink(item.parent, item.name)
         w.unindex_name(item.id, item.name)
         w.delete_node(item.id)
@@ -299,6 +333,9 @@ class FilesService(Grouping):
     def remove_folder(self, actor: Actor, path: str, recursive: bool = False) -> int:
         """Remove a folder (with everything in it if recursive); returns items removed."""
         parts = split_path(path)
+        if is_view(parts):
+            self.view_rmdir(actor, parts)
+            return 0
         with self._changing() as (w, changes):
             folder = self._resolve(w, parts)
             if not isinstance(folder, Folder):
@@ -324,6 +361,7 @@ class FilesService(Grouping):
             elif isinstance(child, Item) and w.node(child.id) is not None:
                 self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
                 removed += 1
+        self._unsync_deleted_folder(w, folder)
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
         return removed
@@ -351,6 +389,9 @@ class FilesService(Grouping):
         """Rename or move a file or folder; an existing target file (or empty folder)
         is replaced in the same transaction unless `replace` is False."""
         src_parts, dst_parts = split_path(source), split_path(target)
+        if is_view(src_parts) or is_view(dst_parts):
+            self.view_rename(actor, src_parts, dst_parts)
+            return self.lookup(actor, target)
         with self._changing() as (w, changes):
             src_parent = self._resolve_parent(w, src_parts)
             node = self._resolve(w, src_parts)
@@ -375,6 +416,10 @@ class FilesService(Grouping):
             old_parent = node.parent
             self._relink(w, node, src_parent, dst_parent, name)
             self._after_move(w, node, old_parent, changes)
+            if old_parent != node.parent and isinstance(node, Item):
+                self._resync_item(w, node, why="moved")
+            elif old_parent != node.parent and isinstance(node, Folder):
+                self._resync_folder(w, node, why="moved")
         return node
 
     def _is_within(self, r: ReadTxn, folder: Folder, ancestor_id: int) -> bool:
@@ -470,6 +515,9 @@ class FilesService(Grouping):
 
     def get_attribute(self, actor: Actor, path: str, name: str) -> bytes:
         node = self.lookup(actor, path)
+        if name == ENCORD + "datasets" and isinstance(node, Item):
+            with self.meta.read() as r:
+                return "".join(f"{dataset}\n" for dataset in self.linked_to(r, node.id)[0]).encode()
         encord = self._encord_attributes(node)
         if name in encord:
             return encord[name].encode()
@@ -491,11 +539,15 @@ class FilesService(Grouping):
             prefix = "dicom." if node.media.kind in (Kind.DICOM_FILE, Kind.DICOM_SERIES) else ""
             for key, value in node.media.extra.items():
                 attrs[f"{ENCORD}{prefix}{key}"] = value
+            attrs[ENCORD + "datasets"] = ""  # "Linked to": read from the links when asked
         attrs[ENCORD + "client_metadata"] = json.dumps(node.client_metadata, sort_keys=True)
         return attrs
 
     @action("setxattr")
     def set_attribute(self, actor: Actor, path: str, name: str, value: bytes, flags: int = 0) -> Node:
+        parts = split_path(path)
+        if is_view(parts) and not is_view_entry(parts):
+            return self._describe_collection(parts, name, value, path)
         if name == BATCH_ATTRIBUTE:
             return self._batch_by_attribute(actor, path, value)
         if not name.startswith("user."):
@@ -515,6 +567,15 @@ class FilesService(Grouping):
             self._apply_attribute(node, name, value, parsed, path)
 
         return self._change(path, change)
+
+    def _describe_collection(self, parts: list[str], name: str, value: bytes, path: str) -> Node:
+        """`setfattr -n user.encord.description` on /.datasets/D or /.projects/P."""
+        if name != ENCORD + "description" or len(parts) != 2:
+            raise NotPermitted("Datasets and Projects take user.encord.description only", path)
+        description = self._parse_encord_value(name, value, path)
+        kind = DATASET if parts[0] == ".datasets" else PROJECT
+        self.set_collection_description(kind, parts[1], description)
+        return self.view_node(parts)
 
     def _batch_by_attribute(self, actor: Actor, path: str, value: bytes) -> Node:
         """`setfattr -n user.encord.batch -v image_group|image_sequence FOLDER/NAME`."""
@@ -687,6 +748,7 @@ class FilesService(Grouping):
             item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
             item.ctime_ns = time.time_ns()
             self._update_series_of(w, item, dicom, changes)
+            self._resync_item(w, item)
         if durable:
             self.meta.sync()
         return item
@@ -754,8 +816,10 @@ class FilesService(Grouping):
     # ----------------------------------------------------------------- search and details
 
     @action("search")
-    def search(self, actor: Actor, query: str, kind: Kind | None = None) -> list[SearchHit]:
-        """Items whose name contains `query` (any case), in every folder, by path."""
+    def search(self, actor: Actor, query: str, kind: Kind | None = None,
+               in_dataset: bool | None = None) -> list[SearchHit]:
+        """Items whose name contains `query` (any case), in every folder, by path;
+        `in_dataset` keeps only those in some Dataset (True) or in none (False)."""
         lowered = query.casefold()
         if not lowered:
             raise InvalidInput("give some text to search for")
@@ -765,6 +829,8 @@ class FilesService(Grouping):
             for item_id in self._matching_ids(r, lowered):
                 item = r.node(item_id)
                 if not isinstance(item, Item) or (kind is not None and item.media.kind != kind):
+                    continue
+                if in_dataset is not None and (item.datasets > 0) != in_dataset:
                     continue
                 hits.append(SearchHit(path=self._child_path(r, item.parent, item.name, paths), item=item))
         hits.sort(key=lambda hit: hit.path)
@@ -800,6 +866,7 @@ class FilesService(Grouping):
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
                 details.update(self.group_details(r, node))
+                details["datasets"], details["projects"] = self.linked_to(r, node.id)
         return details
 
     def folder_summary(self, actor: Actor, path: str) -> dict[str, Any]:
@@ -812,7 +879,8 @@ class FilesService(Grouping):
             totals = {"files": 0, "folders": 0, "size": 0}
             self._summarise(r, folder.id, kinds, totals)
             return {"path": self._path(r, folder.id, {}), "description": folder.description, **totals,
-                    "kinds": dict(sorted(kinds.items()))}
+                    "kinds": dict(sorted(kinds.items())),
+                    "synced_datasets": self.synced_datasets_of_folder(r, folder.id)}
 
     def _summarise(self, r: ReadTxn, folder_id: int, kinds: dict[str, int], totals: dict[str, int]) -> None:
         for _, child_id, is_folder in r.children(folder_id):
@@ -831,6 +899,7 @@ class FilesService(Grouping):
         return {
             "type": "folder", "description": folder.description, "subfolders": folder.subfolders,
             "files": sum(1 for _, _, is_folder in entries if not is_folder),
+            "synced_datasets": self.synced_datasets_of_folder(r, folder.id),
         }
 
     def _item_details(self, item: Item) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     store = open_store(store_path)
     service = FilesService(store)
     service.recover()
-    operations = EncfsOperations(service)
+    operations = EncfsOperations(service, str(mountpoint))
     stop = threading.Event()
     threading.Thread(target=upkeep, args=(service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()

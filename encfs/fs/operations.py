@@ -74,8 +74,9 @@ def stat_of(attributes: Attributes, size: int | None = None, nlink: int | None =
 class EncfsOperations(mfusepy.Operations):
     use_ns = True
 
-    def __init__(self, service: FilesService) -> None:
+    def __init__(self, service: FilesService, mountpoint: str = "") -> None:
         self.service = service
+        self.mountpoint = mountpoint.rstrip("/")
         self.files = OpenFiles(service)
         self.control = ControlTree(service)
         self._dir_listings: dict[int, list[tuple[str, Attributes]]] = {}
@@ -224,6 +225,11 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def symlink(self, target: str, source: str) -> int:
+        """`ln -s SOURCE TARGET`. A SOURCE inside this mount given as an absolute path
+        is made relative, so the service reads every link's text the same way."""
+        if self.mountpoint and (source + "/").startswith(self.mountpoint + "/"):
+            inside = "/" + source[len(self.mountpoint) :].lstrip("/")
+            source = os.path.relpath(inside, os.path.dirname(target))
         self.service.create_link(caller(), target, source, symbolic=True)
         return 0
 
@@ -245,7 +251,8 @@ class EncfsOperations(mfusepy.Operations):
             entry = self.control.entry(caller(), path)
             if entry.target:
                 return entry.target
-        raise mfusepy.FuseOSError(errno.EINVAL)
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return self.service.read_link(caller(), path)
 
     # ------------------------------------------------------------ files
 

@@ -7,7 +7,7 @@ import stat
 import struct
 from typing import Any
 
-from encfs.model import Attributes, Folder, Item, Kind, Media, Node
+from encfs.model import Attributes, Dataset, Folder, Item, Kind, Media, Node, Project
 
 _NODE_FIELDS = (
     "id", "parent", "name", "mode", "uid", "gid", "owner",
@@ -27,6 +27,8 @@ def encode_node(node: Node) -> bytes:
             record["members"], record["source_folder"] = node.members, node.source_folder
         if node.dicom is not None:
             record["dicom"] = node.dicom
+        if node.datasets:
+            record["datasets"] = node.datasets
         record["blob"] = node.blob
         record["kind"] = node.media.kind.value
         for name in _MEDIA_FIELDS:
@@ -43,7 +45,19 @@ def decode_node(raw: bytes) -> Folder | Item:
     return Item(
         **common, size=record["size"], blob=record["blob"], media=media, members=record.get("members", []),
         source_folder=record.get("source_folder"), dicom=record.get("dicom"),
+        datasets=record.get("datasets", 0),
     )
+
+
+def encode_collection(collection: Dataset | Project) -> bytes:
+    record = dict(vars(collection))
+    record["type"] = "dataset" if isinstance(collection, Dataset) else "project"
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_collection(raw: bytes) -> Dataset | Project:
+    record = json.loads(raw)
+    return Dataset(**record) if record.pop("type") == "dataset" else Project(**record)
 
 
 ATTRIBUTES = struct.Struct(">QIIIQqqqI")

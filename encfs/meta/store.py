@@ -16,6 +16,13 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     unsettled series item:u64 -> time_ns:u64 of its last change (manifest behind its slices)
     series   folder:u64 + SeriesInstanceUID:utf8 -> series item:u64, and
              folder:u64 + SeriesInstanceUID + 0x00 + SOPInstanceUID -> slice item:u64
+    collections id:u64 -> JSON record of a Dataset or Project
+    names    b"d" | b"p" + name:utf8 -> Dataset or Project id
+    links    dataset:u64 + item:u64 -> b"l" (linked) | b"s" (by sync) + view name:utf8
+    linked   item:u64 + dataset:u64 -> b"" (the item's "Linked to")
+    views    dataset:u64 + view name:utf8 -> item:u64 (names are unique in a Dataset)
+    synced   folder:u64 + dataset:u64 -> b"" (the Datasets synced with a folder)
+    attached project:u64 + dataset:u64 -> b"", and attachments dataset:u64 + project:u64 -> b""
 
 One user-visible change is one write transaction. Writers in one process take a
 thread lock first; LMDB's own lock serialises writers across processes.
@@ -33,9 +40,16 @@ from pathlib import Path
 
 import lmdb
 
-from encfs.meta.codec import decode_attributes, decode_node, encode_attributes, encode_node
+from encfs.meta.codec import (
+    decode_attributes,
+    decode_collection,
+    decode_node,
+    encode_attributes,
+    encode_collection,
+    encode_node,
+)
 from encfs.meta.search import grams_of
-from encfs.model import Attributes, Folder, Item, Node, attributes_of
+from encfs.model import Attributes, Dataset, Folder, Item, Node, Project, attributes_of
 
 FORMAT = b"1"
 U64 = struct.Struct(">Q")
@@ -43,7 +57,8 @@ BLOB = struct.Struct(">QQ")
 MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors", "members", "sources",
-        "series", "unsettled", "contents")
+        "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
+        "attached", "attachments")
 
 
 def u64(n: int) -> bytes:
@@ -160,6 +175,74 @@ class ReadTxn:
         key = u64(folder_id) + series_uid.encode() + b"\x00" + sop_uid.encode()
         raw = self.txn.get(key, db=self.dbs["series"])
         return None if raw is None else U64.unpack(raw)[0]
+
+    # ------------------------------------------------------------ Datasets and Projects
+
+    def collection(self, collection_id: int) -> Dataset | Project | None:
+        raw = self.txn.get(u64(collection_id), db=self.dbs["collections"])
+        return None if raw is None else decode_collection(raw)
+
+    def collection_id(self, kind: bytes, name: str) -> int | None:
+        raw = self.txn.get(kind + name.encode(), db=self.dbs["names"])
+        return None if raw is None else U64.unpack(raw)[0]
+
+    def collection_names(self, kind: bytes) -> Iterator[tuple[str, int]]:
+        with self.txn.cursor(db=self.dbs["names"]) as cur:
+            if not cur.set_range(kind):
+                return
+            for key, value in cur:
+                if not key.startswith(kind):
+                    return
+                yield key[1:].decode(), U64.unpack(value)[0]
+
+    def link_in(self, dataset_id: int, item_id: int) -> tuple[bool, str] | None:
+        """(by sync, view name) of the item's link in the Dataset, or None."""
+        raw = self.txn.get(u64(dataset_id) + u64(item_id), db=self.dbs["links"])
+        return None if raw is None else (raw[:1] == b"s", raw[1:].decode())
+
+    def links_of(self, dataset_id: int) -> Iterator[tuple[int, bool, str]]:
+        """(item id, by sync, view name) of every file in the Dataset."""
+        prefix = u64(dataset_id)
+        with self.txn.cursor(db=self.dbs["links"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield U64.unpack(key[8:])[0], value[:1] == b"s", value[1:].decode()
+
+    def view_entries(self, dataset_id: int) -> Iterator[tuple[str, int]]:
+        """(view name, item id) of the Dataset's files, in name order."""
+        prefix = u64(dataset_id)
+        with self.txn.cursor(db=self.dbs["views"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield key[8:].decode(), U64.unpack(value)[0]
+
+    def view_item(self, dataset_id: int, view_name: str) -> int | None:
+        raw = self.txn.get(u64(dataset_id) + view_name.encode(), db=self.dbs["views"])
+        return None if raw is None else U64.unpack(raw)[0]
+
+    def datasets_of(self, item_id: int) -> list[int]:
+        """The Datasets that hold the item."""
+        return self._ids_after("linked", u64(item_id))
+
+    def synced_with(self, folder_id: int) -> list[int]:
+        """The Datasets synced with this folder (not its parents)."""
+        return self._ids_after("synced", u64(folder_id))
+
+    def any_synced(self) -> bool:
+        with self.txn.cursor(db=self.dbs["synced"]) as cur:
+            return cur.first()
+
+    def attached_to(self, project_id: int) -> list[int]:
+        return self._ids_after("attached", u64(project_id))
+
+    def projects_of(self, dataset_id: int) -> list[int]:
+        return self._ids_after("attachments", u64(dataset_id))
 
     def errors(self, user: str) -> list[str]:
         prefix = user.encode() + b"\x00"
@@ -281,6 +364,50 @@ class WriteTxn(ReadTxn):
             self.txn.delete(key, db=self.dbs["series"])
         else:
             self.txn.put(key, u64(item_id), db=self.dbs["series"])
+
+    # ------------------------------------------------------------ Datasets and Projects
+
+    def put_collection(self, collection: Dataset | Project) -> None:
+        self.txn.put(u64(collection.id), encode_collection(collection), db=self.dbs["collections"])
+
+    def delete_collection(self, collection_id: int) -> None:
+        self.txn.delete(u64(collection_id), db=self.dbs["collections"])
+
+    def name_collection(self, kind: bytes, name: str, collection_id: int | None) -> None:
+        if collection_id is None:
+            self.txn.delete(kind + name.encode(), db=self.dbs["names"])
+        else:
+            self.txn.put(kind + name.encode(), u64(collection_id), db=self.dbs["names"])
+
+    def put_link(self, dataset_id: int, item_id: int, by_sync: bool, view_name: str) -> None:
+        pair = u64(dataset_id) + u64(item_id)
+        self.txn.put(pair, (b"s" if by_sync else b"l") + view_name.encode(), db=self.dbs["links"])
+        self.txn.put(u64(item_id) + u64(dataset_id), b"", db=self.dbs["linked"])
+        self.txn.put(u64(dataset_id) + view_name.encode(), u64(item_id), db=self.dbs["views"])
+
+    def delete_link(self, dataset_id: int, item_id: int) -> None:
+        found = self.link_in(dataset_id, item_id)
+        if found is None:
+            return
+        self.txn.delete(u64(dataset_id) + u64(item_id), db=self.dbs["links"])
+        self.txn.delete(u64(item_id) + u64(dataset_id), db=self.dbs["linked"])
+        self.txn.delete(u64(dataset_id) + found[1].encode(), db=self.dbs["views"])
+
+    def set_synced(self, folder_id: int, dataset_id: int, present: bool) -> None:
+        key = u64(folder_id) + u64(dataset_id)
+        if present:
+            self.txn.put(key, b"", db=self.dbs["synced"])
+        else:
+            self.txn.delete(key, db=self.dbs["synced"])
+
+    def set_attached(self, project_id: int, dataset_id: int, present: bool) -> None:
+        forward, backward = u64(project_id) + u64(dataset_id), u64(dataset_id) + u64(project_id)
+        if present:
+            self.txn.put(forward, b"", db=self.dbs["attached"])
+            self.txn.put(backward, b"", db=self.dbs["attachments"])
+        else:
+            self.txn.delete(forward, db=self.dbs["attached"])
+            self.txn.delete(backward, db=self.dbs["attachments"])
 
     def add_error(self, user: str, time_ns: int, line: str) -> None:
         db = self.dbs["errors"]

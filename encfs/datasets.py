@@ -24,6 +24,7 @@ from encfs.actions import action
 from encfs.errors import AlreadyExists, Busy, FolderNotEmpty, InvalidInput, NotAFolder, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Dataset, Folder, Item, Kind, Project
+from encfs.names import check_name, split_path
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -122,8 +123,6 @@ class Datasets:
 
     def datasets_under(self: FilesService, actor: Actor, path: str) -> list[str]:
         """The Datasets holding the file, or any file under the folder."""
-        from encfs.service import split_path
-
         with self.meta.read() as r:
             node = self._resolve(r, split_path(path))
             items = self._items_below(r, node.id) if isinstance(node, Folder) else [node]
@@ -155,8 +154,6 @@ class Datasets:
         )
 
     def _check_collection_name(self: FilesService, name: str, path: str) -> None:
-        from encfs.service import check_name
-
         check_name(name)
         if name.startswith("."):
             raise InvalidInput("Dataset and Project names cannot start with '.'", path)
@@ -182,7 +179,7 @@ class Datasets:
                 self._start_sync(w, dataset, folder)
                 dataset.mirrored = True
             elif sync is not None:
-                self._start_sync(w, dataset, self._folder_at(w, sync))
+                self._start_sync(w, dataset, self._folder_at(w, sync, name))
             if add:
                 if dataset.synced_folder is not None:
                     raise InvalidInput(
@@ -193,14 +190,22 @@ class Datasets:
             w.put_collection(dataset)
         return dataset
 
-    def _folder_at(self: FilesService, r: ReadTxn, path: str) -> Folder:
-        from encfs.service import split_path
+    def _node_at(self: FilesService, r: ReadTxn, path: str) -> Folder | Item:
+        """The file or folder at a Files path; a missing one is named whole."""
+        try:
+            return self._resolve(r, split_path(path))
+        except NotFound as exc:
+            raise NotFound(f"{path} is not a file or folder in Files", exc.path) from None
 
-        node = self._resolve(r, split_path(path))
+    def _folder_at(self: FilesService, r: ReadTxn, path: str, dataset_name: str) -> Folder:
+        """The folder a Dataset is to be synced with."""
+        node = self._node_at(r, path)
         if not isinstance(node, Folder):
-            raise NotAFolder("not a folder: a synced Dataset follows a folder", path)
+            raise NotAFolder(f"{path} is not a folder; a synced Dataset follows a folder",
+                             f"/.datasets/{dataset_name}")
         if node.id == ROOT_ID:
-            raise InvalidInput("the root cannot be synced with a Dataset; choose a folder", path)
+            raise InvalidInput("the root cannot be synced with a Dataset; choose a folder",
+                               f"/.datasets/{dataset_name}")
         return node
 
     @action("dataset rename")
@@ -279,11 +284,9 @@ class Datasets:
     def _items_at(self: FilesService, r: ReadTxn, paths: Iterable[str]) -> list[Item]:
         """The items named, folders taken recursively (a DICOM series stands for its
         slices there); a slice named on its own is refused."""
-        from encfs.service import split_path
-
         items: list[Item] = []
         for path in paths:
-            node = self._resolve(r, split_path(path))
+            node = self._node_at(r, path)
             if isinstance(node, Folder):
                 items.extend(i for i in self._items_below(r, node.id) if not is_slice(i))
             else:
@@ -337,8 +340,6 @@ class Datasets:
         self: FilesService, actor: Actor, source: str, dataset_name: str, view_name: str
     ) -> None:
         """`ln FOLDER/FILE /.datasets/NAME/VIEW`: the same item joins the Dataset."""
-        from encfs.service import check_name, split_path
-
         path = f"/.datasets/{dataset_name}/{view_name}"
         check_name(view_name)
         with self.meta.write() as w:
@@ -362,8 +363,6 @@ class Datasets:
     def remove_from_dataset(self: FilesService, actor: Actor, name: str, paths: Iterable[str]) -> int:
         """Take files out of one Dataset (they stay in Files and other Datasets);
         every path must be in the Dataset, or nothing is removed."""
-        from encfs.service import split_path
-
         with self.meta.write() as w:
             dataset = self._dataset(w, name)
             self._check_not_synced(dataset, "remove files from it")
@@ -418,8 +417,6 @@ class Datasets:
         path: str,
     ) -> None:
         """`mv /.datasets/A/x /.datasets/B/y`: a new view name, or the link moves to B."""
-        from encfs.service import check_name
-
         check_name(view_name)
         self._check_not_synced(source, "change its files")
         self._check_not_synced(target, "add files to it")
@@ -449,7 +446,7 @@ class Datasets:
                     )
                 self._stop_sync(w, dataset)
             else:
-                self._sync_existing(w, dataset, self._folder_at(w, folder), path)
+                self._sync_existing(w, dataset, self._folder_at(w, folder, name), path)
             w.put_collection(dataset)
         return dataset
 
@@ -559,8 +556,6 @@ class Datasets:
         """The synced Datasets that the files under `source` would leave if it moved
         into `target_folder` (the CLI asks before such a move). Folders synced inside
         a moved folder move with it, so only the folders above count."""
-        from encfs.service import split_path
-
         with self.meta.read() as r:
             if not r.any_synced():
                 return []

@@ -32,7 +32,6 @@ from encfs.errors import (
     FolderNotEmpty,
     InvalidInput,
     IsAFolder,
-    NameTooLong,
     NoAttribute,
     NoSpace,
     NotAFolder,
@@ -44,12 +43,12 @@ from encfs.media import probe
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
+from encfs.names import check_name, split_path
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry
 
 log = logging.getLogger("encfs")
 
-NAME_MAX = 255
 XATTR_MAX = 64 * 1024
 XATTR_CREATE, XATTR_REPLACE = 1, 2
 ENCORD = "user.encord."
@@ -66,24 +65,6 @@ def root_folder() -> Folder:
         id=ROOT_ID, parent=ROOT_ID, name="", mode=stat.S_IFDIR | 0o755, uid=0, gid=0,
         owner="system", created_ns=now, mtime_ns=now, ctime_ns=now, atime_ns=now,
     )
-
-
-def split_path(path: str) -> list[str]:
-    """'/A/b/' -> ['A', 'b']. '.' and '..' are not names in Files."""
-    parts = [p for p in path.split("/") if p]
-    for part in parts:
-        if part in (".", ".."):
-            raise InvalidInput(f"'{part}' is not allowed in a Files path")
-    return parts
-
-
-def check_name(name: str) -> None:
-    if not name or name in (".", ".."):
-        raise InvalidInput(f"'{name}' is not a valid name")
-    if "/" in name or "\x00" in name:
-        raise InvalidInput("a name cannot contain '/' or NUL")
-    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
-        raise NameTooLong(f"a name is at most {NAME_MAX} bytes")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from encfs.datasets import DATASET, PROJECT
 from encfs.errors import InvalidInput, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Collection, Folder, Item
+from encfs.names import split_path
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -147,8 +148,6 @@ class Views:
 
     def read_link(self: FilesService, actor: Actor, path: str) -> str:
         """A synced Dataset's link shows its folder; a Project's, the Dataset."""
-        from encfs.service import split_path
-
         parts = split_path(path)
         with self.meta.read() as r:
             if is_view(parts) and len(parts) > 1 and stat.S_ISLNK(self._view_node(r, parts).mode):
@@ -234,8 +233,6 @@ class Views:
 
     def move_in_datasets(self: FilesService, actor: Actor, source: str, target: str) -> None:
         """`mv /.datasets/A/x /.datasets/B/y`: a new view name, or the link moves to B."""
-        from encfs.service import split_path
-
         src, dst = split_path(source), split_path(target)
         with self.meta.write() as w:
             item = w.node(self._view_entry_id(w, src))

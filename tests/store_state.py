@@ -50,7 +50,19 @@ def snapshot(store: Path) -> dict[str, Any]:
 
         walk("/")
         blobs = sorted(service.blobs.list())
-    return {"tree": tree, "blobs": blobs, "spool": sorted(os.listdir(store / "spool"))}
+        datasets = {
+            entry["name"]: (entry, service.dataset_files(actor, entry["name"]))
+            for entry in service.list_datasets(actor)
+        }
+        projects = {entry["name"]: entry["datasets"] for entry in service.list_projects(actor)}
+    return {"tree": tree, "blobs": blobs, "spool": sorted(os.listdir(store / "spool")), "datasets": datasets,
+            "projects": projects}
+
+
+def members(store: Path, dataset: str) -> dict[str, str]:
+    """A Dataset's files: view name -> Files path."""
+    with service_of(store) as service:
+        return dict(service.dataset_files(Actor.local(), dataset))
 
 
 def explain(result: Result | subprocess.CompletedProcess[str]) -> str:

@@ -26,6 +26,7 @@ from encfs.store import MARKER
 from store_state import explain, poll, refused, service_of, sha, snapshot
 
 MOUNT_SECONDS = 20.0
+EMPTY_STORE = {"tree": {}, "blobs": [], "spool": [], "datasets": {}, "projects": {}}
 
 
 # ---------------------------------------------------------------- helpers
@@ -119,7 +120,7 @@ def test_init_with_store_option_creates_an_empty_store(tmp_path: Path) -> None:
     assert str(target) in result.stdout
     assert (target / MARKER).is_file()
     assert ok(cli("ls", store=target)).stdout == ""
-    assert snapshot(target) == {"tree": {}, "blobs": [], "spool": []}
+    assert snapshot(target) == EMPTY_STORE
 
 
 def test_init_with_env_var_as_a_process(tmp_path: Path) -> None:
@@ -464,7 +465,7 @@ def test_rm_files_and_folders(env_store: Path, local: Path) -> None:
     ok(cli("rm", "-r", "data/sub"))
     assert ok(cli("ls", "data")).stdout.splitlines() == ["b.txt"]
     ok(cli("rm", "--recursive", "data"))
-    assert snapshot(env_store) == {"tree": {}, "blobs": [], "spool": []}
+    assert snapshot(env_store) == EMPTY_STORE
 
 
 def test_mv_file_into_folder_and_rename(env_store: Path, local: Path) -> None:

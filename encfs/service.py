@@ -498,7 +498,7 @@ class FilesService(Grouping, Datasets, Views):
         node = self.lookup(actor, path)
         if name == ENCORD + "datasets" and isinstance(node, Item):
             with self.meta.read() as r:
-                return "".join(f"{dataset}\n" for dataset in self.linked_to(r, node.id)[0]).encode()
+                return "\n".join(self.linked_to(r, node.id)[0]).encode()  # one a line
         encord = self._encord_attributes(node)
         if name in encord:
             return encord[name].encode()

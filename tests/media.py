@@ -1,4 +1,5 @@
-"""Real media made for tests: images by Pillow, a video by PyAV, audio by `wave`."""
+"""Real media made for tests: images by Pillow, a video by PyAV, audio by `wave`, DICOM
+slices by pydicom."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pydicom
+import pydicom.data
 from PIL import Image
+from pydicom.uid import generate_uid
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -57,3 +61,39 @@ def pdf_bytes() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (20, 20), "white").save(out, format="PDF")
     return out.getvalue()
+
+
+CT = Path(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+
+
+def slice_bytes(
+    series_uid: str,
+    z: float,
+    instance: int,
+    description: str | None = "Chest CT",
+    drop: tuple[str, ...] = (),
+    sop_uid: str | None = None,
+) -> bytes:
+    ds = pydicom.dcmread(CT)
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [0.0, 0.0, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    if description:
+        ds.SeriesDescription = description
+    for tag in drop:
+        delattr(ds, tag)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def write_series(folder: Path, uid: str, zs: list[float]) -> list[Path]:
+    paths = []
+    for i, z in enumerate(zs):
+        path = folder / f"slice{i}.dcm"
+        path.write_bytes(slice_bytes(uid, z, instance=len(zs) - i))
+        paths.append(path)
+    return paths

@@ -47,7 +47,7 @@ def test_moving_chicken_between_mirrored_datasets(mount: Mounted, tmp_path: Path
     )
 
     moved = root / "Chicken videos" / "chicken.mp4"
-    assert os.getxattr(moved, "user.encord.datasets") == b"Chicken videos\n"
+    assert os.getxattr(moved, "user.encord.datasets") == b"Chicken videos"
     assert members(store, "Animal videos") == {}
     assert members(store, "Chicken videos") == {"chicken.mp4": "/Chicken videos/chicken.mp4"}
     for project in ("Poultry", "Farm birds"):

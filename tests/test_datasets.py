@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 
 from conftest import Mounted, errors_of
-from media import image_bytes
+from media import image_bytes, write_series
 from store_state import members, poll
 
 
@@ -272,3 +273,34 @@ def test_two_mounts_see_the_same_dataset_changes(store: Path, mount_factory) -> 
     assert poll(lambda: os.listdir(first.path / ".datasets" / "Pets") == [])
     assert linked_to(first.path / "cats" / "a.jpg") == []
     assert errors_of(first) == errors_of(second) == ""
+
+
+def test_dicom_slices_are_linked_through_their_series(mount: Mounted) -> None:
+    study = mount.path / "study"
+    study.mkdir()
+    write_series(study, generate_uid(), [0.0, 1.0, 2.0])
+    (study / "notes.txt").write_text("read me")
+    (mount.path / ".datasets" / "Scans").mkdir()
+    refused = sh("ln", study / "slice0.dcm", mount.path / ".datasets" / "Scans/")
+    assert "Operation not permitted" in refused.stderr
+    assert "a DICOM slice is linked through its series" in errors_of(mount)
+    ok("ln", study / "Chest CT.dcmseries", mount.path / ".datasets" / "Scans/")
+    assert os.listdir(mount.path / ".datasets" / "Scans") == ["Chest CT.dcmseries"]
+    ok("ln", "-s", "../study", mount.path / ".datasets" / "Study")  # synced: the series and the notes
+    assert sorted(members(mount.store, "Study")) == ["Chest CT.dcmseries", "notes.txt"]
+    (study / "more").mkdir()
+    write_series(study / "more", generate_uid(), [5.0])  # joins as a new series, not as a slice
+    assert sorted(members(mount.store, "Study").values()) == [
+        "/study/Chest CT.dcmseries",
+        "/study/more/Chest CT.dcmseries",
+        "/study/notes.txt",
+    ]
+
+
+def test_deleting_a_synced_folder_leaves_its_dataset_standard(files: Path, mount: Mounted) -> None:
+    ok("ln", "-s", "../cats", files / ".datasets" / "Cats")
+    ok("rm", "-r", files / "cats")
+    view = files / ".datasets" / "Cats"
+    assert poll(lambda: not view.is_symlink())
+    assert view.is_dir() and os.listdir(view) == []
+    assert "is no longer synced" in poll(lambda: "no longer synced" in mount.log() and mount.log())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -19,42 +18,9 @@ from pydicom.uid import generate_uid
 from encfs.cli import main
 
 from conftest import Mounted, errors_of
+from media import CT, slice_bytes, write_series
 
-CT = Path(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
 RLE = Path(pydicom.data.get_testdata_file("MR_small_RLE.dcm", download=False))
-
-
-def slice_bytes(
-    series_uid: str,
-    z: float,
-    instance: int,
-    description: str | None = "Chest CT",
-    drop: tuple[str, ...] = (),
-    sop_uid: str | None = None,
-) -> bytes:
-    ds = pydicom.dcmread(CT)
-    ds.SeriesInstanceUID = series_uid
-    ds.SOPInstanceUID = sop_uid or generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [0.0, 0.0, z]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    if description:
-        ds.SeriesDescription = description
-    for tag in drop:
-        delattr(ds, tag)
-    out = io.BytesIO()
-    ds.save_as(out)
-    return out.getvalue()
-
-
-def write_series(folder: Path, uid: str, zs: list[float]) -> list[Path]:
-    paths = []
-    for i, z in enumerate(zs):
-        path = folder / f"slice{i}.dcm"
-        path.write_bytes(slice_bytes(uid, z, instance=len(zs) - i))
-        paths.append(path)
-    return paths
 
 
 def manifest(path: Path) -> dict:

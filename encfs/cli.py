@@ -462,16 +462,22 @@ def ls(path: str, long_format: bool, store_dir: Path | None) -> None:
         actor = Actor.local()
         target = files_path(service, path)
         node = service.lookup(actor, target)
-        nodes = service.list_folder(actor, target) if isinstance(node, Folder) else [node]
-        for child in nodes:
-            click.echo(describe_line(child) if long_format else child.name + ("/" if child.is_folder else ""))
+        if isinstance(node, Folder) and target.startswith("/."):  # a Dataset or Project view
+            entries = [(name, service.lookup(actor, f"{target}/{name}"))
+                       for name, _ in service.list_folder_stats(actor, target)]
+        elif isinstance(node, Folder):
+            entries = [(child.name, child) for child in service.list_folder(actor, target)]
+        else:
+            entries = [(node.name, node)]
+        for name, child in entries:
+            click.echo(describe_line(child, name) if long_format else name + ("/" if child.is_folder else ""))
 
 
-def describe_line(node: Folder | Item) -> str:
+def describe_line(node: Folder | Item, name: str) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.mtime_ns / 1e9))
     if isinstance(node, Folder):
-        return f"{'folder':<14} {'-':>10}  {when}  {node.name}/"
-    return f"{node.media.kind.value:<14} {node.size:>10}  {when}  {node.name}"
+        return f"{'folder':<14} {'-':>10}  {when}  {name}/"
+    return f"{node.media.kind.value:<14} {node.size:>10}  {when}  {name}"
 
 
 @main.command()

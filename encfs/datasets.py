@@ -10,7 +10,7 @@
   out of it or deleted leaves. DICOM slices are never linked on their own: their
   series item is. A mirrored Dataset is a synced one made together with its folder;
   upgrading it leaves a plain folder and a standard Dataset with the same files.
-- A Project has Datasets attached and shows their files read-only.
+- A Project has Datasets attached; it holds nothing else.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("encfs")
 
 DATASET, PROJECT = b"d", b"p"
+LABELS = {DATASET: ("Dataset", "/.datasets"), PROJECT: ("Project", "/.projects")}
 DUPLICATE_POLICIES = ("skip", "fail")
 
 
@@ -51,19 +52,19 @@ class Datasets:
 
     # ------------------------------------------------------------------ reading
 
+    def _collection(self: FilesService, r: ReadTxn, kind: bytes, name: str) -> Dataset | Project:
+        found = r.collection_id(kind, name)
+        collection = r.collection(found) if found is not None else None
+        if collection is None:
+            label, root = LABELS[kind]
+            raise NotFound(f"no {label} is named '{name}'", f"{root}/{name}")
+        return collection
+
     def _dataset(self: FilesService, r: ReadTxn, name: str) -> Dataset:
-        found = r.collection_id(DATASET, name)
-        dataset = r.collection(found) if found is not None else None
-        if not isinstance(dataset, Dataset):
-            raise NotFound(f"no Dataset is named '{name}'", f"/.datasets/{name}")
-        return dataset
+        return self._collection(r, DATASET, name)  # type: ignore[return-value]
 
     def _project(self: FilesService, r: ReadTxn, name: str) -> Project:
-        found = r.collection_id(PROJECT, name)
-        project = r.collection(found) if found is not None else None
-        if not isinstance(project, Project):
-            raise NotFound(f"no Project is named '{name}'", f"/.projects/{name}")
-        return project
+        return self._collection(r, PROJECT, name)  # type: ignore[return-value]
 
     def _named(self: FilesService, r: ReadTxn, ids: Iterable[int]) -> list[str]:
         names = [c.name for c in (r.collection(i) for i in ids) if c is not None]
@@ -87,14 +88,9 @@ class Datasets:
 
     def _dataset_summary(self: FilesService, r: ReadTxn, dataset: Dataset) -> dict[str, Any]:
         folder = self._path(r, dataset.synced_folder, {}) if dataset.synced_folder is not None else None
-        return {
-            "name": dataset.name,
-            "description": dataset.description,
-            "files": sum(1 for _ in r.links_of(dataset.id)),
-            "synced_folder": folder,
-            "mirrored": dataset.mirrored,
-            "projects": self._named(r, r.projects_of(dataset.id)),
-        }
+        return {"name": dataset.name, "description": dataset.description,
+                "files": sum(1 for _ in r.links_of(dataset.id)), "synced_folder": folder,
+                "mirrored": dataset.mirrored, "projects": self._named(r, r.projects_of(dataset.id))}
 
     def dataset_files(self: FilesService, actor: Actor, name: str) -> list[tuple[str, str]]:
         """(view name, Files path) of the Dataset's files, by view name."""
@@ -112,14 +108,8 @@ class Datasets:
     def list_projects(self: FilesService, actor: Actor) -> list[dict[str, Any]]:
         with self.meta.read() as r:
             projects = [self._project(r, name) for name, _ in r.collection_names(PROJECT)]
-            return [
-                {
-                    "name": p.name,
-                    "description": p.description,
-                    "datasets": self._named(r, r.attached_to(p.id)),
-                }
-                for p in projects
-            ]
+            return [{"name": p.name, "description": p.description,
+                     "datasets": self._named(r, r.attached_to(p.id))} for p in projects]
 
     def datasets_under(self: FilesService, actor: Actor, path: str) -> list[str]:
         """The Datasets holding the file, or any file under the folder."""
@@ -136,38 +126,24 @@ class Datasets:
     def _new_collection_fields(
         self: FilesService, w: WriteTxn, actor: Actor, kind: bytes, name: str, description: str
     ) -> dict[str, Any]:
-        label = "Dataset" if kind == DATASET else "Project"
-        path = f"/.{label.lower()}s/{name}"
-        self._check_collection_name(name, path)
-        if w.collection_id(kind, name) is not None:
-            raise AlreadyExists(f"a {label} named '{name}' exists", path)
+        self._check_name_free(w, kind, name)
         now = time.time_ns()
-        return dict(
-            id=w.next_id(),
-            name=name,
-            description=description,
-            owner=actor.name,
-            uid=actor.uid,
-            gid=actor.gid,
-            created_ns=now,
-            mtime_ns=now,
-        )
+        return dict(id=w.next_id(), name=name, description=description, owner=actor.name, uid=actor.uid,
+                    gid=actor.gid, created_ns=now, mtime_ns=now)
 
-    def _check_collection_name(self: FilesService, name: str, path: str) -> None:
+    def _check_name_free(self: FilesService, r: ReadTxn, kind: bytes, name: str) -> None:
+        label, root = LABELS[kind]
+        path = f"{root}/{name}"
         check_name(name)
         if name.startswith("."):
             raise InvalidInput("Dataset and Project names cannot start with '.'", path)
+        if r.collection_id(kind, name) is not None:
+            raise AlreadyExists(f"a {label} named '{name}' exists", path)
 
     @action("dataset create")
     def create_dataset(
-        self: FilesService,
-        actor: Actor,
-        name: str,
-        description: str = "",
-        add: Iterable[str] = (),
-        sync: str | None = None,
-        mirrored: bool = False,
-        duplicates: str = "skip",
+        self: FilesService, actor: Actor, name: str, description: str = "", add: Iterable[str] = (),
+        sync: str | None = None, mirrored: bool = False, duplicates: str = "skip",
     ) -> Dataset:
         """A new Dataset: standard (optionally with files added), synced with an existing
         folder, or mirrored (made together with its folder `/NAME` or `sync`)."""
@@ -182,10 +158,8 @@ class Datasets:
                 self._start_sync(w, dataset, self._folder_at(w, sync, name))
             if add:
                 if dataset.synced_folder is not None:
-                    raise InvalidInput(
-                        "a synced Dataset holds its folder's files; files cannot be added too",
-                        f"/.datasets/{name}",
-                    )
+                    raise InvalidInput("a synced Dataset holds its folder's files; files cannot be added too",
+                                       f"/.datasets/{name}")
                 self._add_items(w, dataset, self._items_at(w, add), duplicates)
             w.put_collection(dataset)
         return dataset
@@ -213,15 +187,11 @@ class Datasets:
         return self._rename_collection(DATASET, name, new_name)  # type: ignore[return-value]
 
     def _rename_collection(self: FilesService, kind: bytes, name: str, new_name: str) -> Dataset | Project:
-        label = "Dataset" if kind == DATASET else "Project"
-        path = f"/.{label.lower()}s/{new_name}"
-        self._check_collection_name(new_name, path)
         with self.meta.write() as w:
-            collection = self._dataset(w, name) if kind == DATASET else self._project(w, name)
+            collection = self._collection(w, kind, name)
             if new_name == name:
                 return collection
-            if w.collection_id(kind, new_name) is not None:
-                raise AlreadyExists(f"a {label} named '{new_name}' exists", path)
+            self._check_name_free(w, kind, new_name)
             w.name_collection(kind, name, None)
             w.name_collection(kind, new_name, collection.id)
             collection.name, collection.mtime_ns = new_name, time.time_ns()
@@ -239,34 +209,27 @@ class Datasets:
             dataset = self._dataset(w, name)
             projects = self._named(w, w.projects_of(dataset.id))
             if projects and not force:
-                raise Busy(
-                    f"Dataset '{name}' is attached to Project {', '.join(projects)}; detach it first "
-                    "or delete it with encfs dataset rm --force",
-                    path,
-                )
+                raise Busy(f"Dataset '{name}' is attached to Project {', '.join(projects)}; detach it first "
+                           "or delete it with encfs dataset rm --force", path)
             if only_if_empty and dataset.synced_folder is None and next(w.links_of(dataset.id), None):
-                raise FolderNotEmpty(
-                    f"Dataset '{name}' holds files; remove them, or delete it with "
-                    "encfs dataset rm (the files stay in their folders)",
-                    path,
-                )
+                raise FolderNotEmpty(f"Dataset '{name}' holds files; remove them, or delete it with "
+                                     "encfs dataset rm (the files stay in their folders)", path)
             for project_id in w.projects_of(dataset.id):
                 w.set_attached(project_id, dataset.id, False)
-            dropped = self._drop_links(w, dataset, lambda by_sync: True)
+            dropped = self._drop_links(w, dataset)
             if dataset.synced_folder is not None:
                 w.set_synced(dataset.synced_folder, dataset.id, False)
             w.name_collection(DATASET, name, None)
             w.delete_collection(dataset.id)
         return dropped
 
-    def _drop_links(self: FilesService, w: WriteTxn, dataset: Dataset, which: Any) -> int:
-        dropped = 0
-        for item_id, by_sync, _ in list(w.links_of(dataset.id)):
+    def _drop_links(self: FilesService, w: WriteTxn, dataset: Dataset) -> int:
+        links = list(w.links_of(dataset.id))
+        for item_id, _, _ in links:
             item = w.node(item_id)
-            if isinstance(item, Item) and which(by_sync):
+            if isinstance(item, Item):
                 self._unlink_item(w, dataset.id, item)
-                dropped += 1
-        return dropped
+        return len(links)
 
     @action("dataset add")
     def add_to_dataset(
@@ -305,9 +268,8 @@ class Datasets:
 
     def _check_linkable(self: FilesService, item: Item, path: str) -> None:
         if is_slice(item):
-            raise NotPermitted(
-                "a DICOM slice is linked through its series: link the folder's .dcmseries file", path
-            )
+            raise NotPermitted("a DICOM slice is linked through its series: link the folder's "
+                               ".dcmseries file", path)
 
     def _add_items(
         self: FilesService, w: WriteTxn, dataset: Dataset, items: list[Item], duplicates: str
@@ -319,22 +281,17 @@ class Datasets:
         unique = list({item.id: item for item in items}.values())
         present = [item for item in unique if w.link_in(dataset.id, item.id) is not None]
         if present and duplicates == "fail":
-            raise AlreadyExists(
-                f"{len(present)} of the files are already in Dataset '{dataset.name}' "
-                f"(first: {self._path(w, present[0].id, {})}); nothing was added",
-                path,
-            )
+            raise AlreadyExists(f"{len(present)} of the files are already in Dataset '{dataset.name}' "
+                                f"(first: {self._path(w, present[0].id, {})}); nothing was added", path)
         for item in unique:
             self._link_item(w, dataset.id, item, item.name, by_sync=False)
         return len(unique) - len(present), len(present)
 
     def _check_not_synced(self: FilesService, dataset: Dataset, doing: str) -> None:
         if dataset.synced_folder is not None:
-            raise NotPermitted(
-                f"Dataset '{dataset.name}' is synced with a folder: to {doing}, change the "
-                "folder's files, or turn sync off (encfs dataset unsync)",
-                f"/.datasets/{dataset.name}",
-            )
+            raise NotPermitted(f"Dataset '{dataset.name}' is synced with a folder: to {doing}, change the "
+                               "folder's files, or turn sync off (encfs dataset unsync)",
+                               f"/.datasets/{dataset.name}")
 
     def link_into_dataset(
         self: FilesService, actor: Actor, source: str, dataset_name: str, view_name: str
@@ -346,11 +303,8 @@ class Datasets:
             dataset = self._dataset(w, dataset_name)
             node = self._resolve(w, split_path(source))
             if isinstance(node, Folder):
-                raise NotPermitted(
-                    "a folder cannot be hard-linked; link its files, or use encfs dataset add "
-                    "(folders are taken whole) or a synced Dataset (ln -s)",
-                    source,
-                )
+                raise NotPermitted("a folder cannot be hard-linked; link its files, or use encfs dataset add "
+                                   "(folders are taken whole) or a synced Dataset (ln -s)", source)
             self._check_linkable(node, source)
             self._check_not_synced(dataset, "add files to it")
             if w.link_in(dataset.id, node.id) is not None:
@@ -408,12 +362,7 @@ class Datasets:
         w.put_node(item)
 
     def relink_in_datasets(
-        self: FilesService,
-        w: WriteTxn,
-        source: Dataset,
-        item: Item,
-        target: Dataset,
-        view_name: str,
+        self: FilesService, w: WriteTxn, source: Dataset, item: Item, target: Dataset, view_name: str,
         path: str,
     ) -> None:
         """`mv /.datasets/A/x /.datasets/B/y`: a new view name, or the link moves to B."""
@@ -439,11 +388,8 @@ class Datasets:
             dataset = self._dataset(w, name)
             if folder is None:
                 if dataset.mirrored:
-                    raise NotPermitted(
-                        f"Dataset '{name}' is mirrored; encfs dataset upgrade turns it into a "
-                        "plain folder and a standard Dataset",
-                        path,
-                    )
+                    raise NotPermitted(f"Dataset '{name}' is mirrored; encfs dataset upgrade turns it into a "
+                                       "plain folder and a standard Dataset", path)
                 self._stop_sync(w, dataset)
             else:
                 self._sync_existing(w, dataset, self._folder_at(w, folder, name), path)
@@ -454,20 +400,14 @@ class Datasets:
         if dataset.synced_folder == folder.id:
             return
         if dataset.synced_folder is not None:
-            raise AlreadyExists(
-                f"Dataset '{dataset.name}' is synced with "
-                f"{self._path(w, dataset.synced_folder, {})}; turn sync off first",
-                path,
-            )
+            raise AlreadyExists(f"Dataset '{dataset.name}' is synced with "
+                                f"{self._path(w, dataset.synced_folder, {})}; turn sync off first", path)
         inside = {i.id for i in self._items_below(w, folder.id)}
         outside = [item_id for item_id, _, _ in w.links_of(dataset.id) if item_id not in inside]
         if outside:
-            raise FolderNotEmpty(
-                f"Dataset '{dataset.name}' holds {len(outside)} files outside "
-                f"{self._path(w, folder.id, {})} (first: {self._path(w, outside[0], {})}); a "
-                "synced Dataset holds its folder's files only",
-                path,
-            )
+            raise FolderNotEmpty(f"Dataset '{dataset.name}' holds {len(outside)} files outside "
+                                 f"{self._path(w, folder.id, {})} (first: {self._path(w, outside[0], {})}); "
+                                 "a synced Dataset holds its folder's files only", path)
         self._start_sync(w, dataset, folder)
 
     def _start_sync(self: FilesService, w: WriteTxn, dataset: Dataset, folder: Folder) -> None:
@@ -492,10 +432,8 @@ class Datasets:
         with self.meta.write() as w:
             dataset = self._dataset(w, name)
             if not dataset.mirrored:
-                raise InvalidInput(
-                    f"Dataset '{name}' is not mirrored; only mirrored Datasets are upgraded",
-                    f"/.datasets/{name}",
-                )
+                raise InvalidInput(f"Dataset '{name}' is not mirrored; only mirrored Datasets are upgraded",
+                                   f"/.datasets/{name}")
             dataset.mirrored = False
             self._stop_sync(w, dataset)
             w.put_collection(dataset)
@@ -523,12 +461,8 @@ class Datasets:
             self._unlink_item(w, dataset_id, item)
             if why:
                 dataset = w.collection(dataset_id)
-                log.info(
-                    "%s %s: it left synced Dataset '%s'",
-                    why,
-                    self._path(w, item.id, {}),
-                    dataset.name if dataset else dataset_id,
-                )
+                log.info("%s %s: it left synced Dataset '%s'", why, self._path(w, item.id, {}),
+                         dataset.name if dataset else dataset_id)
         for dataset_id in wanted - current:
             self._link_item(w, dataset_id, item, item.name, by_sync=True)
 
@@ -590,11 +524,9 @@ class Datasets:
             project = self._project(w, name)
             attached = w.attached_to(project.id)
             if attached and only_if_empty:
-                raise FolderNotEmpty(
-                    f"Project '{name}' has Datasets attached ({', '.join(self._named(w, attached))}); "
-                    "detach them first, or use encfs project rm",
-                    f"/.projects/{name}",
-                )
+                raise FolderNotEmpty(f"Project '{name}' has Datasets attached "
+                                     f"({', '.join(self._named(w, attached))}); detach them first, or use "
+                                     "encfs project rm", f"/.projects/{name}")
             for dataset_id in attached:
                 w.set_attached(project.id, dataset_id, False)
             w.name_collection(PROJECT, name, None)
@@ -607,9 +539,8 @@ class Datasets:
             project = self._project(w, project_name)
             dataset = self._dataset(w, dataset_name)
             if dataset.id in w.attached_to(project.id):
-                raise AlreadyExists(
-                    f"Dataset '{dataset_name}' is already attached to Project '{project_name}'", path
-                )
+                raise AlreadyExists(f"Dataset '{dataset_name}' is already attached to Project "
+                                    f"'{project_name}'", path)
             w.set_attached(project.id, dataset.id, True)
             project.mtime_ns = time.time_ns()
             w.put_collection(project)
@@ -628,6 +559,6 @@ class Datasets:
 
     def set_collection_description(self: FilesService, kind: bytes, name: str, description: str) -> None:
         with self.meta.write() as w:
-            collection = self._dataset(w, name) if kind == DATASET else self._project(w, name)
+            collection = self._collection(w, kind, name)
             collection.description, collection.mtime_ns = description, time.time_ns()
             w.put_collection(collection)

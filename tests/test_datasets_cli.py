@@ -78,6 +78,8 @@ def test_add_to_new_dataset_takes_folders_whole(library: Path) -> None:
     }
     shown = ok(cli("dataset", "ls", "Pets")).stdout.splitlines()
     assert f"a~{dog}.jpg\t/dogs/a.jpg" in shown
+    assert ok(cli("ls", "/.datasets/Pets")).stdout.splitlines() == ["a.jpg", f"a~{dog}.jpg", "b.jpg", "k.jpg"]
+    assert ok(cli("ls", "/.datasets")).stdout.splitlines() == ["Pets/"]
 
 
 def test_paths_without_add_are_a_usage_error(library: Path) -> None:

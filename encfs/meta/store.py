@@ -135,16 +135,19 @@ class ReadTxn:
                     return
                 yield key.decode()
 
-    def _ids_after(self, db: str, prefix: bytes) -> list[int]:
+    def _scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of every entry whose key starts with `prefix`, in key order."""
         with self.txn.cursor(db=self.dbs[db]) as cur:
             if not cur.set_range(prefix):
-                return []
-            found = []
-            for key in cur.iternext(keys=True, values=False):
+                return
+            for key, value in cur:
                 if not key.startswith(prefix):
-                    break
-                found.append(U64.unpack(key[-8:])[0])
-            return found
+                    return
+                yield key, value
+
+    def _ids_after(self, db: str, prefix: bytes) -> list[int]:
+        """The u64 ids that end the keys starting with `prefix`."""
+        return [U64.unpack(key[-8:])[0] for key, _ in self._scan(db, prefix)]
 
     def groups_of(self, item_id: int) -> list[int]:
         """The groups, sequences and series that hold the item."""
@@ -187,13 +190,8 @@ class ReadTxn:
         return None if raw is None else U64.unpack(raw)[0]
 
     def collection_names(self, kind: bytes) -> Iterator[tuple[str, int]]:
-        with self.txn.cursor(db=self.dbs["names"]) as cur:
-            if not cur.set_range(kind):
-                return
-            for key, value in cur:
-                if not key.startswith(kind):
-                    return
-                yield key[1:].decode(), U64.unpack(value)[0]
+        for key, value in self._scan("names", kind):
+            yield key[1:].decode(), U64.unpack(value)[0]
 
     def link_in(self, dataset_id: int, item_id: int) -> tuple[bool, str] | None:
         """(by sync, view name) of the item's link in the Dataset, or None."""
@@ -202,25 +200,13 @@ class ReadTxn:
 
     def links_of(self, dataset_id: int) -> Iterator[tuple[int, bool, str]]:
         """(item id, by sync, view name) of every file in the Dataset."""
-        prefix = u64(dataset_id)
-        with self.txn.cursor(db=self.dbs["links"]) as cur:
-            if not cur.set_range(prefix):
-                return
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    return
-                yield U64.unpack(key[8:])[0], value[:1] == b"s", value[1:].decode()
+        for key, value in self._scan("links", u64(dataset_id)):
+            yield U64.unpack(key[8:])[0], value[:1] == b"s", value[1:].decode()
 
     def view_entries(self, dataset_id: int) -> Iterator[tuple[str, int]]:
         """(view name, item id) of the Dataset's files, in name order."""
-        prefix = u64(dataset_id)
-        with self.txn.cursor(db=self.dbs["views"]) as cur:
-            if not cur.set_range(prefix):
-                return
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    return
-                yield key[8:].decode(), U64.unpack(value)[0]
+        for key, value in self._scan("views", u64(dataset_id)):
+            yield key[8:].decode(), U64.unpack(value)[0]
 
     def view_item(self, dataset_id: int, view_name: str) -> int | None:
         raw = self.txn.get(u64(dataset_id) + view_name.encode(), db=self.dbs["views"])
@@ -245,15 +231,7 @@ class ReadTxn:
         return self._ids_after("attachments", u64(dataset_id))
 
     def errors(self, user: str) -> list[str]:
-        prefix = user.encode() + b"\x00"
-        lines = []
-        with self.txn.cursor(db=self.dbs["errors"]) as cur:
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    lines.append(value.decode())
-        return lines
+        return [value.decode() for _, value in self._scan("errors", user.encode() + b"\x00")]
 
 
 class WriteTxn(ReadTxn):
@@ -413,13 +391,7 @@ class WriteTxn(ReadTxn):
         db = self.dbs["errors"]
         prefix = user.encode() + b"\x00"
         self.txn.put(prefix + u64(time_ns), line.encode(), db=db)
-        keys = []
-        with self.txn.cursor(db=db) as cur:
-            if cur.set_range(prefix):
-                for key in cur.iternext(keys=True, values=False):
-                    if not key.startswith(prefix):
-                        break
-                    keys.append(key)
+        keys = [key for key, _ in self._scan("errors", prefix)]
         for key in keys[: max(0, len(keys) - ERRORS_KEPT)]:
             self.txn.delete(key, db=db)
 

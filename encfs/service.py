@@ -55,6 +55,7 @@ ENCORD = "user.encord."
 MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
 RESERVED_AT_ROOT = (".encfs", ".search", ".datasets", ".projects", ".access")
 BATCH_ATTRIBUTE = "user.encord.batch"
+RAREST_COUNT_LIMIT = 5_000  # postings counted per query gram, at most
 WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
 
 
@@ -696,25 +697,24 @@ class FilesService(Grouping, Datasets, Views):
         sha, size = draft.digest(), draft.size
         head = draft.head()
         with self.meta.read() as r:
-            before = r.node(item_id)
-        if not isinstance(before, Item):
-            return None
+            if r.attributes(item_id) is None:
+                return None
         try:
-            return self._commit_checked(before, draft, sha, size, head, durable, mtime_ns, path)
+            return self._commit_checked(item_id, draft, sha, size, head, durable, mtime_ns, path)
         except EncfsError:
-            self._forget_unwritten(before)
+            self._forget_unwritten(item_id)
             raise
 
     def _commit_checked(
-        self, before: Item, draft: Draft, sha: str, size: int, head: bytes, durable: bool,
+        self, item_id: int, draft: Draft, sha: str, size: int, head: bytes, durable: bool,
         mtime_ns: int | None, path: str,
     ) -> Item | None:
-        dicom = self._dicom_header(draft.source(), before.name, head, path)
+        dicom = self._dicom_header(draft.source(), path.rsplit("/", 1)[-1], head, path)
         media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
         with self._changing() as (w, changes):
-            item = w.node(before.id)
+            item = w.node(item_id)
             if not isinstance(item, Item):
                 return None
             self._check_writable(w, item, path)
@@ -747,13 +747,11 @@ class FilesService(Grouping, Datasets, Views):
         if dicom:
             self._join_series(w, item, changes)
 
-    def _forget_unwritten(self, item: Item) -> None:
+    def _forget_unwritten(self, item_id: int) -> None:
         """A refused first version: the empty item made at create goes too, so that
-        nothing of the refused file is stored."""
-        if item.blob is not None:
-            return
+        nothing of the refused file is stored (an item with content keeps it)."""
         with self._changing() as (w, changes):
-            current = w.node(item.id)
+            current = w.node(item_id)
             if isinstance(current, Item) and current.blob is None:
                 self._drop_item(w, current, changes)
 
@@ -820,7 +818,7 @@ class FilesService(Grouping, Datasets, Views):
     def _matching_ids(self, r: ReadTxn, lowered: str) -> Iterator[int]:
         grams = query_grams(lowered)
         if grams:
-            rarest = min(grams, key=r.gram_frequency)
+            rarest = self._rarest(r, grams)
             for item_id, name in r.postings(rarest, exact=True):
                 if lowered in name:
                     yield item_id
@@ -831,6 +829,16 @@ class FilesService(Grouping, Datasets, Views):
                 if item_id not in seen and lowered in name:
                     seen.add(item_id)
                     yield item_id
+
+    def _rarest(self, r: ReadTxn, grams: list[str]) -> str:
+        """The query gram with the fewest postings; each is counted only as far as the
+        rarest so far, so a common gram costs little."""
+        rarest, fewest = grams[0], RAREST_COUNT_LIMIT
+        for gram in dict.fromkeys(grams):
+            count = r.count_postings(gram, fewest)
+            if count < fewest:
+                rarest, fewest = gram, count
+        return rarest
 
     def info(self, actor: Actor, path: str) -> dict[str, Any]:
         self._settle_for(path)

@@ -516,7 +516,7 @@ def _check_blob_refcounts(store: Path) -> None:
                     walk(child)
                 elif isinstance(node, Item) and node.blob is not None:
                     uses[node.blob] = uses.get(node.blob, 0) + 1
-                    blob_file = service.blobs.path(node.blob)
+                    blob_file = Path(service.blobs.path(node.blob))
                     assert blob_file.is_file(), child
                     assert blob_file.stat().st_size == node.size, child
 

@@ -12,7 +12,7 @@ class LocalBlobReader:
     """An open blob file. It stays readable after the blob is deleted, which is
     what keeps a file unlinked while open readable until it is closed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDONLY)
 
     def pread(self, size: int, offset: int) -> bytes:
@@ -29,6 +29,7 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.spool = root.parent / "spool"
+        self._prefix = os.path.abspath(root) + os.sep  # blob paths are built as text: hot paths build many
 
     def create(self) -> None:
         """Make the directory layout: 256 fan-out folders, so a write needs no mkdir."""
@@ -40,14 +41,14 @@ class LocalBlobStore:
     def spool_dir(self) -> Path:
         return self.spool
 
-    def path(self, sha: str) -> Path:
-        return self.root / sha[:2] / sha[2:]
+    def path(self, sha: str) -> str:
+        return f"{self._prefix}{sha[:2]}{os.sep}{sha[2:]}"
 
     def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
         target = self.path(sha)
         os.rename(spool_path, target)
         if durable:
-            _fsync_dir(target.parent)
+            _fsync_dir(os.path.dirname(target))
 
     def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
         target = self.path(sha)
@@ -61,7 +62,7 @@ class LocalBlobStore:
         finally:
             os.close(fd)
         if durable:
-            _fsync_dir(target.parent)
+            _fsync_dir(os.path.dirname(target))
 
     def open_reader(self, sha: str) -> LocalBlobReader:
         return LocalBlobReader(self.path(sha))
@@ -88,7 +89,7 @@ class LocalBlobStore:
                 yield sub.name + entry.name
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

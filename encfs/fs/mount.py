@@ -130,8 +130,9 @@ class SplicedPayload:
         return memory.raw[:copied]
 
 
-def fill_stat(st: Any, attributes: Any) -> None:
+def fill_stat(st: Any, attributes: Any, block_size: int = 0) -> None:
     st.st_ino, st.st_mode, st.st_nlink = attributes.id, attributes.mode, attributes.nlink
+    st.st_blksize = block_size
     st.st_uid, st.st_gid, st.st_size = attributes.uid, attributes.gid, attributes.size
     st.st_blocks = (attributes.size + 511) // 512
     st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(attributes.atime_ns, 1_000_000_000)
@@ -139,7 +140,24 @@ def fill_stat(st: Any, attributes: Any) -> None:
     st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(attributes.ctime_ns, 1_000_000_000)
 
 
+_kept_thread_states: set[int] = set()
+
+
+def keep_thread_state() -> None:
+    """Give the calling libfuse worker thread a Python thread state for good.
+
+    A ctypes callback on a thread Python did not start makes a thread state and
+    deletes it again on every call, which cost a third of each request on the
+    multi-threaded loop. One extra PyGILState_Ensure that is never released keeps it
+    (the GIL itself is still released after each call)."""
+    ident = threading.get_ident()
+    if ident not in _kept_thread_states:
+        ctypes.pythonapi.PyGILState_Ensure()
+        _kept_thread_states.add(ident)
+
+
 def make_fuse_class(mfusepy: Any) -> type:
+    from encfs.fs.operations import IO_BLOCK
     libfuse = mfusepy._libfuse
     libfuse.fuse_buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     libfuse.fuse_buf_copy.restype = ctypes.c_ssize_t
@@ -147,6 +165,16 @@ def make_fuse_class(mfusepy: Any) -> type:
     libfuse.fuse_buf_size.restype = ctypes.c_size_t
 
     class EncfsFUSE(mfusepy.FUSE):
+        def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+            keep_thread_state()
+            return super()._wrapper(func, *args, **kwargs)
+
+        def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
+            ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            fill_stat(buf.contents, self.operations.attributes(name, fip.contents if fip else None), IO_BLOCK)
+            return 0
+
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # type: ignore[no-untyped-def]
             listing = self.operations.listing(fip.contents.fh)
             st = mfusepy.c_stat()

@@ -61,13 +61,12 @@ def caller() -> Actor:
     return Actor.from_ids(uid, gid)
 
 
-def stat_of(attributes: Attributes, size: int | None = None, nlink: int | None = None) -> dict[str, int]:
-    size = attributes.size if size is None else size
+def stat_of(attributes: Attributes) -> dict[str, int]:
     return {
         "st_ino": attributes.id, "st_mode": attributes.mode, "st_uid": attributes.uid,
         "st_gid": attributes.gid, "st_atime": attributes.atime_ns, "st_mtime": attributes.mtime_ns,
-        "st_ctime": attributes.ctime_ns, "st_blksize": IO_BLOCK, "st_size": size,
-        "st_blocks": (size + 511) // 512, "st_nlink": attributes.nlink if nlink is None else nlink,
+        "st_ctime": attributes.ctime_ns, "st_blksize": IO_BLOCK, "st_size": attributes.size,
+        "st_blocks": (attributes.size + 511) // 512, "st_nlink": attributes.nlink,
     }
 
 
@@ -97,20 +96,26 @@ class EncfsOperations(mfusepy.Operations):
 
     # ------------------------------------------------------------ attributes
 
-    @translated
     def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
+        """Unused: mount.EncfsFUSE serves getattr from `attributes`, without a dict."""
+        return stat_of(self.attributes(path, fh))
+
+    @translated
+    def attributes(self, path: str | None, fh: Any = None) -> Attributes:
+        """What `stat` shows: the stored attributes, with the size of a file being
+        written (its draft) and no links for a file removed while open."""
         opened = self.files.find(fh.fh) if fh is not None else None
         if path is None and opened is not None:  # removed while open
-            return stat_of(attributes_of(opened.item), opened.size)
+            return attributes_of(opened.item)._replace(size=opened.size)
         assert path is not None
         if path in self._hidden:
             opened = self._hidden[path]
-            return stat_of(attributes_of(opened.item), opened.size, nlink=0)
+            return attributes_of(opened.item)._replace(size=opened.size, nlink=0)
         if ControlTree.owns(path):
-            return stat_of(self._control_attributes(path, self.control.entry(caller(), path)))
+            return self._control_attributes(path, self.control.entry(caller(), path))
         attributes = self.service.stat(caller(), path)
         opened = self.files.for_item(attributes.id)
-        return stat_of(attributes, opened.size if opened else None)
+        return attributes if opened is None else attributes._replace(size=opened.size)
 
     def _control_attributes(self, path: str, entry: ControlEntry) -> Attributes:
         at = self.control.mounted_ns

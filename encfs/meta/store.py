@@ -8,7 +8,6 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     dirents  parent:u64 + name:utf8 -> child:u64 + b"d" | b"f"
     blobs    sha256:32 bytes -> refcount:u64 + size:u64
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
-    gramfreq gram:utf8 -> u64 (postings per gram; search starts from the rarest)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
     contents group:u64 + member:u64 -> b"" (the same pairs the other way round)
@@ -56,7 +55,7 @@ U64 = struct.Struct(">Q")
 BLOB = struct.Struct(">QQ")
 MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
 ERRORS_KEPT = 100
-_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "gramfreq", "errors", "members", "sources",
+_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
         "attached", "attachments")
 
@@ -110,9 +109,19 @@ class ReadTxn:
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
 
-    def gram_frequency(self, gram: str) -> int:
-        raw = self.txn.get(gram.encode(), db=self.dbs["gramfreq"])
-        return 0 if raw is None else U64.unpack(raw)[0]
+    def count_postings(self, gram: str, limit: int) -> int:
+        """How many names hold the gram, counted up to `limit` (search starts from the
+        rarest gram; counting when asked keeps every create free of counters)."""
+        prefix = gram.encode() + b"\x00"
+        count = 0
+        with self.txn.cursor(db=self.dbs["grams"]) as cur:
+            if not cur.set_range(prefix):
+                return 0
+            for key in cur.iternext(keys=True, values=False):
+                if count >= limit or not key.startswith(prefix):
+                    break
+                count += 1
+        return count
 
     def postings(self, prefix: str, exact: bool) -> Iterator[tuple[int, str]]:
         """(item id, lower-cased name) for grams equal to (or, if not exact, starting with) prefix."""
@@ -126,14 +135,14 @@ class ReadTxn:
                 yield U64.unpack(key[-8:])[0], value.decode()
 
     def grams_with_prefix(self, prefix: str) -> Iterator[str]:
+        """The distinct grams starting with `prefix`: one seek per gram, past its postings."""
         key_prefix = prefix.encode()
-        with self.txn.cursor(db=self.dbs["gramfreq"]) as cur:
-            if not cur.set_range(key_prefix):
-                return
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(key_prefix):
-                    return
-                yield key.decode()
+        with self.txn.cursor(db=self.dbs["grams"]) as cur:
+            found = cur.set_range(key_prefix)
+            while found and cur.key().startswith(key_prefix):
+                gram = cur.key().split(b"\x00", 1)[0]
+                yield gram.decode()
+                found = cur.set_range(gram + b"\x01")
 
     def _scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of every entry whose key starts with `prefix`, in key order."""
@@ -286,26 +295,13 @@ class WriteTxn(ReadTxn):
         suffix, value = b"\x00" + u64(item_id), lowered.encode()
         put, grams = self.txn.put, self.dbs["grams"]
         for gram in grams_of(lowered):
-            key = gram.encode()
-            put(key + suffix, value, db=grams)
-            self._count_gram(key, +1)
+            put(gram.encode() + suffix, value, db=grams)
 
     def unindex_name(self, item_id: int, name: str) -> None:
         suffix = b"\x00" + u64(item_id)
         delete, grams = self.txn.delete, self.dbs["grams"]
         for gram in grams_of(name.casefold()):
-            key = gram.encode()
-            delete(key + suffix, db=grams)
-            self._count_gram(key, -1)
-
-    def _count_gram(self, key: bytes, delta: int) -> None:
-        db = self.dbs["gramfreq"]
-        raw = self.txn.get(key, db=db)
-        count = (0 if raw is None else U64.unpack(raw)[0]) + delta
-        if count > 0:
-            self.txn.put(key, U64.pack(count), db=db)
-        else:
-            self.txn.delete(key, db=db)
+            delete(gram.encode() + suffix, db=grams)
 
     def set_members(self, group_id: int, old: list[int], new: list[int]) -> None:
         members, contents = self.dbs["members"], self.dbs["contents"]

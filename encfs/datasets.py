@@ -466,10 +466,13 @@ class Datasets:
         for dataset_id in wanted - current:
             self._link_item(w, dataset_id, item, item.name, by_sync=True)
 
-    def _resync_folder(self: FilesService, w: WriteTxn, folder: Folder, why: str) -> None:
-        if w.any_synced():
-            for item in self._items_below(w, folder.id):
-                self._resync_item(w, item, why)
+    def _resync_folder(self: FilesService, w: WriteTxn, folder: Folder, old_parent: int, why: str) -> None:
+        """A moved folder's files follow the synced folders above its new place; when
+        those are the same as above the old place (most moves), nothing is walked."""
+        if not w.any_synced() or self._synced_above(w, old_parent) == self._synced_above(w, folder.parent):
+            return
+        for item in self._items_below(w, folder.id):
+            self._resync_item(w, item, why)
 
     def _unlink_everywhere(self: FilesService, w: WriteTxn, item: Item) -> None:
         """A deleted item leaves every Dataset."""

@@ -401,7 +401,7 @@ class FilesService(Grouping, Datasets, Views):
             if old_parent != node.parent and isinstance(node, Item):
                 self._resync_item(w, node, why="moved")
             elif old_parent != node.parent and isinstance(node, Folder):
-                self._resync_folder(w, node, why="moved")
+                self._resync_folder(w, node, old_parent, why="moved")
         return node
 
     def _is_within(self, r: ReadTxn, folder: Folder, ancestor_id: int) -> bool:

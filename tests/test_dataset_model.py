@@ -3,8 +3,9 @@ every step, Dataset membership (in the store, in the views, in "Linked to" and i
 st_nlink) equals what a simple model says.
 
 Files are created, moved, deleted, linked with `ln` and taken out with `rm` on the
-mount. Dataset S is synced with folder A (subfolders included) and back, as
-`encfs dataset sync|unsync` does, through the service in this process."""
+mount, and a subfolder moves in and out of the synced folder. Dataset S is synced
+with folder A (subfolders included) and back, as `encfs dataset sync|unsync` does,
+through the service in this process."""
 
 from __future__ import annotations
 
@@ -31,17 +32,13 @@ from encfs.service import FilesService
 from conftest import Mounted
 from store_state import service_of
 
-FOLDERS = ["A", "A/sub", "B"]
+FOLDERS = ["A", "sub", "B"]  # "sub" starts in A and moves between A and B
 STANDARD = ["D1", "D2"]
 SYNCED = "S"
 ACTOR = Actor.local()
 folders = st.sampled_from(FOLDERS)
 standard = st.sampled_from(STANDARD)
 names = itertools.count()  # file names never repeat, so no example sees another's cached names
-
-
-def in_synced_folder(folder: str) -> bool:
-    return folder == "A" or folder.startswith("A/")
 
 
 def errno_of(action) -> int:
@@ -72,16 +69,26 @@ class MembershipMatchesModel(RuleBasedStateMachine):
         for top in ("A", "B"):
             with contextlib.suppress(NotFound):
                 service.remove_folder(ACTOR, f"/{top}", recursive=True)
-        for folder in FOLDERS:
+        for folder in ("A", "A/sub", "B"):
             service.create_folder(ACTOR, f"/{folder}")
         for dataset in [*STANDARD, SYNCED]:
             service.create_dataset(ACTOR, dataset)
         self.where: dict[str, str] = {}  # file name -> its folder
         self.members: dict[str, set[str]] = {d: set() for d in [*STANDARD, SYNCED]}
         self.synced = False
+        self.sub_parent = "A"
+
+    def folder_path(self, folder: str) -> str:
+        return f"{self.sub_parent}/sub" if folder == "sub" else folder
+
+    def in_synced_folder(self, folder: str) -> bool:
+        return self.folder_path(folder).split("/")[0] == "A"
+
+    def files_path(self, name: str) -> str:
+        return f"/{self.folder_path(self.where[name])}/{name}"
 
     def path(self, name: str) -> Path:
-        return self.root / self.where[name] / name
+        return self.root / self.files_path(name).lstrip("/")
 
     def files(self) -> st.SearchStrategy[str]:
         return st.sampled_from(sorted(self.where))
@@ -91,22 +98,34 @@ class MembershipMatchesModel(RuleBasedStateMachine):
     @rule(folder=folders)
     def create(self, folder: str) -> None:
         name = f"f{next(names)}.txt"
-        (self.root / folder / name).write_bytes(name.encode())
+        (self.root / self.folder_path(folder) / name).write_bytes(name.encode())
         self.where[name] = folder
-        if self.synced and in_synced_folder(folder):
+        if self.synced and self.in_synced_folder(folder):
             self.members[SYNCED].add(name)
 
     @precondition(lambda self: self.where)
     @rule(data=st.data(), folder=folders)
     def move(self, data: st.DataObject, folder: str) -> None:
         name = data.draw(self.files())
-        os.rename(self.path(name), self.root / folder / name)
-        was_in = in_synced_folder(self.where[name])
+        os.rename(self.path(name), self.root / self.folder_path(folder) / name)
+        was_in = self.in_synced_folder(self.where[name])
         self.where[name] = folder
-        if self.synced and was_in and not in_synced_folder(folder):
+        if self.synced and was_in and not self.in_synced_folder(folder):
             self.members[SYNCED].discard(name)
-        if self.synced and not was_in and in_synced_folder(folder):
+        if self.synced and not was_in and self.in_synced_folder(folder):
             self.members[SYNCED].add(name)
+
+    @rule()
+    def move_subfolder(self) -> None:
+        """The folder "sub" (with its files) moves between A and B, in and out of sync."""
+        other = "B" if self.sub_parent == "A" else "A"
+        os.rename(self.root / self.sub_parent / "sub", self.root / other / "sub")
+        self.sub_parent = other
+        inside = {n for n, folder in self.where.items() if folder == "sub"}
+        if self.synced and other == "A":
+            self.members[SYNCED] |= inside
+        elif self.synced:
+            self.members[SYNCED] -= inside
 
     @precondition(lambda self: self.where)
     @rule(data=st.data())
@@ -141,7 +160,7 @@ class MembershipMatchesModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def add_to_synced(self, data: st.DataObject) -> None:
         name = data.draw(self.files())
-        path = f"/{self.where[name]}/{name}"
+        path = self.files_path(name)
         got = refusal_of(lambda: self.service.add_to_dataset(ACTOR, SYNCED, [path]))
         assert got == (NotPermitted if self.synced else None)
         if not self.synced:
@@ -151,7 +170,7 @@ class MembershipMatchesModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def remove_from_synced(self, data: st.DataObject) -> None:
         name = data.draw(self.files())
-        path = f"/{self.where[name]}/{name}"
+        path = self.files_path(name)
         got = refusal_of(lambda: self.service.remove_from_dataset(ACTOR, SYNCED, [path]))
         expected = NotPermitted if self.synced else None if name in self.members[SYNCED] else NotFound
         assert got == expected
@@ -160,12 +179,12 @@ class MembershipMatchesModel(RuleBasedStateMachine):
 
     @rule()
     def sync_on(self) -> None:
-        outside = [n for n in self.members[SYNCED] if not in_synced_folder(self.where[n])]
+        outside = [n for n in self.members[SYNCED] if not self.in_synced_folder(self.where[n])]
         got = refusal_of(lambda: self.service.set_sync(ACTOR, SYNCED, "/A"))
         assert got == (FolderNotEmpty if outside and not self.synced else None)
         if got is None:
             self.synced = True
-            self.members[SYNCED] |= {n for n, folder in self.where.items() if in_synced_folder(folder)}
+            self.members[SYNCED] |= {n for n, folder in self.where.items() if self.in_synced_folder(folder)}
 
     @rule()
     def sync_off(self) -> None:
@@ -178,7 +197,7 @@ class MembershipMatchesModel(RuleBasedStateMachine):
     def store_matches_model(self) -> None:
         for dataset, held in self.members.items():
             paths = {path for _, path in self.service.dataset_files(ACTOR, dataset)}
-            assert paths == {f"/{self.where[n]}/{n}" for n in held}, dataset
+            assert paths == {self.files_path(n) for n in held}, dataset
 
     @invariant()
     def views_match_model(self) -> None:
@@ -190,7 +209,7 @@ class MembershipMatchesModel(RuleBasedStateMachine):
         for name in self.where:
             holding = sorted(d for d, held in self.members.items() if name in held)
             assert os.getxattr(self.path(name), "user.encord.datasets").decode().splitlines() == holding
-            assert self.service.stat(ACTOR, f"/{self.where[name]}/{name}").nlink == 1 + len(holding)
+            assert self.service.stat(ACTOR, self.files_path(name)).nlink == 1 + len(holding)
 
 
 def test_dataset_membership_follows_the_model(mount: Mounted) -> None:

@@ -92,6 +92,15 @@ class Datasets:
                 "files": sum(1 for _ in r.links_of(dataset.id)), "synced_folder": folder,
                 "mirrored": dataset.mirrored, "projects": self._named(r, r.projects_of(dataset.id))}
 
+    def collection_info(self: FilesService, actor: Actor, parts: list[str]) -> dict[str, Any]:
+        """`encfs info /.datasets/D` or `/.projects/P`."""
+        with self.meta.read() as r:
+            if parts[0] == ".datasets":
+                return {"type": "dataset", **self._dataset_summary(r, self._dataset(r, parts[1]))}
+            project = self._project(r, parts[1])
+            return {"type": "project", "name": project.name, "description": project.description,
+                    "datasets": self._named(r, r.attached_to(project.id))}
+
     def dataset_files(self: FilesService, actor: Actor, name: str) -> list[tuple[str, str]]:
         """(view name, Files path) of the Dataset's files, by view name."""
         with self.meta.read() as r:

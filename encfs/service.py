@@ -841,6 +841,9 @@ class FilesService(Grouping, Datasets, Views):
         return rarest
 
     def info(self, actor: Actor, path: str) -> dict[str, Any]:
+        parts = split_path(path)
+        if is_view(parts) and len(parts) == 2:
+            return self.collection_info(actor, parts)
         self._settle_for(path)
         with self.meta.read() as r:
             node = self._resolve(r, split_path(path))

@@ -136,6 +136,9 @@ def test_info_shows_linked_datasets_and_projects(library: Path) -> None:
     ok(cli("dataset", "create", "Pets", "--add", "cats/a.jpg"))
     ok(cli("dataset", "create", "Cats", "--add", "cats/a.jpg"))
     ok(cli("project", "create", "Labelling", "--dataset", "Pets"))
+    shown = json.loads(ok(cli("info", "--json", "/.datasets/Pets")).stdout)
+    assert (shown["type"], shown["files"], shown["projects"]) == ("dataset", 1, ["Labelling"])
+    assert "datasets:         Pets" in ok(cli("info", "/.projects/Labelling")).stdout
     text = ok(cli("info", "cats/a.jpg")).stdout
     assert "datasets:         Cats, Pets" in text
     assert "projects:         Labelling" in text

@@ -135,6 +135,10 @@ def test_mv_renames_datasets_and_view_names(files: Path) -> None:
     ok("mv", files / ".datasets" / "Animals" / "tabby.jpg", files / ".datasets" / "Other/")
     assert os.listdir(files / ".datasets" / "Animals") == []
     assert linked_to(files / "cats" / "a.jpg") == ["Other"]
+    ok("mv", files / "cats" / "a.jpg", files / "dogs" / "renamed.jpg")  # the view name stays
+    assert os.listdir(files / ".datasets" / "Other") == ["tabby.jpg"]
+    shown = files / ".datasets" / "Other" / "tabby.jpg"
+    assert os.stat(shown).st_ino == os.stat(files / "dogs" / "renamed.jpg").st_ino
 
 
 def test_rmdir_deletes_an_empty_dataset_and_keeps_files(files: Path) -> None:

@@ -10,7 +10,7 @@
   out of it or deleted leaves. DICOM slices are never linked on their own: their
   series item is. A mirrored Dataset is a synced one made together with its folder;
   upgrading it leaves a plain folder and a standard Dataset with the same files.
-- A Project has Datasets attached; it holds nothing else.
+- A Project has Datasets attached, holds nothing else, and shows their files read-only.
 """
 
 from __future__ import annotations

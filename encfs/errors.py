@@ -1,8 +1,8 @@
 """Domain errors. Each carries the errno the mount returns and a sentence for people.
 
 The service raises these; the FUSE adapter turns them into the errno, the CLI into a
-message and a non-zero exit. `recorded` says whether the refusal belongs in the
-user's `/.encfs/errors` (a lookup of a missing name is ordinary, not a refusal).
+message and a non-zero exit. Those raised by a user action (`actions.action`) are also
+recorded in the user's `/.encfs/errors`; a lookup of a missing name is not an action.
 """
 
 from __future__ import annotations
@@ -73,3 +73,7 @@ class StoreError(EncfsError):
 
     errno = errno.EIO
     exit_code = 3
+
+
+class ReadOnly(EncfsError):
+    errno = errno.EROFS

@@ -45,7 +45,7 @@ from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.names import check_name, split_path
 from encfs.store import Store
-from encfs.views import Views, is_view, is_view_entry
+from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
 log = logging.getLogger("encfs")
 
@@ -93,6 +93,16 @@ class FilesService(Grouping, Datasets, Views):
         with self.meta.read() as r:
             return self._resolve(r, parts)
 
+
+    def open_item(self, actor: Actor, path: str, writable: bool) -> Folder | Item:
+        """What `open` opens; the files a Project shows are read-only (EROFS)."""
+        if writable:
+            self._check_open_for_writing(actor, path)
+        return self.lookup(actor, path)
+
+    @action("open")
+    def _check_open_for_writing(self, actor: Actor, path: str) -> None:
+        refuse_read_only(split_path(path))
 
     def _settle_for(self, path: str) -> None:
         """A series whose slices changed is brought up to date before it is looked at."""
@@ -458,8 +468,10 @@ class FilesService(Grouping, Datasets, Views):
     # ----------------------------------------------------------------- attributes of a node
 
     def _change(self, path: str, change: Callable[[Node], None]) -> Node:
+        parts = split_path(path)
+        refuse_read_only(parts)
         with self.meta.write() as w:
-            node = self._resolve(w, split_path(path))
+            node = self._resolve(w, parts)
             change(node)
             node.ctime_ns = time.time_ns()
             w.put_node(node)
@@ -552,6 +564,7 @@ class FilesService(Grouping, Datasets, Views):
 
     def _describe_collection(self, parts: list[str], name: str, value: bytes, path: str) -> Node:
         """`setfattr -n user.encord.description` on /.datasets/D or /.projects/P."""
+        refuse_read_only(parts)
         if name != ENCORD + "description" or len(parts) != 2:
             raise NotPermitted("Datasets and Projects take user.encord.description only", path)
         description = self._parse_encord_value(name, value, path)

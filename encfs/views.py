@@ -3,14 +3,16 @@
     /.datasets/                   one entry per Dataset (reachable by name, not listed at /)
     /.datasets/D/                 a standard Dataset: its files by view name, the same items
     /.datasets/S -> ../FOLDER     a synced or mirrored Dataset: a symlink to its folder
+    /.datasets/.readonly/D/       the same files, read-only (hidden; what Projects show)
     /.projects/P/                 one entry per attached Dataset:
-    /.projects/P/D -> ../../.datasets/D
+    /.projects/P/D -> ../../.datasets/.readonly/D
 
 Each system call on these paths becomes one Dataset or Project action: `mkdir` and
 `rmdir` create and delete, `ln` adds a file, `rm` takes it out of the Dataset, `ln -s`
 syncs a new Dataset with a folder or attaches a Dataset to a Project (and `rm` of
 that link turns it back), `mv` renames. An attachment is a symlink because the
-kernel requires `symlink(2)` to make one.
+kernel requires `symlink(2)` to make one; it points at the read-only view, so that a
+Project shows its Datasets' files read-only (EROFS).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from encfs.datasets import DATASET, PROJECT
-from encfs.errors import InvalidInput, NotFound, NotPermitted
+from encfs.errors import InvalidInput, NotFound, NotPermitted, ReadOnly
 from encfs.meta.store import ReadTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Collection, Folder, Item
 from encfs.names import split_path
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from encfs.service import FilesService
 
 VIEW_ROOTS = (".datasets", ".projects")
+READ_ONLY = ".readonly"  # /.datasets/.readonly/D: a Dataset's files, read-only (names cannot start with ".")
+READ_ONLY_DIRECTORY = stat.S_IFDIR | 0o555
+IN_PROJECT = "a Project shows its Datasets' files read-only; change them in their folders or Datasets"
 VIEW_INODES = 1 << 59  # inode numbers of the view entries that are not a Dataset or Project
 DIRECTORY = stat.S_IFDIR | 0o755
 SYMLINK = stat.S_IFLNK | 0o777
@@ -39,9 +44,24 @@ def is_view(parts: list[str]) -> bool:
     return bool(parts) and parts[0] in VIEW_ROOTS
 
 
+def is_read_only(parts: list[str]) -> bool:
+    return parts[:2] == [".datasets", READ_ONLY]
+
+
+def writable_parts(parts: list[str]) -> list[str]:
+    """/.datasets/.readonly/D/x as /.datasets/D/x (the same Dataset, the same file)."""
+    return [parts[0], *parts[2:]] if is_read_only(parts) else parts
+
+
 def is_view_entry(parts: list[str]) -> bool:
     """A file in a Dataset's view (rather than a directory or link of the views)."""
-    return len(parts) == 3 and parts[0] == ".datasets"
+    plain = writable_parts(parts)
+    return len(plain) == 3 and plain[0] == ".datasets"
+
+
+def refuse_read_only(parts: list[str]) -> None:
+    if is_read_only(parts):
+        raise ReadOnly(IN_PROJECT, "/" + "/".join(parts))
 
 
 def view_inode(parts: list[str]) -> int:
@@ -68,15 +88,17 @@ class Views:
         """The item a Dataset view shows under a name; other view paths are refused
         with what they are for (so `cp` into a Dataset explains itself)."""
         path = "/" + "/".join(parts)
+        plain = writable_parts(parts)
         if not is_view_entry(parts):
-            if len(parts) > 3:
+            if len(plain) > 3:
                 raise NotFound("no such file in this view", path)
             self._view_node(r, parts)  # NotFound if it does not exist
+            refuse_read_only(parts)
             raise NotPermitted(self._what_view_holds(parts), path)
-        dataset = self._dataset(r, parts[1])
-        item_id = r.view_item(dataset.id, parts[2])
+        dataset = self._dataset(r, plain[1])
+        item_id = r.view_item(dataset.id, plain[2])
         if item_id is None:
-            raise NotFound(f"no file named '{parts[2]}' in Dataset '{dataset.name}'", path)
+            raise NotFound(f"no file named '{plain[2]}' in Dataset '{dataset.name}'", path)
         return item_id
 
     def _what_view_holds(self: FilesService, parts: list[str]) -> str:
@@ -89,6 +111,13 @@ class Views:
         return f"{parts[0]} holds one entry per {'Dataset' if parts[0] == '.datasets' else 'Project'}"
 
     def _view_node(self: FilesService, r: ReadTxn, parts: list[str]) -> Folder:
+        if is_read_only(parts):
+            if len(parts) == 2:
+                return _shown_as(view_inode(parts), READ_ONLY, READ_ONLY_DIRECTORY, None, self.started_ns)
+            dataset = self._dataset(r, parts[2])
+            if len(parts) > 3:
+                raise NotFound("no such Dataset view", "/" + "/".join(parts))
+            return _shown_as(view_inode(parts), dataset.name, READ_ONLY_DIRECTORY, dataset, dataset.mtime_ns)
         if len(parts) == 1:
             return _shown_as(view_inode(parts), parts[0], DIRECTORY, None, self.started_ns)
         if parts[0] == ".datasets":
@@ -122,13 +151,14 @@ class Views:
     def view_listing(self: FilesService, parts: list[str]) -> list[tuple[str, Attributes]]:
         with self.meta.read() as r:
             self._view_node(r, parts)
-            if len(parts) == 1:
+            plain = writable_parts(parts)
+            if len(plain) == 1:
                 kind = DATASET if parts[0] == ".datasets" else PROJECT
                 names = [name for name, _ in r.collection_names(kind)]
             elif parts[0] == ".projects":
                 names = self._named(r, r.attached_to(self._project(r, parts[1]).id))
             else:
-                return self._dataset_listing(r, parts[1])
+                return self._dataset_listing(r, plain[1])
             return [(name, self._view_attributes(r, [*parts, name])) for name in names]
 
     def _dataset_listing(self: FilesService, r: ReadTxn, name: str) -> list[tuple[str, Attributes]]:
@@ -141,7 +171,7 @@ class Views:
 
     def _link_text(self: FilesService, r: ReadTxn, parts: list[str]) -> str:
         if parts[0] == ".projects":
-            return "../../.datasets/" + parts[2]
+            return f"../../.datasets/{READ_ONLY}/{parts[2]}"
         dataset = self._dataset(r, parts[1])
         assert dataset.synced_folder is not None
         return ".." + self._path(r, dataset.synced_folder, {})
@@ -157,6 +187,7 @@ class Views:
     # ------------------------------------------------------------------ changes made with system calls
 
     def view_mkdir(self: FilesService, actor: Actor, parts: list[str], description: str = "") -> None:
+        refuse_read_only(parts)
         if len(parts) == 2 and parts[0] == ".datasets":
             self.create_dataset(actor, parts[1], description)
         elif len(parts) == 2:
@@ -167,6 +198,7 @@ class Views:
             raise NotPermitted(self._what_view_holds(parts[:-1]), "/" + "/".join(parts))
 
     def view_rmdir(self: FilesService, actor: Actor, parts: list[str]) -> None:
+        refuse_read_only(parts)
         if len(parts) == 2 and parts[0] == ".datasets":
             self.delete_dataset(actor, parts[1], only_if_empty=True)
         elif len(parts) == 2:
@@ -175,6 +207,7 @@ class Views:
             raise NotPermitted(f"/{'/'.join(parts)} cannot be removed", "/" + "/".join(parts))
 
     def view_unlink(self: FilesService, actor: Actor, parts: list[str]) -> None:
+        refuse_read_only(parts)
         path = "/" + "/".join(parts)
         if parts[0] == ".projects" and len(parts) == 3:
             self.detach_dataset(actor, parts[1], parts[2])
@@ -192,6 +225,8 @@ class Views:
 
     def view_rename(self: FilesService, actor: Actor, source: list[str], target: list[str]) -> None:
         src, dst = "/" + "/".join(source), "/" + "/".join(target)
+        refuse_read_only(source)
+        refuse_read_only(target)
         if not is_view(source) or not is_view(target) or source[0] != target[0]:
             raise NotPermitted("files live in folders and Datasets hold links to them: ln adds a file to a "
                                "Dataset, rm takes it out", dst)
@@ -206,6 +241,7 @@ class Views:
 
     def view_link(self: FilesService, actor: Actor, link_path: list[str], source: str) -> None:
         """`ln SOURCE LINK`: a file joins a Dataset."""
+        refuse_read_only(link_path)
         if is_view_entry(link_path):
             self.link_into_dataset(actor, source, link_path[1], link_path[2])
             return
@@ -216,7 +252,8 @@ class Views:
         """`ln -s ../FOLDER /.datasets/S` syncs a new Dataset with the folder;
         `ln -s ../../.datasets/D /.projects/P/D` attaches D to P."""
         path = "/" + "/".join(link_path)
-        pointed = _target_parts(link_path, target, path)
+        refuse_read_only(link_path)
+        pointed = writable_parts(_target_parts(link_path, target, path))
         if link_path[0] == ".datasets" and len(link_path) == 2:
             if is_view(pointed):
                 raise NotPermitted("a synced Dataset follows a folder; this target is not one", path)

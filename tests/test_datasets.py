@@ -3,6 +3,7 @@ readlink, stat, getfattr."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -234,11 +235,12 @@ def test_projects_show_the_files_of_their_datasets(files: Path) -> None:
     ok("ln", "-s", "../../.datasets/Pets", project / "Pets")
     ok("ln", "-s", "../../.datasets/Cats", project / "Cats")
     assert sorted(os.listdir(project)) == ["Cats", "Pets"]
-    assert os.readlink(project / "Pets") == "../../.datasets/Pets"
+    assert os.readlink(project / "Pets") == "../../.datasets/.readonly/Pets"  # the Dataset, read-only
     assert os.listdir(project / "Pets") == ["dog.jpg"]
-    assert sorted(os.listdir(project / "Cats")) == ["a.jpg", "b.jpg"]
+    assert sorted(os.listdir(project / "Cats")) == ["a.jpg", "b.jpg"]  # a synced Dataset's files
     assert (project / "Pets" / "dog.jpg").read_bytes() == (files / "dogs" / "a.jpg").read_bytes()
     assert os.stat(project / "Cats" / "a.jpg").st_ino == os.stat(files / "cats" / "a.jpg").st_ino
+    assert ".readonly" not in os.listdir(files / ".datasets")
     info = subprocess.run(
         ["encfs", "info", str(files / "dogs" / "a.jpg"), "--json"],
         capture_output=True,
@@ -249,6 +251,33 @@ def test_projects_show_the_files_of_their_datasets(files: Path) -> None:
     ok("rm", project / "Pets")  # detaches; the Dataset and the file stay
     assert os.listdir(project) == ["Cats"]
     assert os.listdir(files / ".datasets" / "Pets") == ["dog.jpg"]
+
+
+def test_a_project_shows_its_files_read_only(files: Path, mount: Mounted) -> None:
+    (files / ".datasets" / "Pets").mkdir()
+    ok("ln", files / "dogs" / "a.jpg", files / ".datasets" / "Pets" / "dog.jpg")
+    (files / ".projects" / "Labelling").mkdir()
+    shown = files / ".projects" / "Labelling" / "Pets"
+    ok("ln", "-s", "../../.datasets/Pets", shown)
+    before = (files / "dogs" / "a.jpg").read_bytes()
+    attempts = {
+        "write": lambda: (shown / "dog.jpg").write_bytes(b"changed"),
+        "remove": lambda: os.unlink(shown / "dog.jpg"),
+        "rename": lambda: os.rename(shown / "dog.jpg", shown / "cat.jpg"),
+        "create": lambda: (shown / "new.jpg").write_bytes(b"new"),
+        "chmod": lambda: os.chmod(shown / "dog.jpg", 0o600),
+        "setxattr": lambda: os.setxattr(shown / "dog.jpg", "user.note", b"x"),
+        "truncate": lambda: os.truncate(shown / "dog.jpg", 0),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(OSError) as refused:
+            attempt()
+        assert refused.value.errno == errno.EROFS, what
+    assert (files / "dogs" / "a.jpg").read_bytes() == before
+    assert os.listdir(shown) == ["dog.jpg"]
+    assert "a Project shows its Datasets' files read-only" in errors_of(mount)
+    (files / ".datasets" / "Pets" / "dog.jpg").write_bytes(b"through the Dataset")  # the Dataset is writable
+    assert (shown / "dog.jpg").read_bytes() == b"through the Dataset"
 
 
 def test_groups_and_series_are_linked_as_one_item(files: Path, mount: Mounted) -> None:

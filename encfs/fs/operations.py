@@ -273,10 +273,10 @@ class EncfsOperations(mfusepy.Operations):
         actor = caller()
         if ControlTree.owns(path):
             return self._open_control(actor, path, fi)
-        node = self.service.lookup(actor, path)
+        writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        node = self.service.open_item(actor, path, writable)
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
-        writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
         fi.fh = self.files.open(actor, path, node, truncate=writable and bool(fi.flags & os.O_TRUNC))
         return 0
 
@@ -325,7 +325,7 @@ class EncfsOperations(mfusepy.Operations):
             self.files.truncate(actor, path or opened.item.name, opened, length)
             return 0
         assert path is not None
-        node = self.service.lookup(actor, path)
+        node = self.service.open_item(actor, path, writable=True)
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
         number = self.files.open(actor, path, node, truncate=False)

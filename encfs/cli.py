@@ -462,13 +462,7 @@ def ls(path: str, long_format: bool, store_dir: Path | None) -> None:
         actor = Actor.local()
         target = files_path(service, path)
         node = service.lookup(actor, target)
-        if isinstance(node, Folder) and target.startswith("/."):  # a Dataset or Project view
-            entries = [(name, service.lookup(actor, f"{target}/{name}"))
-                       for name, _ in service.list_folder_stats(actor, target)]
-        elif isinstance(node, Folder):
-            entries = [(child.name, child) for child in service.list_folder(actor, target)]
-        else:
-            entries = [(node.name, node)]
+        entries = service.list_entries(actor, target) if node.is_folder else [(node.name, node)]
         for name, child in entries:
             click.echo(describe_line(child, name) if long_format else name + ("/" if child.is_folder else ""))
 

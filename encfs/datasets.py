@@ -546,26 +546,22 @@ class Datasets:
 
     @action("project attach")
     def attach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
-        path = f"/.projects/{project_name}/{dataset_name}"
-        with self.meta.write() as w:
-            project = self._project(w, project_name)
-            dataset = self._dataset(w, dataset_name)
-            if dataset.id in w.attached_to(project.id):
-                raise AlreadyExists(f"Dataset '{dataset_name}' is already attached to Project "
-                                    f"'{project_name}'", path)
-            w.set_attached(project.id, dataset.id, True)
-            project.mtime_ns = time.time_ns()
-            w.put_collection(project)
+        self._set_attachment(project_name, dataset_name, attached=True)
 
     @action("project detach")
     def detach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
+        self._set_attachment(project_name, dataset_name, attached=False)
+
+    def _set_attachment(self: FilesService, project_name: str, dataset_name: str, attached: bool) -> None:
         path = f"/.projects/{project_name}/{dataset_name}"
         with self.meta.write() as w:
             project = self._project(w, project_name)
             dataset = self._dataset(w, dataset_name)
-            if dataset.id not in w.attached_to(project.id):
-                raise NotFound(f"Dataset '{dataset_name}' is not attached to Project '{project_name}'", path)
-            w.set_attached(project.id, dataset.id, False)
+            if (dataset.id in w.attached_to(project.id)) == attached:
+                state = "already attached" if attached else "not attached"
+                error = AlreadyExists if attached else NotFound
+                raise error(f"Dataset '{dataset_name}' is {state} to Project '{project_name}'", path)
+            w.set_attached(project.id, dataset.id, attached)
             project.mtime_ns = time.time_ns()
             w.put_collection(project)
 

@@ -411,12 +411,7 @@ class Grouping:
             self._series_changed(w, series.id)
             return
         w.set_series(series.parent, series.dicom["series_uid"], None)
-        self._unlink_everywhere(w, series)
-        w.unlink(series.parent, series.name)
-        w.unindex_name(series.id, series.name)
-        w.delete_node(series.id)
-        if series.blob and w.drop_blob_ref(series.blob) == 0:
-            changes.obsolete.append(series.blob)
+        self._delete_item_record(w, series, changes)
 
     def _series_changed(self: FilesService, w: WriteTxn, series_id: int) -> None:
         """Rewriting a manifest reads every slice, so it is done once a burst of changes

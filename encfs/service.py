@@ -93,7 +93,6 @@ class FilesService(Grouping, Datasets, Views):
         with self.meta.read() as r:
             return self._resolve(r, parts)
 
-
     def open_item(self, actor: Actor, path: str, writable: bool) -> Folder | Item:
         """What `open` opens; the files a Project shows are read-only (EROFS)."""
         if writable:
@@ -117,11 +116,12 @@ class FilesService(Grouping, Datasets, Views):
 
     def stat(self, actor: Actor, path: str) -> Attributes:
         """What `stat` shows, without decoding the whole record (the mount's hot path)."""
-        if path.startswith("/.") and is_view(split_path(path)) and not is_view_entry(split_path(path)):
-            return self.view_attributes(split_path(path))
+        parts = split_path(path)
+        if is_view(parts) and not is_view_entry(parts):
+            return self.view_attributes(parts)
         for _ in range(2):
             with self.meta.read() as r:
-                node_id = self._resolve_id(r, split_path(path))
+                node_id = self._resolve_id(r, parts)
                 attributes = r.attributes(node_id)
                 if attributes is None:
                     raise NotFound("no such file or folder", path)
@@ -158,12 +158,21 @@ class FilesService(Grouping, Datasets, Views):
                 raise NotAFolder("not a folder", path)
             return [r.node(child_id) for _, child_id, _ in r.children(folder.id)]  # type: ignore[misc]
 
+    def list_entries(self, actor: Actor, path: str) -> list[tuple[str, Folder | Item]]:
+        """(name, node) of what a folder or a Dataset or Project view shows; a view
+        shows files under their view names."""
+        parts = split_path(path)
+        if not is_view(parts):
+            return [(node.name, node) for node in self.list_folder(actor, path)]
+        base = path.rstrip("/")
+        return [(name, self.lookup(actor, f"{base}/{name}")) for name, _ in self.view_listing(parts)]
+
     def path_of(self, actor: Actor, node_id: int) -> str:
         with self.meta.read() as r:
             return self._path(r, node_id, {})
 
     def _resolve_id(self, r: ReadTxn, parts: list[str]) -> int:
-        if parts and parts[0] in (".datasets", ".projects"):
+        if is_view(parts):
             return self._view_entry_id(r, parts)
         node_id = ROOT_ID
         for depth, part in enumerate(parts):
@@ -314,6 +323,11 @@ class FilesService(Grouping, Datasets, Views):
 
     def _drop_item(self, w: WriteTxn, item: Item, changes: BlobChanges) -> None:
         self._before_drop(w, item, changes)
+        self._delete_item_record(w, item, changes)
+
+    def _delete_item_record(self, w: WriteTxn, item: Item, changes: BlobChanges) -> None:
+        """The item leaves its folder, the search index and every Dataset; its blob
+        loses a reference (and goes after the commit if that was the last)."""
         self._unlink_everywhere(w, item)
         w.unlink(item.parent, item.name)
         w.unindex_name(item.id, item.name)

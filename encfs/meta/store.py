@@ -29,6 +29,7 @@ thread lock first; LMDB's own lock serialises writers across processes.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import time
@@ -112,27 +113,12 @@ class ReadTxn:
     def count_postings(self, gram: str, limit: int) -> int:
         """How many names hold the gram, counted up to `limit` (search starts from the
         rarest gram; counting when asked keeps every create free of counters)."""
-        prefix = gram.encode() + b"\x00"
-        count = 0
-        with self.txn.cursor(db=self.dbs["grams"]) as cur:
-            if not cur.set_range(prefix):
-                return 0
-            for key in cur.iternext(keys=True, values=False):
-                if count >= limit or not key.startswith(prefix):
-                    break
-                count += 1
-        return count
+        return sum(1 for _ in itertools.islice(self._scan("grams", gram.encode() + b"\x00"), limit))
 
     def postings(self, prefix: str, exact: bool) -> Iterator[tuple[int, str]]:
         """(item id, lower-cased name) for grams equal to (or, if not exact, starting with) prefix."""
-        key_prefix = prefix.encode() + (b"\x00" if exact else b"")
-        with self.txn.cursor(db=self.dbs["grams"]) as cur:
-            if not cur.set_range(key_prefix):
-                return
-            for key, value in cur:
-                if not key.startswith(key_prefix):
-                    return
-                yield U64.unpack(key[-8:])[0], value.decode()
+        for key, value in self._scan("grams", prefix.encode() + (b"\x00" if exact else b"")):
+            yield U64.unpack(key[-8:])[0], value.decode()
 
     def grams_with_prefix(self, prefix: str) -> Iterator[str]:
         """The distinct grams starting with `prefix`: one seek per gram, past its postings."""
@@ -312,12 +298,15 @@ class WriteTxn(ReadTxn):
             self.txn.put(u64(member) + u64(group_id), b"", db=members)
             self.txn.put(u64(group_id) + u64(member), b"", db=contents)
 
-    def set_source(self, folder_id: int, group_id: int, present: bool) -> None:
-        key = u64(folder_id) + u64(group_id)
+    def _mark(self, db: str, key: bytes, present: bool) -> None:
+        """Put or delete a key whose presence is the whole record."""
         if present:
-            self.txn.put(key, b"", db=self.dbs["sources"])
+            self.txn.put(key, b"", db=self.dbs[db])
         else:
-            self.txn.delete(key, db=self.dbs["sources"])
+            self.txn.delete(key, db=self.dbs[db])
+
+    def set_source(self, folder_id: int, group_id: int, present: bool) -> None:
+        self._mark("sources", u64(folder_id) + u64(group_id), present)
 
     def set_series(self, folder_id: int, series_uid: str, series_id: int | None) -> None:
         key = u64(folder_id) + series_uid.encode()
@@ -368,20 +357,11 @@ class WriteTxn(ReadTxn):
         self.txn.delete(u64(dataset_id) + found[1].encode(), db=self.dbs["views"])
 
     def set_synced(self, folder_id: int, dataset_id: int, present: bool) -> None:
-        key = u64(folder_id) + u64(dataset_id)
-        if present:
-            self.txn.put(key, b"", db=self.dbs["synced"])
-        else:
-            self.txn.delete(key, db=self.dbs["synced"])
+        self._mark("synced", u64(folder_id) + u64(dataset_id), present)
 
     def set_attached(self, project_id: int, dataset_id: int, present: bool) -> None:
-        forward, backward = u64(project_id) + u64(dataset_id), u64(dataset_id) + u64(project_id)
-        if present:
-            self.txn.put(forward, b"", db=self.dbs["attached"])
-            self.txn.put(backward, b"", db=self.dbs["attachments"])
-        else:
-            self.txn.delete(forward, db=self.dbs["attached"])
-            self.txn.delete(backward, db=self.dbs["attachments"])
+        self._mark("attached", u64(project_id) + u64(dataset_id), present)
+        self._mark("attachments", u64(dataset_id) + u64(project_id), present)
 
     def add_error(self, user: str, time_ns: int, line: str) -> None:
         db = self.dbs["errors"]

@@ -6,6 +6,10 @@ temporary file. While writes arrive in order, the sha256 is computed on the fly,
 pieces on a background thread (hashlib releases the GIL), so the writer's reply does
 not wait for hashing and a commit needs no second pass; any other write pattern is
 hashed once at commit.
+
+A spool file is also made durable as it grows (write-behind): every WRITE_BEHIND bytes
+a background fdatasync starts, so that the disk (and its cache flush) works while the
+writer is still sending, and an fsync at the end finds little left to do.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ MEMORY_LIMIT = 1 << 20
 HASH_CHUNK = 4 << 20
 ASYNC_HASH_MIN = 256 << 10
 MAX_PENDING_HASH = 64 << 20
+WRITE_BEHIND = 64 << 20
 
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-hash")
+_flushing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-flush")
 
 
 class Payload(Protocol):
@@ -97,6 +103,8 @@ class Draft:
         self.path: Path | None = None
         self.size = 0
         self._hash = InOrderHash()
+        self._flush: Future | None = None
+        self._flushed_size = 0
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path) -> Draft:
@@ -120,6 +128,7 @@ class Draft:
                 written = data.copy_to(self.fd, offset)
                 self._hash.wrote_file_range(self.fd, offset, written)
                 self.size = max(self.size, offset + written)
+                self._write_behind()
                 return written
             data = data.to_bytes()
         end = offset + len(data)
@@ -134,7 +143,27 @@ class Draft:
             written = os.pwrite(self.fd, data, offset)
         self._hash.wrote(data[:written], offset)
         self.size = max(self.size, offset + written)
+        if self.buffer is None:
+            self._write_behind()
         return written
+
+    def _write_behind(self) -> None:
+        """Start a background fdatasync once WRITE_BEHIND more bytes were written
+        (unless the last one is still running)."""
+        if self.size - self._flushed_size < WRITE_BEHIND:
+            return
+        if self._flush is not None and not self._flush.done():
+            return
+        self._wait_for_flush()
+        self._flushed_size = self.size
+        self._flush = _flushing.submit(os.fdatasync, self.fd)
+
+    def _wait_for_flush(self) -> None:
+        """Wait for the background fdatasync, and raise what it met: the kernel reports
+        a write-back error to one fsync only, so it must not be lost here."""
+        if self._flush is not None:
+            flush, self._flush = self._flush, None
+            flush.result()
 
     def read(self, size: int, offset: int) -> bytes:
         if self.buffer is not None:
@@ -170,6 +199,7 @@ class Draft:
 
     def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
         """Hand the content to the blob store (a spool file is moved, not copied)."""
+        self._wait_for_flush()
         if self.buffer is not None:
             blobs.write(sha, self.buffer, durable)
         else:
@@ -219,12 +249,16 @@ class Draft:
         return None if self.buffer is None else bytes(self.buffer)
 
     def fsync(self) -> None:
+        self._wait_for_flush()
         if self.fd >= 0:
             os.fsync(self.fd)
 
     def discard(self) -> None:
         """Drop the draft; safe to call twice and after the spool was adopted."""
         self._hash.wait()
+        if self._flush is not None:  # its fd must not be closed under it
+            self._flush.exception()
+            self._flush = None
         self.buffer = None
         if self.fd >= 0:
             os.close(self.fd)

@@ -257,7 +257,7 @@ def warm_up_parsers() -> None:
 def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     """Mount and serve until unmounted (blocks)."""
     mfusepy = load_mfusepy()
-    from encfs.fs.operations import EncfsOperations
+    from encfs.fs.operations import MAX_READ, EncfsOperations
     from encfs.service import FilesService
     from encfs.store import open_store
 
@@ -276,7 +276,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
             auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
-            negative_timeout=CACHE_SECONDS, use_ino=True,
+            negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
         )
     finally:
         stop.set()

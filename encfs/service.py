@@ -380,13 +380,20 @@ class FilesService(Grouping, Datasets, Views):
             with self.meta.write() as w:
                 yield w, changes
         except BaseException:
-            self._delete_blobs(changes.written)
+            self._delete_uncounted_blobs(changes.written)
             raise
-        self._delete_blobs(changes.obsolete)
+        self._delete_uncounted_blobs(changes.obsolete)
 
-    def _delete_blobs(self, shas: list[str]) -> None:
-        for sha in shas:
-            self.blobs.delete(sha)
+    def _delete_uncounted_blobs(self, shas: list[str]) -> None:
+        """Delete blob files that no record counts. The check and the unlink share a
+        write transaction: between our commit and the unlink, another writer (a
+        thread, or another process) may have counted the same content again."""
+        if not shas:
+            return
+        with self.meta.write() as w:
+            for sha in shas:
+                if w.blob(sha) is None:
+                    self.blobs.delete(sha)
 
     # ----------------------------------------------------------------- moves
 
@@ -965,7 +972,8 @@ class FilesService(Grouping, Datasets, Views):
                 drafts += 1
         with self.meta.write() as w:
             orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
-            self._delete_blobs(orphans)
+            for sha in orphans:
+                self.blobs.delete(sha)
         if drafts or orphans:
             log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
         return drafts, len(orphans)

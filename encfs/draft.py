@@ -154,16 +154,18 @@ class Draft:
             return
         if self._flush is not None and not self._flush.done():
             return
-        self._wait_for_flush()
+        self._settle_flush()
         self._flushed_size = self.size
         self._flush = _flushing.submit(os.fdatasync, self.fd)
 
-    def _wait_for_flush(self) -> None:
-        """Wait for the background fdatasync, and raise what it met: the kernel reports
-        a write-back error to one fsync only, so it must not be lost here."""
+    def _settle_flush(self) -> None:
+        """Settle the background fdatasync: cancel it if it has not started, else
+        wait and raise what it met (the kernel reports a write-back error to one
+        fsync only, so it must not be lost here)."""
         if self._flush is not None:
             flush, self._flush = self._flush, None
-            flush.result()
+            if not flush.cancel():
+                flush.result()
 
     def read(self, size: int, offset: int) -> bytes:
         if self.buffer is not None:
@@ -199,7 +201,7 @@ class Draft:
 
     def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
         """Hand the content to the blob store (a spool file is moved, not copied)."""
-        self._wait_for_flush()
+        self._settle_flush()
         if self.buffer is not None:
             blobs.write(sha, self.buffer, durable)
         else:
@@ -249,16 +251,16 @@ class Draft:
         return None if self.buffer is None else bytes(self.buffer)
 
     def fsync(self) -> None:
-        self._wait_for_flush()
+        self._settle_flush()
         if self.fd >= 0:
             os.fsync(self.fd)
 
     def discard(self) -> None:
         """Drop the draft; safe to call twice and after the spool was adopted."""
         self._hash.wait()
-        if self._flush is not None:  # its fd must not be closed under it
-            self._flush.exception()
-            self._flush = None
+        if self._flush is not None and not self._flush.cancel():
+            self._flush.exception()  # its fd must not be closed under it
+        self._flush = None
         self.buffer = None
         if self.fd >= 0:
             os.close(self.fd)

@@ -23,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from encfs.blobs.removal import remove
+
 if TYPE_CHECKING:
     from encfs.blobs.base import BlobStore
 
@@ -255,16 +257,20 @@ class Draft:
         if self.fd >= 0:
             os.fsync(self.fd)
 
-    def discard(self) -> None:
-        """Drop the draft; safe to call twice and after the spool was adopted."""
+    def discard(self, in_background: bool = False) -> None:
+        """Drop the draft; safe to call twice and after the spool was adopted.
+        `in_background`: a big spool file may be unlinked after this returns (for
+        content that was stored already; a refused write frees its space at once)."""
         self._hash.wait()
         if self._flush is not None and not self._flush.cancel():
             self._flush.exception()  # its fd must not be closed under it
         self._flush = None
         self.buffer = None
+        size = 0
         if self.fd >= 0:
+            size = os.fstat(self.fd).st_size
             os.close(self.fd)
             self.fd = -1
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            remove(str(self.path), size if in_background else 0)
             self.path = None

@@ -719,11 +719,15 @@ class FilesService(Grouping, Datasets, Views):
         all in one transaction. Returns None if the item was deleted meanwhile (its
         draft is then simply dropped). The draft is consumed either way."""
         try:
-            return self._commit(item_id, draft, durable, mtime_ns, path)
+            committed = self._commit(item_id, draft, durable, mtime_ns, path)
         except OSError as exc:
-            raise self._os_refusal(exc, path) from exc
-        finally:
             draft.discard()
+            raise self._os_refusal(exc, path) from exc
+        except BaseException:
+            draft.discard()
+            raise
+        draft.discard(in_background=True)  # a duplicate's spool: the writer need not wait
+        return committed
 
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
@@ -974,6 +978,7 @@ class FilesService(Grouping, Datasets, Views):
             orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
             for sha in orphans:
                 self.blobs.delete(sha)
+        drafts += self.blobs.empty_trash()
         if drafts or orphans:
             log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
         return drafts, len(orphans)

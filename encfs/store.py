@@ -5,6 +5,7 @@
       meta.lmdb/         the metadata (see meta/store.py for the key layout)
       blobs/ab/cdef…     file bytes by sha256
       spool/             drafts being written (same disk as blobs: adopting one is a rename)
+      trash/             big deleted blobs, being unlinked in the background
       log/encfs.log      one line per refusal or fault
 """
 

@@ -47,6 +47,10 @@ class BlobStore(Protocol):
     def copy_into(self, sha: str, fd: int) -> None:
         """Write the whole blob into an open file (to start a draft from it)."""
 
-    def delete(self, sha: str) -> None: ...
+    def delete(self, sha: str) -> None:
+        """Take the blob out of the store (its space may be freed a little later)."""
+
+    def empty_trash(self) -> int:
+        """Free what a killed process was still removing; returns how many."""
 
     def list(self) -> Iterator[str]: ...

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from encfs.blobs.removal import BACKGROUND_MIN, remove
 
 
 class LocalBlobReader:
@@ -29,12 +31,14 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.spool = root.parent / "spool"
+        self.trash = root.parent / "trash"
         self._prefix = os.path.abspath(root) + os.sep  # blob paths are built as text: hot paths build many
 
     def create(self) -> None:
         """Make the directory layout: 256 fan-out folders, so a write needs no mkdir."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.trash.mkdir(parents=True, exist_ok=True)
         for n in range(256):
             (self.root / f"{n:02x}").mkdir(exist_ok=True)
 
@@ -78,8 +82,29 @@ class LocalBlobStore:
                 copied += n
 
     def delete(self, sha: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(sha))
+        """Take the blob out of the store now. A big one is renamed into `trash/` (at
+        once, inside the caller's transaction) and unlinked in the background."""
+        path = self.path(sha)
+        try:
+            size = os.stat(path).st_size
+            if size < BACKGROUND_MIN:
+                os.unlink(path)
+                return
+            self.trash.mkdir(exist_ok=True)  # stores made before there was a trash
+            gone = f"{self.trash}{os.sep}{sha}.{uuid.uuid4().hex}"
+            os.rename(path, gone)
+        except FileNotFoundError:
+            return
+        remove(gone, size)
+
+    def empty_trash(self) -> int:
+        """Unlink what a killed process left in `trash/`; returns how many."""
+        if not self.trash.exists():
+            return 0
+        left = list(self.trash.iterdir())
+        for entry in left:
+            entry.unlink(missing_ok=True)
+        return len(left)
 
     def list(self) -> Iterator[str]:
         if not self.root.exists():

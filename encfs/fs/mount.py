@@ -5,6 +5,7 @@ mfusepy's FUSE class: listings that carry attributes (readdirplus, so `ls -l` an
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import threading
@@ -172,8 +173,17 @@ def make_fuse_class(mfusepy: Any) -> type:
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
             name = None if path is None else path.decode(self.encoding, self.errors)
-            fill_stat(buf.contents, self.operations.attributes(name, fip.contents if fip else None), IO_BLOCK)
+            try:
+                attributes = self.operations.attributes(name, fip.contents if fip else None)
+            except mfusepy.FuseOSError as exc:  # ENOENT before every create: answered directly
+                return -exc.errno
+            fill_stat(buf.contents, attributes, IO_BLOCK)
             return 0
+
+        def getxattr(self, path, name, value, size, *args):  # type: ignore[no-untyped-def]
+            if not name.startswith(b"user."):  # asked before every write: answered directly
+                return -errno.ENOTSUP
+            return super().getxattr(path, name, value, size, *args)
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # type: ignore[no-untyped-def]
             listing = self.operations.listing(fip.contents.fh)

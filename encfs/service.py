@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
@@ -48,6 +48,7 @@ from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
 log = logging.getLogger("encfs")
+T = TypeVar("T")
 
 XATTR_MAX = 64 * 1024
 XATTR_CREATE, XATTR_REPLACE = 1, 2
@@ -89,9 +90,24 @@ class FilesService(Grouping, Datasets, Views):
         parts = split_path(path)
         if is_view(parts) and not is_view_entry(parts):
             return self.view_node(parts)
-        self._settle_for(path)
+        return self._read_settled(parts, lambda r, node_id: self._node_or_missing(r, node_id, parts))
+
+    def _node_or_missing(self, r: ReadTxn, node_id: int, parts: list[str]) -> Folder | Item:
+        node = r.node(node_id)
+        if node is None:
+            raise NotFound("no such file or folder", "/" + "/".join(parts))
+        return node
+
+    def _read_settled(self, parts: list[str], read: Callable[[ReadTxn, int], T]) -> T:
+        """`read` the node at `parts` in one read transaction; a series whose slices
+        changed is first brought up to date (the mount's hot path: one path walk)."""
         with self.meta.read() as r:
-            return self._resolve(r, parts)
+            node_id = self._resolve_id(r, parts)
+            if not r.is_unsettled(node_id):
+                return read(r, node_id)
+        self.settle_series(only=node_id)
+        with self.meta.read() as r:
+            return read(r, self._resolve_id(r, parts))
 
     def open_item(self, actor: Actor, path: str, writable: bool) -> Folder | Item:
         """What `open` opens; the files a Project shows are read-only (EROFS)."""
@@ -103,31 +119,17 @@ class FilesService(Grouping, Datasets, Views):
     def _check_open_for_writing(self, actor: Actor, path: str) -> None:
         refuse_read_only(split_path(path))
 
-    def _settle_for(self, path: str) -> None:
-        """A series whose slices changed is brought up to date before it is looked at."""
-        with self.meta.read() as r:
-            try:
-                node_id = self._resolve_id(r, split_path(path))
-            except EncfsError:
-                return
-            if not r.is_unsettled(node_id):
-                return
-        self.settle_series(only=node_id)
-
     def stat(self, actor: Actor, path: str) -> Attributes:
         """What `stat` shows, without decoding the whole record (the mount's hot path)."""
         parts = split_path(path)
         if is_view(parts) and not is_view_entry(parts):
             return self.view_attributes(parts)
-        for _ in range(2):
-            with self.meta.read() as r:
-                node_id = self._resolve_id(r, parts)
-                attributes = r.attributes(node_id)
-                if attributes is None:
-                    raise NotFound("no such file or folder", path)
-                if not r.is_unsettled(node_id):
-                    return attributes
-            self.settle_series(only=node_id)
+        return self._read_settled(parts, lambda r, node_id: self._attributes_or_missing(r, node_id, path))
+
+    def _attributes_or_missing(self, r: ReadTxn, node_id: int, path: str) -> Attributes:
+        attributes = r.attributes(node_id)
+        if attributes is None:
+            raise NotFound("no such file or folder", path)
         return attributes
 
     def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
@@ -882,9 +884,8 @@ class FilesService(Grouping, Datasets, Views):
         parts = split_path(path)
         if is_view(parts) and len(parts) == 2:
             return self.collection_info(actor, parts)
-        self._settle_for(path)
+        node = self.lookup(actor, path)
         with self.meta.read() as r:
-            node = self._resolve(r, split_path(path))
             details: dict[str, Any] = {
                 "id": node.id, "path": self._path(r, node.id, {}), "name": node.name,
                 "owner": node.owner, "created": _iso(node.created_ns), "modified": _iso(node.mtime_ns),

@@ -72,3 +72,20 @@ def test_reader_on_other_mount_keeps_old_content_until_reopen(store: Path, mount
         (first.path / "d" / "f").write_bytes(b"B" * 10_000)
         assert reader.read() == b"A" * 10_000  # an open descriptor keeps its version
     eventually(lambda: (second.path / "d" / "f").read_bytes() == b"B" * 10_000)
+
+
+def test_closing_a_reader_does_not_publish_a_writers_bytes(store: Path, mount_factory) -> None:
+    """On one mount a reader sees the writer's bytes at once, but they reach other
+    mounts when the writer closes, not when some reader does."""
+    first = mount_factory(store, "one")
+    second = mount_factory(store, "two")
+    (first.path / "d").mkdir()
+    (first.path / "d" / "f").write_bytes(b"old")
+    eventually(lambda: (second.path / "d" / "f").read_bytes() == b"old")
+    with open(first.path / "d" / "f", "r+b", buffering=0) as writer:
+        writer.write(b"new")
+        with open(first.path / "d" / "f", "rb") as reader:
+            assert reader.read() == b"new"
+        time.sleep(1.5)  # past the other mount's caches
+        assert (second.path / "d" / "f").read_bytes() == b"old"
+    eventually(lambda: (second.path / "d" / "f").read_bytes() == b"new")

@@ -283,6 +283,7 @@ class EncfsOperations(mfusepy.Operations):
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
         fi.fh = self.files.open(actor, path, node, truncate=writable and bool(fi.flags & os.O_TRUNC))
+        fi.noflush = not writable  # nothing to commit: close(2) of a reader costs no round trip
         return 0
 
     def _open_control(self, actor: Actor, path: str, fi: Any) -> int:

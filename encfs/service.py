@@ -967,8 +967,9 @@ class FilesService(Grouping, Datasets, Views):
         return os.statvfs(self.store.path)
 
     def recover(self) -> tuple[int, int]:
-        """Remove what a killed process left: drafts nobody holds and blob files no
-        record counts. Runs in a write transaction, so no commit is half-way."""
+        """Remove what a killed process left: drafts nobody holds, blob files no
+        record counts (in a write transaction, so no commit is half-way) and what it
+        was still unlinking in `trash/`."""
         drafts = 0
         spool = self.blobs.spool_dir()
         for entry in spool.iterdir() if spool.exists() else ():

@@ -518,9 +518,14 @@ class FilesService(Grouping, Datasets, Views):
         return self._change(path, change)
 
     @action("utimens")
-    def set_times(self, actor: Actor, path: str, atime_ns: int, mtime_ns: int) -> Node:
+    def set_times(self, actor: Actor, path: str, atime_ns: int | None, mtime_ns: int | None) -> Node:
+        """Set access and modification times; None keeps the stored one."""
+
         def change(node: Node) -> None:
-            node.atime_ns, node.mtime_ns = atime_ns, mtime_ns
+            if atime_ns is not None:
+                node.atime_ns = atime_ns
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
 
         return self._change(path, change)
 

@@ -140,16 +140,12 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def utimens(self, path: str, times: tuple[tuple[int, int], tuple[int, int]] | None = None) -> int:
-        actor = caller()
-        node = self.service.lookup(actor, path)
         now = time.time_ns()
         atime, mtime = times if times is not None else ((0, UTIME_NOW), (0, UTIME_NOW))
-        atime_ns = _resolve_time(atime, now, node.atime_ns)
-        mtime_ns = _resolve_time(mtime, now, node.mtime_ns)
-        self.service.set_times(actor, path, atime_ns, mtime_ns)
+        node = self.service.set_times(caller(), path, _resolve_time(atime, now), _resolve_time(mtime, now))
         opened = self.files.for_item(node.id)
         if opened is not None:
-            self.files.set_mtime(opened, mtime_ns)
+            self.files.set_mtime(opened, node.mtime_ns)
         return 0
 
     @translated
@@ -414,11 +410,12 @@ def _dot(node_id: int) -> Attributes:
     return Attributes(node_id, stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, 2)
 
 
-def _resolve_time(spec: tuple[int, int], now: int, current: int) -> int:
+def _resolve_time(spec: tuple[int, int], now: int) -> int | None:
+    """A utimens timespec in ns; None for UTIME_OMIT (keep the stored time)."""
     seconds, nanoseconds = spec
     if nanoseconds == UTIME_NOW:
         return now
     if nanoseconds == UTIME_OMIT:
-        return current
+        return None
     return seconds * 1_000_000_000 + nanoseconds
 

@@ -409,8 +409,12 @@ class FilesService(Grouping, Datasets, Views):
             return self.lookup(actor, target)
         with self._changing() as (w, changes):
             src_parent = self._resolve_parent(w, src_parts)
-            node = self._resolve(w, src_parts)
-            dst_parent = self._resolve_parent(w, dst_parts)
+            node_id = w.child_id(src_parent.id, src_parts[-1])
+            node = None if node_id is None else w.node(node_id)
+            if node is None:
+                raise NotFound("no such file or folder", "/" + "/".join(src_parts))
+            same_folder = dst_parts[:-1] == src_parts[:-1]  # a rename in place: one folder record
+            dst_parent = src_parent if same_folder else self._resolve_parent(w, dst_parts)
             name = dst_parts[-1]
             check_name(name)
             self._check_not_reserved(dst_parent, name, target)
@@ -474,8 +478,7 @@ class FilesService(Grouping, Datasets, Views):
         now = time.time_ns()
         w.unlink(src.id, node.name)
         if isinstance(node, Item):
-            w.unindex_name(node.id, node.name)
-            w.index_name(node.id, name)
+            w.reindex_name(node.id, node.name, name)
         w.link(dst.id, name, node.id, isinstance(node, Folder))
         node.parent, node.name, node.ctime_ns = dst.id, name, now
         w.put_node(node)

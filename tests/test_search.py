@@ -77,6 +77,10 @@ def test_index_follows_renames_moves_and_deletes(service: FilesService) -> None:
     assert found(service, "summary") == ["/c/summary-2024.pdf"]
     service.remove_item(actor, "/c/summary-2024.pdf")
     assert found(service, "2024") == []
+    add(service, "/c/.img-001.jpg.Xy12")  # rsync's way: a temporary name, renamed in place
+    service.move(actor, "/c/.img-001.jpg.Xy12", "/c/img-001.jpg")
+    assert found(service, "xy1") == []
+    assert found(service, "img-001") == found(service, "001.jpg") == ["/c/img-001.jpg"]
 
 
 def test_kind_filter(service: FilesService) -> None:

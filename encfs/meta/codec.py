@@ -14,6 +14,8 @@ _NODE_FIELDS = (
     "created_ns", "mtime_ns", "ctime_ns", "atime_ns", "client_metadata", "xattrs",
 )
 _MEDIA_FIELDS = ("mime", "width", "height", "duration", "fps", "frames", "note", "extra")
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one a call
+_DECODER = json.JSONDecoder()
 
 
 def encode_node(node: Node) -> bytes:
@@ -33,11 +35,11 @@ def encode_node(node: Node) -> bytes:
         record["kind"] = node.media.kind.value
         for name in _MEDIA_FIELDS:
             record[name] = getattr(node.media, name)
-    return json.dumps(record, separators=(",", ":")).encode()
+    return _ENCODER.encode(record).encode()
 
 
 def decode_node(raw: bytes) -> Folder | Item:
-    record = json.loads(raw)
+    record = _DECODER.decode(raw.decode())
     common = {name: record[name] for name in _NODE_FIELDS}
     if stat.S_ISDIR(record["mode"]):
         return Folder(**common, description=record["description"], subfolders=record["subfolders"])

@@ -283,6 +283,15 @@ class WriteTxn(ReadTxn):
         for gram in grams_of(lowered):
             put(gram.encode() + suffix, value, db=grams)
 
+    def reindex_name(self, item_id: int, old: str, new: str) -> None:
+        """A renamed item's postings: the grams it lost go, every gram of the new name
+        is written (the shared ones too: a posting holds the name)."""
+        suffix = b"\x00" + u64(item_id)
+        delete, grams = self.txn.delete, self.dbs["grams"]
+        for gram in grams_of(old.casefold()) - grams_of(new.casefold()):
+            delete(gram.encode() + suffix, db=grams)
+        self.index_name(item_id, new)
+
     def unindex_name(self, item_id: int, name: str) -> None:
         suffix = b"\x00" + u64(item_id)
         delete, grams = self.txn.delete, self.dbs["grams"]

@@ -271,6 +271,8 @@ class Draft:
             size = os.fstat(self.fd).st_size
             os.close(self.fd)
             self.fd = -1
-        if self.path is not None:
-            remove(str(self.path), size if in_background else 0)
-            self.path = None
+        if self.path is not None and in_background:
+            remove(str(self.path), size)
+        elif self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.path = None

@@ -728,16 +728,15 @@ class FilesService(Grouping, Datasets, Views):
         """Make a draft the item's content: hash, store the blob once, update the record,
         all in one transaction. Returns None if the item was deleted meanwhile (its
         draft is then simply dropped). The draft is consumed either way."""
+        stored = False
         try:
             committed = self._commit(item_id, draft, durable, mtime_ns, path)
+            stored = True
+            return committed
         except OSError as exc:
-            draft.discard()
             raise self._os_refusal(exc, path) from exc
-        except BaseException:
-            draft.discard()
-            raise
-        draft.discard(in_background=True)  # a duplicate's spool: the writer need not wait
-        return committed
+        finally:  # once stored, a duplicate's spool goes in the background; a refusal frees it now
+            draft.discard(in_background=stored)
 
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,

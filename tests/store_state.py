@@ -83,6 +83,15 @@ def refused(result: Result, *phrases: str, code: int | None = None) -> Result:
     return result
 
 
+def sync_files(paths: dict[Path, bytes]) -> None:
+    """Write each file and fsync it."""
+    for path, data in paths.items():
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def poll(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
     """The predicate's first true value within `timeout` seconds (else its last value)."""
     deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ from encfs.model import Actor, Folder, Item
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import explain, poll, refused, service_of, sha, snapshot
+from store_state import explain, poll, refused, service_of, sha, snapshot, sync_files
 
 MiB = 1 << 20
 
@@ -74,14 +74,6 @@ def refusal_recorded(mounted: Mounted, before: str, *phrases: str) -> list[str]:
     lines = new_error_lines(mounted, before)
     assert any(all(p in line for p in phrases) for line in lines), (phrases, lines)
     return lines
-
-
-def sync_files(paths: dict[Path, bytes]) -> None:
-    for path, data in paths.items():
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 @pytest.fixture(autouse=True)

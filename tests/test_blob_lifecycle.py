@@ -12,7 +12,7 @@ from encfs.service import FilesService
 from encfs.store import open_store
 
 from conftest import Mounted, start_mount, stop_mount
-from store_state import poll, sha
+from store_state import poll, sha, sync_files
 
 
 class SecondWriterInTheGap(FilesService):
@@ -57,20 +57,13 @@ def test_content_counted_again_before_the_clean_up_keeps_its_blob(store: Path, t
 BIG = 40 << 20  # over the size whose removal goes to the background
 
 
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _blob_files(store: Path) -> list[Path]:
     return [p for p in (store / "blobs").rglob("*") if p.is_file()]
 
 
 def test_a_removed_big_file_leaves_the_store_at_once_and_its_space_soon(mount: Mounted, folder: Path) -> None:
     data = os.urandom(BIG)
-    _write(folder / "big.bin", data)
+    sync_files({folder / "big.bin": data})
     blob = Path(mount.store / "blobs" / sha(data)[:2] / sha(data)[2:])
     assert blob.stat().st_size == BIG
     (folder / "big.bin").unlink()
@@ -81,9 +74,9 @@ def test_a_removed_big_file_leaves_the_store_at_once_and_its_space_soon(mount: M
 
 def test_a_big_file_written_again_with_the_same_bytes_keeps_one_blob(mount: Mounted, folder: Path) -> None:
     data = os.urandom(BIG)
-    _write(folder / "big.bin", data)
-    _write(folder / "big.bin", data)  # a duplicate: its draft is dropped in the background
-    _write(folder / "copy.bin", data)
+    sync_files({folder / "big.bin": data})
+    sync_files({folder / "big.bin": data})  # a duplicate: its draft is dropped in the background
+    sync_files({folder / "copy.bin": data})
     assert (folder / "big.bin").read_bytes() == data
     assert (folder / "copy.bin").read_bytes() == data
     assert [p.stat().st_size for p in _blob_files(mount.store)] == [BIG]

@@ -158,7 +158,8 @@ def keep_thread_state() -> None:
 
 
 def make_fuse_class(mfusepy: Any) -> type:
-    from encfs.fs.operations import IO_BLOCK
+    from encfs.fs.operations import IO_BLOCK, KEPT_NAMESPACE
+    kept_namespace = KEPT_NAMESPACE.encode()
     libfuse = mfusepy._libfuse
     libfuse.fuse_buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     libfuse.fuse_buf_copy.restype = ctypes.c_ssize_t
@@ -181,8 +182,8 @@ def make_fuse_class(mfusepy: Any) -> type:
             return 0
 
         def getxattr(self, path, name, value, size, *args):  # type: ignore[no-untyped-def]
-            if not name.startswith(b"user."):  # asked before every write: answered directly
-                return -errno.ENOTSUP
+            if not name.startswith(kept_namespace):  # asked before every write: answered here,
+                return -errno.ENOTSUP  # without an exception (ENOTSUP also stops `ls` asking)
             return super().getxattr(path, name, value, size, *args)
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):  # type: ignore[no-untyped-def]

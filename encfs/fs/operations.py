@@ -32,6 +32,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 HIDDEN_PREFIX = ".fuse_hidden"  # libfuse's name for a file removed while open
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 FUSE_CAP_SPLICE_WRITE, FUSE_CAP_HANDLE_KILLPRIV_V2 = 1 << 7, 1 << 28
+KEPT_NAMESPACE = "user."  # ACLs, capabilities, security labels are not kept: ENOTSUP
 # libfuse splices a read's reply (blob pages go to the kernel without a copy through
 # a buffer) only if it fits its pipe, and a pipe cannot grow past 1 MiB without
 # CAP_SYS_RESOURCE: so a read asks for at most 1 MiB less libfuse's 16 KiB margin.
@@ -377,8 +378,7 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if not name.startswith("user."):  # ACLs, capabilities, labels: not kept. ENOTSUP
-            raise mfusepy.FuseOSError(errno.ENOTSUP)  # also tells `ls` to stop asking
+        """`user.*` only: mount.EncfsFUSE answers other namespaces ENOTSUP itself."""
         if ControlTree.owns(path):
             raise mfusepy.FuseOSError(errno.ENODATA)
         return self.service.get_attribute(caller(), path, name)
@@ -393,7 +393,7 @@ class EncfsOperations(mfusepy.Operations):
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
         if ControlTree.owns(path):
             raise mfusepy.FuseOSError(errno.EPERM)
-        if not name.startswith("user."):  # ACLs, security labels: not kept, and tools know ENOTSUP
+        if not name.startswith(KEPT_NAMESPACE):  # tools know ENOTSUP means "not supported"
             raise mfusepy.FuseOSError(errno.ENOTSUP)
         self.service.set_attribute(caller(), path, name, value, options)
         return 0

@@ -193,3 +193,22 @@ def test_binary_user_attribute_round_trip(mount: Mounted) -> None:
     os.setxattr(item, "user.blob", value)
     assert os.getxattr(item, "user.blob") == value
     assert "user.blob" in os.listxattr(item)
+
+
+def test_other_attribute_namespaces_are_not_supported(mount: Mounted) -> None:
+    """ACLs, capabilities and labels are not kept: ENOTSUP, which cp -p and rsync -X
+    read as "not supported here", and the file is written as usual."""
+    (mount.path / "d").mkdir()
+    item = mount.path / "d" / "f"
+    item.write_text("x")
+    for name in ("security.capability", "system.posix_acl_access", "trusted.note"):
+        with pytest.raises(OSError) as exc:
+            os.getxattr(item, name)
+        assert exc.value.errno == 95, name  # EOPNOTSUPP
+    with pytest.raises(OSError) as exc:
+        os.setxattr(item, "trusted.note", b"v")
+    assert exc.value.errno == 95
+    with open(item, "a") as f:  # a write, which asks for security.capability first
+        f.write("y")
+    assert item.read_text() == "xy"
+    assert "trusted.note" not in os.listxattr(item)

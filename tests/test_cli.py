@@ -734,3 +734,22 @@ def test_mount_of_a_directory_that_is_not_a_store_is_refused(tmp_path: Path) -> 
     (other / "file.txt").write_text("x")
     _refused_mount(mnt, other, str(other), "not an encfs store")
     assert sorted(os.listdir(other)) == ["file.txt"]
+
+
+def test_the_store_is_found_by_option_then_environment_then_user_data_dir(tmp_path: Path) -> None:
+    data_home = tmp_path / "data-home"
+    env = {"XDG_DATA_HOME": str(data_home), "ENCFS_STORE": ""}
+    done = run("init", env=env)  # neither --store nor $ENCFS_STORE: the platform's user data dir
+    assert done.returncode == 0, explain(done)
+    default = data_home / "encfs" / "store"
+    assert (default / MARKER).is_file()
+    assert run("folder", "create", "/in-default", env=env).returncode == 0
+    named = tmp_path / "named"
+    assert run("init", "--store", named, env=env).returncode == 0
+    by_env = {**env, "ENCFS_STORE": str(named)}
+    assert run("folder", "create", "/in-named", env=by_env).returncode == 0
+    listing = run("ls", "/", env=env).stdout.split()
+    assert "in-default/" in listing and "in-named/" not in listing
+    elsewhere = {**env, "ENCFS_STORE": str(tmp_path / "elsewhere")}
+    listing = run("ls", "/", env=elsewhere, store=named).stdout.split()
+    assert "in-named/" in listing and "in-default/" not in listing  # --store wins over $ENCFS_STORE

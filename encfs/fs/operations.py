@@ -31,7 +31,7 @@ IO_BLOCK = 1 << 20
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 HIDDEN_PREFIX = ".fuse_hidden"  # libfuse's name for a file removed while open
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-FUSE_CAP_SPLICE_WRITE, FUSE_CAP_HANDLE_KILLPRIV_V2 = 1 << 7, 1 << 28
+FUSE_CAP_SPLICE_WRITE = 1 << 7
 KEPT_NAMESPACE = "user."  # ACLs, capabilities, security labels are not kept: ENOTSUP
 # libfuse splices a read's reply (blob pages go to the kernel without a copy through
 # a buffer) only if it fits its pipe, and a pipe cannot grow past 1 MiB without
@@ -90,12 +90,10 @@ class EncfsOperations(mfusepy.Operations):
         self._hidden: dict[str, OpenFile] = {}
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        """Answer reads by splicing (see MAX_READ), and where the kernel offers it,
-        clear suid/capabilities ourselves: it then stops asking for
-        security.capability before every write."""
+        """Answer reads by splicing (see MAX_READ)."""
         if conn is None:
             return
-        conn.want |= conn.capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_HANDLE_KILLPRIV_V2)
+        conn.want |= conn.capable & FUSE_CAP_SPLICE_WRITE
         conn.max_read = MAX_READ  # must equal the mount option, or libfuse refuses to start
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)

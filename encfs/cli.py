@@ -118,7 +118,7 @@ def init(store_dir: Path | None) -> None:
 @click.option("--debug", is_flag=True, help="Print every FUSE call (with --foreground).")
 def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
-    from encfs.fs.mount import check_mountpoint, serve
+    from encfs.fs.mount import check_mountpoint
 
     store_path = locate(store_dir)
     mountpoint = mountpoint.absolute()
@@ -127,11 +127,23 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
         check_mountpoint(mountpoint)
         if foreground:
             setup_logging(store_path / "log" / "encfs.log", to_stderr=True)
-            serve(store_path, mountpoint, debug=debug)
+            serve_logged(store_path, mountpoint, debug)
             return
     except EncfsError as exc:
         fail(exc)
     start_background_mount(store_path, mountpoint)
+
+
+def serve_logged(store_path: Path, mountpoint: Path, debug: bool) -> None:
+    """Serve the mount; a refusal at start-up (no libfuse3, say) goes to the store's log
+    too, which is where one looks when a background mount did not come up."""
+    from encfs.fs.mount import serve
+
+    try:
+        serve(store_path, mountpoint, debug=debug)
+    except EncfsError as exc:
+        logging.getLogger("encfs").error("could not mount at %s: %s", mountpoint, exc)
+        raise
 
 
 def start_background_mount(store_path: Path, mountpoint: Path) -> None:
@@ -155,7 +167,7 @@ def start_background_mount(store_path: Path, mountpoint: Path) -> None:
         detail = startup_log.read().decode(errors="replace").strip().splitlines()
     if daemon.poll() is None:
         daemon.terminate()
-    reason = detail[-1] if detail else "the mount did not come up"
+    reason = detail[-1].removeprefix("encfs: ") if detail else "the mount did not come up"
     fail(StoreError(f"could not mount at {mountpoint}: {reason}"))
 
 

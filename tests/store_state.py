@@ -32,6 +32,21 @@ def service_of(store: Path) -> Iterator[FilesService]:
         opened.close()
 
 
+def stored_bytes(store: Path, path: str) -> bytes:
+    """The committed content of an item, read from the store itself (no mount's page
+    cache can answer for it)."""
+    with service_of(store) as service:
+        actor = Actor.local()
+        item = service.lookup(actor, path)
+        reader = service.open_reader(actor, item)
+        if reader is None:
+            return b""
+        try:
+            return reader.pread(item.size, 0)
+        finally:
+            reader.close()
+
+
 def snapshot(store: Path) -> dict[str, Any]:
     """Everything a refusal must leave as it was: the tree, the blobs, the drafts."""
     with service_of(store) as service:

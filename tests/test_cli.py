@@ -691,10 +691,10 @@ def test_version_and_help() -> None:
         assert command in done.stdout
 
 
-def _refused_mount(mnt: Path, store: Path, *phrases: str) -> None:
+def _refused_mount(mnt: Path, store: Path, *phrases: str, env: dict[str, str] | None = None) -> None:
     before = sorted(os.listdir(mnt)) if mnt.is_dir() else None
     started = time.monotonic()
-    done = run("mount", mnt, "--store", store, timeout=MOUNT_SECONDS + 10)
+    done = run("mount", mnt, "--store", store, env=env, timeout=MOUNT_SECONDS + 10)
     assert done.returncode != 0, explain(done)
     assert time.monotonic() - started < MOUNT_SECONDS  # refused at once, not after a wait
     for phrase in phrases:
@@ -734,6 +734,17 @@ def test_mount_of_a_directory_that_is_not_a_store_is_refused(tmp_path: Path) -> 
     (other / "file.txt").write_text("x")
     _refused_mount(mnt, other, str(other), "not an encfs store")
     assert sorted(os.listdir(other)) == ["file.txt"]
+
+
+def test_mount_without_libfuse3_says_what_to_install(store: Path, tmp_path: Path) -> None:
+    """mfusepy loads the library FUSE_LIBRARY_PATH names: pointing it at a file that is
+    not there is what a machine without libfuse3 looks like to encfs."""
+    mnt = tmp_path / "mnt-no-libfuse"
+    mnt.mkdir()
+    _refused_mount(mnt, store, "libfuse3 is not installed", "apt-get install fuse3 libfuse3-3",
+                   env={"FUSE_LIBRARY_PATH": str(tmp_path / "absent" / "libfuse3.so.3")})
+    logged = (store / "log" / "encfs.log").read_text()
+    assert f"could not mount at {mnt}" in logged and "libfuse3 is not installed" in logged
 
 
 def test_the_store_is_found_by_option_then_environment_then_user_data_dir(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Mounted, errors_of
+from store_state import stored_bytes
 
 
 def test_create_write_read_and_sizes(folder: Path) -> None:
@@ -353,3 +355,42 @@ def test_big_file_written_in_order_is_whole_after_fsync(mount: Mounted, folder: 
     blobs = [p for p in (mount.store / "blobs").rglob("*") if p.is_file()]
     assert [b.stat().st_size for b in blobs] == [len(expected)]
     assert list((mount.store / "spool").iterdir()) == []
+
+
+def test_mapped_file_reads_what_was_written(folder: Path) -> None:
+    """np.load(mmap_mode="r") and LMDB-packed datasets read a file through a mapping."""
+    payload = os.urandom(3 * mmap.PAGESIZE + 123)
+    path = folder / "array.bin"
+    path.write_bytes(payload)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as view:
+        assert view[:] == payload
+        assert view[mmap.PAGESIZE + 7 : mmap.PAGESIZE + 70] == payload[mmap.PAGESIZE + 7 : mmap.PAGESIZE + 70]
+
+
+def test_writes_through_a_shared_mapping_are_committed_at_msync(mount: Mounted, folder: Path) -> None:
+    path = folder / "weights.bin"
+    path.write_bytes(bytes(2 * mmap.PAGESIZE))
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as view:
+        view[100:105] = b"hello"
+        view[mmap.PAGESIZE + 1 : mmap.PAGESIZE + 6] = b"world"
+        view.flush()  # msync: committed before the file is closed
+        stored = stored_bytes(mount.store, "/data/weights.bin")
+    expected = bytearray(2 * mmap.PAGESIZE)
+    expected[100:105] = b"hello"
+    expected[mmap.PAGESIZE + 1 : mmap.PAGESIZE + 6] = b"world"
+    assert stored == expected
+    assert path.read_bytes() == expected
+
+
+def test_writes_to_a_mapping_whose_descriptor_is_closed_are_committed_at_unmap(
+        mount: Mounted, folder: Path) -> None:
+    """The kernel writes a mapping's dirty pages back when it is unmapped, and then
+    flushes the file: a program that closes the descriptor first loses nothing."""
+    path = folder / "late.bin"
+    path.write_bytes(bytes(mmap.PAGESIZE))
+    fd = os.open(path, os.O_RDWR)
+    view = mmap.mmap(fd, mmap.PAGESIZE)
+    os.close(fd)
+    view[10:17] = b"kept it"
+    view.close()  # munmap, no msync
+    assert stored_bytes(mount.store, "/data/late.bin")[10:17] == b"kept it"

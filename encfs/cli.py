@@ -19,6 +19,7 @@ import click
 from encfs.errors import AlreadyExists, EncfsError, NotFound, StoreError
 from encfs.logs import setup_logging
 from encfs.model import Actor, Folder, Item, Kind
+from encfs.names import printable
 from encfs.store import init_store, locate, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,7 +54,7 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
 
 
 def fail(exc: EncfsError) -> None:
-    click.echo(f"encfs: {exc}", err=True)
+    click.echo(f"encfs: {printable(str(exc))}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -525,7 +526,7 @@ def search(query: str, kind: str | None, in_dataset: bool | None, as_json: bool,
             else:
                 out.write(hit.path + "\n")
         if not hits:
-            click.echo(f"no files match '{query}'", err=True)
+            click.echo(f"no files match '{printable(query)}'", err=True)
 
 
 @main.command()

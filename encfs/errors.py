@@ -40,6 +40,12 @@ class InvalidInput(EncfsError):
     errno = errno.EINVAL
 
 
+class NotText(EncfsError):
+    """A name that is not UTF-8 text: Linux allows any bytes, Encord names are text."""
+
+    errno = errno.EILSEQ
+
+
 class NameTooLong(EncfsError):
     errno = errno.ENAMETOOLONG
 

@@ -17,7 +17,7 @@ def setup_logging(log_file: Path, to_stderr: bool) -> None:
         logger.removeHandler(handler)
         handler.close()
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file)
+    file_handler = logging.FileHandler(log_file, errors="backslashreplace")  # names not UTF-8
     file_handler.setFormatter(logging.Formatter(FORMAT))
     logger.addHandler(file_handler)
     if to_stderr:

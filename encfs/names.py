@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from encfs.errors import InvalidInput, NameTooLong
+from encfs.errors import InvalidInput, NameTooLong, NotText
 
 NAME_MAX = 255
 
@@ -16,10 +16,28 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
+def is_text(name: str) -> bool:
+    """Whether a name is UTF-8 text. Paths from the kernel and the command line carry
+    bytes that are not UTF-8 as lone surrogates (Python's surrogateescape)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """Text fit for messages, the log and /.encfs/errors: bytes that are not UTF-8
+    are shown as \\xNN escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_name(name: str) -> None:
+    if not is_text(name):
+        raise NotText(f"'{printable(name)}' is not UTF-8 text, and names in Files are text")
     if not name or name in (".", ".."):
         raise InvalidInput(f"'{name}' is not a valid name")
     if "/" in name or "\x00" in name:
         raise InvalidInput("a name cannot contain '/' or NUL")
-    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+    if len(name.encode("utf-8")) > NAME_MAX:
         raise NameTooLong(f"a name is at most {NAME_MAX} bytes")

@@ -43,7 +43,7 @@ from encfs.media import probe
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
-from encfs.names import check_name, split_path
+from encfs.names import check_name, is_text, printable, split_path
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
@@ -849,6 +849,8 @@ class FilesService(Grouping, Datasets, Views):
         lowered = query.casefold()
         if not lowered:
             raise InvalidInput("give some text to search for")
+        if not is_text(lowered):
+            return []  # names are text: bytes that are not UTF-8 match none
         with self.meta.read() as r:
             paths: dict[int, str] = {}
             hits = []
@@ -958,7 +960,7 @@ class FilesService(Grouping, Datasets, Views):
 
     def record_refusal(self, actor: Actor, operation: str, exc: EncfsError) -> None:
         now = time.time_ns()
-        line = f"{_iso(now)} {operation} {exc.path or '-'}: {exc.reason}"
+        line = printable(f"{_iso(now)} {operation} {exc.path or '-'}: {exc.reason}")
         log.warning("refused %s by %s: %s", operation, actor.name, line)
         try:
             with self.meta.write() as w:

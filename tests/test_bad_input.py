@@ -215,6 +215,44 @@ def test_name_over_255_bytes_is_refused_by_the_cli(mount: Mounted, filled: Path)
     assert snapshot(mount.store) == before
 
 
+NOT_UTF8 = b"\xff\xfe latin-1.jpg"  # a name from an old Latin-1 archive
+
+
+def test_name_that_is_not_utf8_is_refused_by_the_mount(mount: Mounted, filled: Path) -> None:
+    """Linux names are bytes; Encord names are text. Creating one is EILSEQ (as on a
+    file system that takes UTF-8 names only); looking one up finds nothing."""
+    before, errors_before = snapshot(mount.store), errors_of(mount)
+    bad = os.path.join(bytes(filled), NOT_UTF8)
+    os_refused(errno.EILSEQ, lambda: create_file(bad))  # type: ignore[arg-type]
+    os_refused(errno.EILSEQ, lambda: os.mkdir(bad))
+    os_refused(errno.EILSEQ, lambda: os.rename(filled / "a.txt", bad))
+    os_refused(errno.ENOENT, lambda: os.stat(bad))
+    os_refused(errno.ENOENT, lambda: os.unlink(bad))
+    assert os.listdir(bytes(mount.path / ".search") + b"/" + NOT_UTF8[:2]) == []
+    lines = refusal_recorded(mount, errors_before, "\\xff\\xfe latin-1.jpg", "is not UTF-8 text")
+    assert len([line for line in lines if "not UTF-8" in line]) == 3, lines
+    log = (mount.store / "log" / "encfs.log").read_text()
+    assert "\\xff\\xfe latin-1.jpg' is not UTF-8 text" in log and "Traceback" not in log
+    assert snapshot(mount.store) == before
+    assert (filled / "a.txt").read_bytes() == b"alpha"
+
+
+def test_name_that_is_not_utf8_is_refused_by_the_cli(mount: Mounted, filled: Path, tmp_path: Path) -> None:
+    before, errors_before = snapshot(mount.store), errors_of(mount)
+    local = tmp_path / os.fsdecode(NOT_UTF8)
+    local.write_bytes(b"jpeg bytes")
+    name = os.fsdecode(NOT_UTF8)
+    for args in (("folder", "create", f"/data/{name}"), ("upload", "/data", str(local)),
+                 ("mv", "/data/a.txt", f"/data/{name}")):
+        done = run(*args, "--store", mount.store)
+        assert done.returncode != 0, explain(done)
+        assert "'\\xff\\xfe latin-1.jpg' is not UTF-8 text" in done.stderr, explain(done)
+    done = run("search", os.fsdecode(b"\xff\xfe"), "--store", mount.store)
+    assert "no files match" in done.stderr, explain(done)
+    refusal_recorded(mount, errors_before, "is not UTF-8 text")
+    assert snapshot(mount.store) == before
+
+
 def test_dot_and_dot_dot_are_not_names(mount: Mounted, filled: Path) -> None:
     before, errors_before = snapshot(mount.store), errors_of(mount)
     # the kernel answers these itself; nothing may change

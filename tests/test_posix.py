@@ -394,3 +394,19 @@ def test_writes_to_a_mapping_whose_descriptor_is_closed_are_committed_at_unmap(
     view[10:17] = b"kept it"
     view.close()  # munmap, no msync
     assert stored_bytes(mount.store, "/data/late.bin")[10:17] == b"kept it"
+
+
+UNUSUAL_NAMES = ["with space.jpg", "ünïcødé.png", "emoji 🐔.mp4", "new\nline.txt", "tab\there.txt",
+                 "-dash.txt", "*star?.txt", " lead.txt", "trail .txt",
+                 "e\u0301.txt", "\u00e9.txt"]  # é decomposed and composed: two names, as on ext4
+
+
+def test_unusual_but_valid_names_round_trip(mount: Mounted, folder: Path) -> None:
+    for name in UNUSUAL_NAMES:
+        (folder / name).write_bytes(name.encode())
+    assert sorted(os.listdir(folder)) == sorted(UNUSUAL_NAMES)
+    for name in UNUSUAL_NAMES:
+        os.rename(folder / name, folder / f"{name}.moved")
+        assert (folder / f"{name}.moved").read_bytes() == name.encode()
+    assert os.listdir(mount.path / ".search" / "🐔") == ["emoji 🐔.mp4.moved"]
+    assert stored_bytes(mount.store, "/data/new\nline.txt.moved") == b"new\nline.txt"

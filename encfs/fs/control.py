@@ -22,7 +22,7 @@ CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item
 
 
 def control_inode(path: str) -> int:
-    return CONTROL_INODES | zlib.crc32(path.encode())
+    return CONTROL_INODES | zlib.crc32(path.encode("utf-8", "surrogateescape"))
 SEARCH_CACHE_SECONDS = 1.0
 
 

@@ -65,6 +65,14 @@ def u64(n: int) -> bytes:
     return U64.pack(n)
 
 
+def _text_key(name: str) -> bytes | None:
+    """The key bytes of a name looked up; None for a name that is not UTF-8 text,
+    which no stored name is (the service refuses to store one)."""
+    try:
+        return name.encode()
+    except UnicodeEncodeError:
+        return None
+
 class ReadTxn:
     """Typed reads over one LMDB transaction."""
 
@@ -81,7 +89,8 @@ class ReadTxn:
         return None if raw is None else decode_attributes(raw)
 
     def child_id(self, parent: int, name: str) -> int | None:
-        raw = self.txn.get(u64(parent) + name.encode(), db=self.dbs["dirents"])
+        key = _text_key(name)
+        raw = None if key is None else self.txn.get(u64(parent) + key, db=self.dbs["dirents"])
         return None if raw is None else U64.unpack_from(raw)[0]
 
     def children(self, parent: int) -> Iterator[tuple[str, int, bool]]:
@@ -181,7 +190,8 @@ class ReadTxn:
         return None if raw is None else decode_collection(raw)
 
     def collection_id(self, kind: bytes, name: str) -> int | None:
-        raw = self.txn.get(kind + name.encode(), db=self.dbs["names"])
+        key = _text_key(name)
+        raw = None if key is None else self.txn.get(kind + key, db=self.dbs["names"])
         return None if raw is None else U64.unpack(raw)[0]
 
     def collection_names(self, kind: bytes) -> Iterator[tuple[str, int]]:
@@ -204,7 +214,8 @@ class ReadTxn:
             yield key[8:].decode(), U64.unpack(value)[0]
 
     def view_item(self, dataset_id: int, view_name: str) -> int | None:
-        raw = self.txn.get(u64(dataset_id) + view_name.encode(), db=self.dbs["views"])
+        key = _text_key(view_name)
+        raw = None if key is None else self.txn.get(u64(dataset_id) + key, db=self.dbs["views"])
         return None if raw is None else U64.unpack(raw)[0]
 
     def datasets_of(self, item_id: int) -> list[int]:

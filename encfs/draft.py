@@ -14,6 +14,7 @@ writer is still sending, and an fsync at the end finds little left to do.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -188,6 +189,30 @@ class Draft:
             self._hash.valid = False
         self.size = length
 
+    def allocate(self, offset: int, length: int) -> None:
+        """fallocate (mode 0): the disk space of [offset, offset + length) is reserved
+        in the spool file, whose blocks become the blob's, and the draft grows to
+        cover it. A range that fits in memory needs no reservation.
+
+        A request for more than the disk has free is refused before it starts: ext4
+        would fill the disk and then fail, and every other writer of the store would
+        meet a full disk meanwhile. If it fails all the same, the blocks it took past
+        the draft's end are given back."""
+        end = offset + length
+        if self.buffer is not None and end > MEMORY_LIMIT:
+            self._spill()
+        if self.buffer is None:
+            disk = os.fstatvfs(self.fd)
+            if end - self.size > disk.f_bavail * disk.f_frsize:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            try:
+                os.posix_fallocate(self.fd, offset, length)
+            except OSError:
+                os.ftruncate(self.fd, self.size)
+                raise
+        if end > self.size:
+            self.truncate(end)
+
     def load(self, content: bytes) -> None:
         """Start from existing (small) content."""
         self.buffer = bytearray(content)
@@ -208,6 +233,8 @@ class Draft:
             blobs.write(sha, self.buffer, durable)
         else:
             assert self.path is not None
+            if os.fstat(self.fd).st_size != self.size:  # a blob file is exactly its content
+                os.ftruncate(self.fd, self.size)
             blobs.adopt(sha, self.path, durable)
             self.path = None
 

@@ -712,6 +712,13 @@ class FilesService(Grouping, Datasets, Views):
         except OSError as exc:
             raise self._os_refusal(exc, path) from exc
 
+    @action("fallocate")
+    def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int) -> None:
+        try:
+            draft.allocate(offset, length)
+        except OSError as exc:
+            raise self._os_refusal(exc, path) from exc
+
     def _os_refusal(self, exc: OSError, path: str) -> EncfsError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return NoSpace("no space left on the store's disk; the file keeps its previous content",

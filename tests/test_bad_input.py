@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +321,9 @@ def test_rename_of_a_folder_into_its_own_subfolder_is_refused(mount: Mounted, fi
 # ---------------------------------------------------------------- a full disk
 
 
-def test_write_past_the_free_space_is_refused(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def mount_on_a_small_disk(tmp_path: Path) -> Iterator[tuple[Mounted, Path]]:
+    """A store on a 24 MiB tmpfs, mounted; the tmpfs and the mount go at the end."""
     small = tmp_path / "small-disk"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
@@ -329,12 +331,43 @@ def test_write_past_the_free_space_is_refused(tmp_path: Path) -> None:
         store = init_store(small / "store")
         mounted = start_mount(store, tmp_path / "mnt-small")
         try:
-            _fill_the_disk(mounted, small)
+            yield mounted, small
         finally:
             stop_mount(mounted)
     finally:
         if subprocess.run(["umount", str(small)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def free_bytes(disk: Path) -> int:
+    vfs = os.statvfs(disk)
+    return vfs.f_bavail * vfs.f_frsize
+
+
+def test_write_past_the_free_space_is_refused(tmp_path: Path) -> None:
+    with mount_on_a_small_disk(tmp_path) as (mounted, small):
+        _fill_the_disk(mounted, small)
+
+
+def test_fallocate_past_the_free_space_is_refused_and_takes_nothing(mount: Mounted, folder: Path) -> None:
+    """On ext4 (where stores live) a fallocate larger than the free space fills the
+    disk and then fails, keeping what it took; encfs must refuse it and take nothing."""
+    target = folder / "f.bin"
+    first = os.urandom(256 * 1024)
+    sync_files({target: first})
+    before, errors_before, free = snapshot(mount.store), errors_of(mount), free_bytes(mount.store)
+
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        os_refused(errno.ENOSPC, lambda: os.posix_fallocate(fd, 0, free + 64 * MiB))
+    finally:
+        os.close(fd)
+
+    assert target.read_bytes() == first
+    assert target.stat().st_size == len(first)
+    assert snapshot(mount.store) == before
+    assert free_bytes(mount.store) > free - 256 * MiB  # nothing of it was kept
+    refusal_recorded(mount, errors_before, "/data/f.bin", "no space left")
 
 
 def _fill_the_disk(mounted: Mounted, disk: Path) -> None:

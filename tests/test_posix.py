@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -410,3 +412,35 @@ def test_unusual_but_valid_names_round_trip(mount: Mounted, folder: Path) -> Non
         assert (folder / f"{name}.moved").read_bytes() == name.encode()
     assert os.listdir(mount.path / ".search" / "🐔") == ["emoji 🐔.mp4.moved"]
     assert stored_bytes(mount.store, "/data/new\nline.txt.moved") == b"new\nline.txt"
+
+
+def test_fallocate_reserves_and_grows_the_file(mount: Mounted, folder: Path) -> None:
+    path = folder / "reserved.bin"
+    done = subprocess.run(["fallocate", "-l", "3MiB", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert path.stat().st_size == 3 << 20
+    assert path.read_bytes() == bytes(3 << 20)
+    with open(path, "r+b") as f:  # posix_fallocate past the end grows it; the bytes stay
+        f.write(b"head")
+        f.flush()
+        os.posix_fallocate(f.fileno(), (3 << 20) - 10, 20)
+    assert path.stat().st_size == (3 << 20) + 10
+    assert stored_bytes(mount.store, "/data/reserved.bin") == b"head" + bytes((3 << 20) + 6)
+
+
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+
+
+@pytest.mark.parametrize("mode", [FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                  FALLOC_FL_ZERO_RANGE])
+def test_fallocate_modes_other_than_reserve_and_grow_are_not_supported(folder: Path, mode: int) -> None:
+    path = folder / "modes.bin"
+    path.write_bytes(b"x" * 8192)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        result = libc.fallocate(fd, mode, ctypes.c_int64(0), ctypes.c_int64(4096))
+        assert (result, ctypes.get_errno()) == (-1, errno.EOPNOTSUPP)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 8192

@@ -134,6 +134,12 @@ class OpenFiles:
             self.service.truncate_draft(actor, path, draft, length)
             opened.mtime_override = None
 
+    def allocate(self, actor: Actor, path: str, opened: OpenFile, offset: int, length: int) -> None:
+        with opened.lock:
+            draft = self._ensure_draft(actor, opened, keep_content=True)
+            self.service.allocate_draft(actor, path, draft, offset, length)  # a refusal loses no bytes
+            opened.mtime_override = None
+
     def set_mtime(self, opened: OpenFile, mtime_ns: int) -> None:
         """utimens while a draft is pending: the commit keeps this mtime."""
         with opened.lock:

@@ -339,6 +339,16 @@ class EncfsOperations(mfusepy.Operations):
         return 0
 
     @translated
+    def fallocate(self, path: str | None, mode: int, offset: int, length: int, fi: Any) -> int:
+        """Mode 0 only (reserve and grow, what fallocate(1) and posix_fallocate ask);
+        keeping the size, punching or zeroing ranges are not supported."""
+        if mode != 0:
+            raise mfusepy.FuseOSError(errno.EOPNOTSUPP)
+        opened = self.files.get(fi.fh)
+        self.files.allocate(caller(), path or opened.item.name, opened, offset, length)
+        return 0
+
+    @translated
     def flush(self, path: str | None, fi: Any) -> int:
         if self._control_content(fi.fh) is not None:
             return 0

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from encfs.blobs.removal import remove
 
 if TYPE_CHECKING:
-    from encfs.blobs.base import BlobStore
+    from encfs.blobs.base import BlobReader, BlobStore
 
 MEMORY_LIMIT = 1 << 20
 HASH_CHUNK = 4 << 20
@@ -108,6 +108,7 @@ class Draft:
         self._hash = InOrderHash()
         self._flush: Future | None = None
         self._flushed_size = 0
+        self._taken: tuple[str, BlobReader] | None = None  # a stored blob held whole, not copied
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path) -> Draft:
@@ -123,7 +124,34 @@ class Draft:
             raise
         return draft
 
+    def take_content_of(self, sha: str, size: int, reader: BlobReader) -> None:
+        """Hold a stored blob's whole content without copying it (a whole file copied
+        within the mount). The open reader keeps the bytes even if the blob is removed
+        meanwhile; they are copied only if the draft then changes, or if the blob has
+        to be stored again at commit."""
+        if not self.is_blank():
+            raise ValueError("only an empty draft can take a blob's content")
+        self.buffer, self.size, self._taken = None, size, (sha, reader)
+
+    def is_blank(self) -> bool:
+        """Empty, in memory, holding no blob: what take_content_of starts from."""
+        return self.size == 0 and self.fd < 0 and self._taken is None
+
+    def _own_copy(self) -> None:
+        """Copy a taken blob's bytes into a spool file of the draft's own."""
+        if self._taken is None:
+            return
+        _, reader = self._taken
+        self._taken = None
+        self._new_spool_file()
+        self._hash.valid = False
+        try:
+            copy_reader_into(reader, self.fd, self.size)
+        finally:
+            reader.close()
+
     def write(self, data: bytes | memoryview | Payload, offset: int) -> int:
+        self._own_copy()
         if not isinstance(data, bytes | bytearray | memoryview):
             if self.buffer is not None and offset + data.size > MEMORY_LIMIT:
                 self._spill()
@@ -171,11 +199,14 @@ class Draft:
                 flush.result()
 
     def read(self, size: int, offset: int) -> bytes:
+        if self._taken is not None:
+            return self._taken[1].pread(max(0, min(size, self.size - offset)), offset)
         if self.buffer is not None:
             return bytes(self.buffer[offset : offset + size])
         return os.pread(self.fd, size, offset)
 
     def truncate(self, length: int) -> None:
+        self._own_copy()
         if self.buffer is not None and length > MEMORY_LIMIT:
             self._spill()
         if self.buffer is not None:
@@ -198,6 +229,7 @@ class Draft:
         would fill the disk and then fail, and every other writer of the store would
         meet a full disk meanwhile. If it fails all the same, the blocks it took past
         the draft's end are given back."""
+        self._own_copy()
         end = offset + length
         if self.buffer is not None and end > MEMORY_LIMIT:
             self._spill()
@@ -229,6 +261,7 @@ class Draft:
     def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
         """Hand the content to the blob store (a spool file is moved, not copied)."""
         self._settle_flush()
+        self._own_copy()  # a taken blob that is gone from the store is stored again
         if self.buffer is not None:
             blobs.write(sha, self.buffer, durable)
         else:
@@ -241,15 +274,20 @@ class Draft:
     def _spill(self) -> None:
         if self.buffer is None:
             return
-        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="draft-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
-        self.fd, self.path = fd, Path(name)
+        self._new_spool_file()
         data, self.buffer = self.buffer, None
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[os.write(self.fd, view) :]
+
+    def _new_spool_file(self) -> None:
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="draft-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
+        self.fd, self.path = fd, Path(name)
 
     def digest(self) -> str:
+        if self._taken is not None:
+            return self._taken[0]
         if self._hash.valid and self._hash.hashed == self.size:
             return self._hash.hexdigest()
         self._hash.wait()
@@ -270,7 +308,12 @@ class Draft:
         return self.read(size, 0)
 
     def source(self) -> Path | bytes:
-        """Where a parser can read the whole content: the bytes, or the spool file."""
+        """Where a parser can read the whole content: the bytes, or a file."""
+        if self._taken is not None:
+            fd = self._taken[1].fileno()
+            if fd is not None:
+                return Path(f"/proc/self/fd/{fd}")  # the taken blob, even if removed meanwhile
+            self._own_copy()
         if self.buffer is not None:
             return bytes(self.buffer)
         assert self.path is not None
@@ -281,8 +324,9 @@ class Draft:
 
     def fsync(self) -> None:
         self._settle_flush()
-        if self.fd >= 0:
-            os.fsync(self.fd)
+        descriptor = self._taken[1].fileno() if self._taken is not None else self.fd
+        if descriptor is not None and descriptor >= 0:
+            os.fsync(descriptor)
 
     def discard(self, in_background: bool = False) -> None:
         """Drop the draft; safe to call twice and after the spool was adopted.
@@ -293,6 +337,9 @@ class Draft:
             self._flush.exception()  # its fd must not be closed under it
         self._flush = None
         self.buffer = None
+        if self._taken is not None:
+            self._taken[1].close()
+            self._taken = None
         size = 0
         if self.fd >= 0:
             size = os.fstat(self.fd).st_size
@@ -303,3 +350,18 @@ class Draft:
         elif self.path is not None:
             self.path.unlink(missing_ok=True)
         self.path = None
+
+
+def copy_reader_into(reader: BlobReader, fd: int, size: int) -> None:
+    """Copy `size` bytes from a blob reader into the start of file `fd` (in the kernel
+    when the reader is a file)."""
+    source = reader.fileno()
+    copied = 0
+    while copied < size:
+        if source is not None:
+            n = os.copy_file_range(source, fd, size - copied, copied, copied)
+        else:
+            n = os.pwrite(fd, reader.pread(min(HASH_CHUNK, size - copied), copied), copied)
+        if n == 0:
+            raise OSError(errno.EIO, "a stored blob ended before its size")
+        copied += n

@@ -712,6 +712,20 @@ class FilesService(Grouping, Datasets, Views):
         except OSError as exc:
             raise self._os_refusal(exc, path) from exc
 
+    @action("copy")
+    def take_content(self, actor: Actor, path: str, draft: Draft, source: Item) -> bool:
+        """Let an empty draft hold `source`'s stored content without copying its bytes
+        (a whole file copied within the mount); the commit then counts the same blob
+        again. False if that version is gone from the store already."""
+        if source.blob is None:
+            return False
+        try:
+            reader = self.blobs.open_reader(source.blob)
+        except FileNotFoundError:
+            return False
+        draft.take_content_of(source.blob, source.size, reader)
+        return True
+
     @action("fallocate")
     def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int) -> None:
         try:

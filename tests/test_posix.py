@@ -444,3 +444,80 @@ def test_fallocate_modes_other_than_reserve_and_grow_are_not_supported(folder: P
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 8192
+
+
+def _blob_files(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "blobs").rglob("*") if p.is_file())
+
+
+def test_cp_within_the_mount_shares_the_stored_content(mount: Mounted, folder: Path) -> None:
+    """cp asks copy_file_range for the whole file: the copy takes the same blob."""
+    payload = os.urandom(3 * 1024 * 1024 + 5)
+    (folder / "a.bin").write_bytes(payload)
+    done = subprocess.run(["cp", str(folder / "a.bin"), str(folder / "b.bin")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "b.bin").read_bytes() == payload
+    assert stored_bytes(mount.store, "/data/b.bin") == payload
+    assert len(_blob_files(mount.store)) == 1
+    (folder / "a.bin").unlink()
+    assert (folder / "b.bin").read_bytes() == payload
+    (folder / "b.bin").unlink()
+    assert _blob_files(mount.store) == []
+
+
+def test_copied_file_outlives_its_source_removed_before_the_copy_is_closed(mount: Mounted,
+                                                                           folder: Path) -> None:
+    payload = os.urandom(20 * 1024 * 1024)  # big: its blob leaves through the trash
+    (folder / "src.bin").write_bytes(payload)
+    source = os.open(folder / "src.bin", os.O_RDONLY)
+    target = os.open(folder / "dst.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert os.copy_file_range(source, target, len(payload)) == len(payload)
+        assert os.listdir(mount.store / "spool") == []  # no bytes were copied: no draft file
+        os.close(source)
+        (folder / "src.bin").unlink()  # its blob is no longer counted by any file
+        assert _blob_files(mount.store) == []
+    finally:
+        os.close(target)
+    assert stored_bytes(mount.store, "/data/dst.bin") == payload
+    assert (folder / "dst.bin").read_bytes() == payload
+    assert len(_blob_files(mount.store)) == 1
+
+
+def test_copied_file_changed_before_close_keeps_both_versions(mount: Mounted, folder: Path) -> None:
+    payload = os.urandom(2 * 1024 * 1024)
+    (folder / "src.bin").write_bytes(payload)
+    with open(folder / "src.bin", "rb") as source, open(folder / "dst.bin", "wb") as target:
+        assert os.copy_file_range(source.fileno(), target.fileno(), len(payload)) == len(payload)
+        target.seek(0, os.SEEK_END)
+        target.write(b"tail")
+    assert (folder / "dst.bin").read_bytes() == payload + b"tail"
+    assert stored_bytes(mount.store, "/data/dst.bin") == payload + b"tail"
+    assert stored_bytes(mount.store, "/data/src.bin") == payload
+    assert len(_blob_files(mount.store)) == 2
+
+
+@pytest.mark.parametrize("case", ["offset", "part", "into non-empty", "from unsaved"])
+def test_other_copies_go_through_reads_and_writes(mount: Mounted, folder: Path, case: str) -> None:
+    payload = os.urandom(1024 * 1024 + 3)
+    (folder / "src.bin").write_bytes(payload)
+    expected = {"offset": payload[1000:], "part": payload[:5000], "into non-empty": payload,
+                "from unsaved": b"fresh" + payload[5:]}[case]
+    with open(folder / "src.bin", "r+b") as source, open(folder / "dst.bin", "w+b") as target:
+        if case == "into non-empty":
+            target.write(b"x" * 10)
+            target.flush()
+        if case == "from unsaved":
+            source.write(b"fresh")  # the source's new bytes are not committed yet
+            source.flush()
+        offset_in = 1000 if case == "offset" else 0
+        length = 5000 if case == "part" else len(payload)
+        copied = 0
+        while copied < len(expected):
+            n = os.copy_file_range(source.fileno(), target.fileno(), length - copied,
+                                   offset_in + copied, copied)
+            assert n > 0
+            copied += n
+    assert (folder / "dst.bin").read_bytes() == expected
+    assert stored_bytes(mount.store, "/data/dst.bin") == expected

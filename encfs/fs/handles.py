@@ -140,6 +140,25 @@ class OpenFiles:
             self.service.allocate_draft(actor, path, draft, offset, length)  # a refusal loses no bytes
             opened.mtime_override = None
 
+    def copy_whole(self, actor: Actor, path: str, target: OpenFile, source: OpenFile, length: int) -> bool:
+        """copy_file_range of a whole committed file into an empty one: the target
+        takes the source's blob and no bytes move. False if the copy is anything else
+        (the caller then lets the kernel copy through reads and writes)."""
+        if target is source:
+            return False
+        first, second = sorted((source, target), key=lambda opened: opened.item.id)
+        with first.lock, second.lock:
+            item = source.item
+            if source.draft is not None or length < item.size or item.size == 0 or target.size != 0:
+                return False
+            if target.draft is not None and not target.draft.is_blank():
+                return False
+            draft = self._ensure_draft(actor, target, keep_content=False)
+            if not self.service.take_content(actor, path, draft, item):
+                return False
+            target.mtime_override = None
+            return True
+
     def set_mtime(self, opened: OpenFile, mtime_ns: int) -> None:
         """utimens while a draft is pending: the commit keeps this mtime."""
         with opened.lock:

@@ -208,6 +208,14 @@ def make_fuse_class(mfusepy: Any) -> type:
             return self.operations.write(None if path is None else path.decode(self.encoding, self.errors),
                                          payload, offset, fip.contents)
 
+        def copy_file_range(self, path_in, fi_in, offset_in, path_out, fi_out, offset_out, length,  # type: ignore[no-untyped-def]
+                            flags):
+            """mfusepy declares this callback but has no wrapper for it."""
+            return self.operations.copy_file_range(
+                None if path_in is None else path_in.decode(self.encoding, self.errors), fi_in.contents,
+                offset_in, None if path_out is None else path_out.decode(self.encoding, self.errors),
+                fi_out.contents, offset_out, length, flags)
+
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             return self.operations.rename(
                 old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags

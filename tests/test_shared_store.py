@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from encfs.cli import main
@@ -89,3 +90,27 @@ def test_closing_a_reader_does_not_publish_a_writers_bytes(store: Path, mount_fa
         time.sleep(1.5)  # past the other mount's caches
         assert (second.path / "d" / "f").read_bytes() == b"old"
     eventually(lambda: (second.path / "d" / "f").read_bytes() == b"new")
+
+
+def test_a_file_removed_elsewhere_can_be_written_again_at_once(store: Path, mount_factory) -> None:
+    """The kernel keeps a removed name for up to a second: opening it to write must
+    still create the file, and opening it to read must say it is gone."""
+    first, second = mount_factory(store, "one"), mount_factory(store, "two")
+    (first.path / "shared").mkdir()
+    name = "labels.json"
+    (first.path / "shared" / name).write_text("v1")
+    for remover in ("other mount", "cli"):
+        assert (first.path / "shared" / name).read_text() in ("v1", "again")  # the name is cached
+        if remover == "cli":
+            result = CliRunner().invoke(main, ["rm", "--store", str(store), f"shared/{name}"])
+            assert result.exit_code == 0, result.output
+        else:
+            eventually(lambda: (second.path / "shared" / name).exists())
+            (second.path / "shared" / name).unlink()
+        (first.path / "shared" / name).write_text("again")  # open(O_WRONLY | O_CREAT | O_TRUNC)
+        assert (first.path / "shared" / name).read_text() == "again"
+        eventually(lambda: (second.path / "shared" / name).read_text() == "again")
+    (first.path / "shared" / name).stat()
+    (second.path / "shared" / name).unlink()
+    with pytest.raises(FileNotFoundError):
+        (first.path / "shared" / name).read_text()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import mfusepy
 
 from encfs.draft import Payload
-from encfs.errors import EncfsError
+from encfs.errors import EncfsError, NotFound
 from encfs.fs.control import ControlEntry, ControlTree, control_inode
 from encfs.fs.handles import OpenFile, OpenFiles
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
@@ -274,7 +274,13 @@ class EncfsOperations(mfusepy.Operations):
         if ControlTree.owns(path):
             return self._open_control(actor, path, fi)
         writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
-        node = self.service.open_item(actor, path, writable)
+        try:
+            node = self.service.open_item(actor, path, writable)
+        except NotFound:
+            # The kernel opens only names it holds, so another mount or the CLI removed
+            # this one since. ESTALE makes the kernel look the name up again and retry:
+            # an O_CREAT open (whose flag the kernel does not pass on) then creates it.
+            raise mfusepy.FuseOSError(errno.ESTALE) from None
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
         fi.fh = self.files.open(actor, path, node, truncate=writable and bool(fi.flags & os.O_TRUNC))

@@ -269,12 +269,21 @@ class FilesService(Grouping, Datasets, Views):
         return folder
 
     @action("create")
-    def create_item(self, actor: Actor, path: str, mode: int = 0o644) -> Item:
+    def create_item(self, actor: Actor, path: str, mode: int = 0o644, exclusive: bool = True) -> Item:
+        """A new empty file. Not `exclusive` (open with O_CREAT but not O_EXCL), a file
+        already there is returned as it is: the kernel asks to create a name it
+        believes missing for up to a second after another mount or the CLI made it."""
         parts = split_path(path)
         with self.meta.write() as w:
             parent = self._resolve_parent(w, parts)
             if parent.id == ROOT_ID:
                 raise NotPermitted("files cannot be stored at the root; put them in a folder", path)
+            existing_id = None if exclusive else w.child_id(parent.id, parts[-1])
+            existing = None if existing_id is None else w.node(existing_id)
+            if isinstance(existing, Item):
+                return existing
+            if isinstance(existing, Folder):
+                raise IsAFolder("a folder with this name exists", path)
             self._check_free(w, parent, parts[-1], path)
             item = Item(**self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFREG | (mode & 0o7777)))
             self._insert_item(w, parent, item)

@@ -3,6 +3,7 @@ about a second."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,3 +115,33 @@ def test_a_file_removed_elsewhere_can_be_written_again_at_once(store: Path, moun
     (second.path / "shared" / name).unlink()
     with pytest.raises(FileNotFoundError):
         (first.path / "shared" / name).read_text()
+
+
+def test_a_file_made_elsewhere_is_opened_not_refused(store: Path, mount_factory, tmp_path: Path) -> None:
+    """The kernel remembers a missing name for up to a second: an O_CREAT open of a
+    name made meanwhile by another mount or the CLI opens that file, as on a local
+    disk; with O_EXCL it is EEXIST, and a folder of that name is EISDIR."""
+    first, second = mount_factory(store, "one"), mount_factory(store, "two")
+    (first.path / "shared").mkdir()
+    eventually(lambda: (second.path / "shared").is_dir())
+    for name in ("appended.txt", "truncated.txt", "exclusive.txt", "folder"):
+        assert not (first.path / "shared" / name).exists()  # the kernel now holds "missing"
+    (second.path / "shared" / "appended.txt").write_text("made on two;")
+    (second.path / "shared" / "truncated.txt").write_text("made on two")
+    (second.path / "shared" / "exclusive.txt").write_text("made on two")
+    made = CliRunner().invoke(main, ["folder", "create", "--store", str(store), "shared/folder"])
+    assert made.exit_code == 0, made.output
+
+    with open(first.path / "shared" / "appended.txt", "a") as f:
+        f.write(" appended on one")
+    with open(first.path / "shared" / "truncated.txt", "w") as f:
+        f.write("replaced on one")
+    with pytest.raises(FileExistsError):
+        os.open(first.path / "shared" / "exclusive.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with pytest.raises(IsADirectoryError):
+        os.open(first.path / "shared" / "folder", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    assert (first.path / "shared" / "appended.txt").read_text() == "made on two; appended on one"
+    assert (first.path / "shared" / "truncated.txt").read_text() == "replaced on one"
+    assert (first.path / "shared" / "exclusive.txt").read_text() == "made on two"
+    eventually(lambda: (second.path / "shared" / "truncated.txt").read_text() == "replaced on one")

@@ -264,8 +264,8 @@ class EncfsOperations(mfusepy.Operations):
     @translated
     def create(self, path: str, mode: int, fi: Any) -> int:
         actor = caller()
-        item = self.service.create_item(actor, path, mode)
-        fi.fh = self.files.open(actor, path, item, truncate=False)
+        item = self.service.create_item(actor, path, mode, exclusive=bool(fi.flags & os.O_EXCL))
+        fi.fh = self.files.open(actor, path, item, truncate=item.size > 0 and bool(fi.flags & os.O_TRUNC))
         return 0
 
     @translated

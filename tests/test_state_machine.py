@@ -69,6 +69,28 @@ def append(rel: str, data: bytes):
     return act
 
 
+def copy_file(src: str, dst: str):
+    """What cp does: the whole file with copy_file_range, into a new or emptied file."""
+
+    def act(root: Path) -> None:
+        with open(root / src, "rb") as source, open(root / dst, "wb") as target:
+            while os.copy_file_range(source.fileno(), target.fileno(), 1 << 20):
+                pass
+
+    return act
+
+
+def reserve(rel: str, offset: int, length: int):
+    def act(root: Path) -> None:
+        fd = os.open(root / rel, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, offset, length)
+        finally:
+            os.close(fd)
+
+    return act
+
+
 class MountMatchesLocalDisk(RuleBasedStateMachine):
     mount_root: Path
     local_root: Path
@@ -103,6 +125,14 @@ class MountMatchesLocalDisk(RuleBasedStateMachine):
     @rule(src=paths, dst=paths)
     def rename(self, src: str, dst: str) -> None:
         self.both(lambda root: os.rename(root / src, root / dst))
+
+    @rule(src=paths, dst=paths)
+    def copy(self, src: str, dst: str) -> None:
+        self.both(copy_file(src, dst))
+
+    @rule(rel=paths, offset=offsets, length=st.integers(min_value=1, max_value=400))
+    def fallocate(self, rel: str, offset: int, length: int) -> None:
+        self.both(reserve(rel, offset, length))
 
     @rule(rel=paths)
     def unlink(self, rel: str) -> None:

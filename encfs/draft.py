@@ -261,7 +261,10 @@ class Draft:
     def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
         """Hand the content to the blob store (a spool file is moved, not copied)."""
         self._settle_flush()
-        self._own_copy()  # a taken blob that is gone from the store is stored again
+        if self._taken is not None:  # a taken blob that is gone from the store is stored again
+            self._own_copy()
+            if durable:
+                os.fsync(self.fd)
         if self.buffer is not None:
             blobs.write(sha, self.buffer, durable)
         else:

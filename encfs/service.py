@@ -800,6 +800,8 @@ class FilesService(Grouping, Datasets, Views):
             if w.add_blob_ref(sha, size) == 1:
                 changes.written.append(sha)
                 draft.save_as_blob(self.blobs, sha, durable)
+            elif durable:  # stored already by a commit that was not fsynced: fsync it now
+                self.blobs.sync(sha)
             if item.blob and w.drop_blob_ref(item.blob) == 0:
                 changes.obsolete.append(item.blob)
             item.blob, item.size, item.media = sha, size, media

@@ -42,6 +42,10 @@ class BlobStore(Protocol):
     def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
         """Store small content given in memory as blob `sha`."""
 
+    def sync(self, sha: str) -> None:
+        """Make a stored blob durable (a file fsynced now may share the content of one
+        that was only closed)."""
+
     def open_reader(self, sha: str) -> BlobReader: ...
 
     def copy_into(self, sha: str, fd: int) -> None:

@@ -68,6 +68,15 @@ class LocalBlobStore:
         if durable:
             _fsync_dir(os.path.dirname(target))
 
+    def sync(self, sha: str) -> None:
+        target = self.path(sha)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(os.path.dirname(target))
+
     def open_reader(self, sha: str) -> LocalBlobReader:
         return LocalBlobReader(self.path(sha))
 

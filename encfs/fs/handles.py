@@ -170,7 +170,7 @@ class OpenFiles:
             draft = opened.draft
             if draft is None:
                 if durable:
-                    self.service.sync()
+                    self.service.make_durable(opened.item)
                 return
             opened.draft = None
             if opened.lost_to_full_disk:

@@ -19,11 +19,13 @@ from encfs.service import FilesService
 
 CONTROL_NAMES = (".encfs", ".search")
 CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
+SEARCH_CACHE_SECONDS = 1.0
 
 
 def control_inode(path: str) -> int:
+    """A stable inode number for a control entry (a name the kernel passed may hold
+    bytes that are not UTF-8)."""
     return CONTROL_INODES | zlib.crc32(path.encode("utf-8", "surrogateescape"))
-SEARCH_CACHE_SECONDS = 1.0
 
 
 @dataclass

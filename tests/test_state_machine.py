@@ -50,15 +50,21 @@ def write_file(rel: str, data: bytes):
     return act
 
 
-def write_at(rel: str, data: bytes, offset: int):
+def on_descriptor(rel: str, use):
+    """An action that opens `rel` for writing (never creating it) and hands `use` the fd."""
+
     def act(root: Path) -> None:
         fd = os.open(root / rel, os.O_WRONLY)
         try:
-            os.pwrite(fd, data, offset)
+            use(fd)
         finally:
             os.close(fd)
 
     return act
+
+
+def write_at(rel: str, data: bytes, offset: int):
+    return on_descriptor(rel, lambda fd: os.pwrite(fd, data, offset))
 
 
 def append(rel: str, data: bytes):
@@ -81,14 +87,7 @@ def copy_file(src: str, dst: str):
 
 
 def reserve(rel: str, offset: int, length: int):
-    def act(root: Path) -> None:
-        fd = os.open(root / rel, os.O_WRONLY)
-        try:
-            os.posix_fallocate(fd, offset, length)
-        finally:
-            os.close(fd)
-
-    return act
+    return on_descriptor(rel, lambda fd: os.posix_fallocate(fd, offset, length))
 
 
 class MountMatchesLocalDisk(RuleBasedStateMachine):

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +43,15 @@ class Mounted:
         return self.path / other
 
 
-def start_mount(store: Path, mountpoint: Path) -> Mounted:
+def start_mount(store: Path, mountpoint: Path, preexec_fn: Callable[[], None] | None = None) -> Mounted:
+    """Start `encfs mount --foreground` and wait until it answers; `preexec_fn` runs in
+    the daemon's process before it starts (to set its limits, say)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     output = mountpoint.parent / f"{mountpoint.name}.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "encfs", "mount", "--foreground", "--store", str(store), str(mountpoint)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
         )
     mounted = Mounted(store, mountpoint, process, output)
     deadline = time.monotonic() + MOUNT_TIMEOUT

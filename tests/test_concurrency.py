@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import Mounted
+from conftest import Mounted, start_mount, stop_mount
 from store_state import service_of, stored_bytes
 
 WORKERS = 4
@@ -162,3 +163,25 @@ def test_exclusive_creates_of_one_name_on_two_mounts_have_one_winner(store: Path
     for n in range(names):
         winner = next(argvs[i][1] for i, numbers in enumerate(won) if n in numbers)
         assert stored_bytes(store, f"/data/race{n:03d}") == winner.encode()
+
+
+def test_more_files_open_at_once_than_a_default_descriptor_limit(store: Path, tmp_path: Path) -> None:
+    """Every file open through the mount holds a descriptor in the daemon: started with
+    a low soft limit, it raises it, and 600 files open at once all read."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard >= 1024, f"this machine's hard limit on open files is {hard}"
+    mounted = start_mount(store, tmp_path / "mnt-low-limit",
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        folder = mounted.path / "many"
+        folder.mkdir()
+        for n in range(600):
+            (folder / f"f{n:03d}").write_bytes(b"%d" % n)
+        descriptors = [os.open(folder / f"f{n:03d}", os.O_RDONLY) for n in range(600)]
+        try:
+            assert [os.pread(fd, 10, 0) for fd in descriptors] == [b"%d" % n for n in range(600)]
+        finally:
+            for fd in descriptors:
+                os.close(fd)
+    finally:
+        stop_mount(mounted)

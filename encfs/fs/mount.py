@@ -8,6 +8,7 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -273,6 +274,16 @@ def warm_up_parsers() -> None:
         log.warning("could not warm up the media parsers: %s", exc)
 
 
+def allow_many_open_files() -> None:
+    """Every file open through the mount, by any process, holds a descriptor in this
+    one (its stored content, or its draft): raise the soft limit to the hard one, as a
+    default soft limit of 1024 would be reached by a few DataLoader workers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open files allowed: %s (was %s)", hard, soft)
+
+
 def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     """Mount and serve until unmounted (blocks)."""
     mfusepy = load_mfusepy()
@@ -281,6 +292,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     from encfs.store import open_store
 
     check_mountpoint(mountpoint)
+    allow_many_open_files()
     store = open_store(store_path)
     service = FilesService(store)
     service.recover()

@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -98,6 +99,15 @@ class InOrderHash:
         return self._sha.hexdigest()
 
 
+@dataclass(frozen=True)
+class TakenBlob:
+    """A stored blob a draft holds instead of bytes: its sha, size and an open reader."""
+
+    sha: str
+    size: int
+    reader: BlobReader
+
+
 class Draft:
     def __init__(self, spool_dir: Path) -> None:
         self.spool_dir = spool_dir
@@ -108,7 +118,7 @@ class Draft:
         self._hash = InOrderHash()
         self._flush: Future | None = None
         self._flushed_size = 0
-        self._taken: tuple[str, BlobReader] | None = None  # a stored blob held whole, not copied
+        self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path) -> Draft:
@@ -124,14 +134,23 @@ class Draft:
             raise
         return draft
 
-    def take_content_of(self, sha: str, size: int, reader: BlobReader) -> None:
-        """Hold a stored blob's whole content without copying it (a whole file copied
-        within the mount). The open reader keeps the bytes even if the blob is removed
-        meanwhile; they are copied only if the draft then changes, or if the blob has
-        to be stored again at commit."""
+    def take_content_of(self, blob: TakenBlob, size: int) -> None:
+        """Hold the first `size` bytes of a stored blob without copying them (a file
+        copied within the mount). The open reader keeps the bytes even if the blob is
+        removed meanwhile; they are copied only if the draft then changes, if it ends
+        up holding only part of the blob, or if the blob has to be stored again."""
         if not self.is_blank():
             raise ValueError("only an empty draft can take a blob's content")
-        self.buffer, self.size, self._taken = None, size, (sha, reader)
+        self.buffer, self.size, self._taken = None, min(size, blob.size), blob
+
+    def take_more_of(self, sha: str, offset: int, length: int) -> int:
+        """The next bytes of the blob the draft holds the start of (the kernel splits a
+        copy of more than 2 GiB): how many were added, 0 if this is not that case."""
+        if self._taken is None or self._taken.sha != sha or offset != self.size:
+            return 0
+        added = max(0, min(length, self._taken.size - offset))
+        self.size += added
+        return added
 
     def is_blank(self) -> bool:
         """Empty, in memory, holding no blob: what take_content_of starts from."""
@@ -141,7 +160,7 @@ class Draft:
         """Copy a taken blob's bytes into a spool file of the draft's own."""
         if self._taken is None:
             return
-        _, reader = self._taken
+        reader = self._taken.reader
         self._taken = None
         self._new_spool_file()
         self._hash.valid = False
@@ -200,7 +219,7 @@ class Draft:
 
     def read(self, size: int, offset: int) -> bytes:
         if self._taken is not None:
-            return self._taken[1].pread(max(0, min(size, self.size - offset)), offset)
+            return self._taken.reader.pread(max(0, min(size, self.size - offset)), offset)
         if self.buffer is not None:
             return bytes(self.buffer[offset : offset + size])
         return os.pread(self.fd, size, offset)
@@ -289,8 +308,9 @@ class Draft:
         self.fd, self.path = fd, Path(name)
 
     def digest(self) -> str:
-        if self._taken is not None:
-            return self._taken[0]
+        if self._taken is not None and self.size == self._taken.size:
+            return self._taken.sha
+        self._own_copy()  # part of a blob is hashed like any other content
         if self._hash.valid and self._hash.hashed == self.size:
             return self._hash.hexdigest()
         self._hash.wait()
@@ -312,11 +332,11 @@ class Draft:
 
     def source(self) -> Path | bytes:
         """Where a parser can read the whole content: the bytes, or a file."""
-        if self._taken is not None:
-            fd = self._taken[1].fileno()
+        if self._taken is not None and self.size == self._taken.size:
+            fd = self._taken.reader.fileno()
             if fd is not None:
                 return Path(f"/proc/self/fd/{fd}")  # the taken blob, even if removed meanwhile
-            self._own_copy()
+        self._own_copy()
         if self.buffer is not None:
             return bytes(self.buffer)
         assert self.path is not None
@@ -327,7 +347,7 @@ class Draft:
 
     def fsync(self) -> None:
         self._settle_flush()
-        descriptor = self._taken[1].fileno() if self._taken is not None else self.fd
+        descriptor = self._taken.reader.fileno() if self._taken is not None else self.fd
         if descriptor is not None and descriptor >= 0:
             os.fsync(descriptor)
 
@@ -341,7 +361,7 @@ class Draft:
         self._flush = None
         self.buffer = None
         if self._taken is not None:
-            self._taken[1].close()
+            self._taken.reader.close()
             self._taken = None
         size = 0
         if self.fd >= 0:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
 from encfs.datasets import DATASET, PROJECT, Datasets
-from encfs.draft import MEMORY_LIMIT, Draft, Payload
+from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
 from encfs.errors import (
     AlreadyExists,
     EncfsError,
@@ -723,17 +723,17 @@ class FilesService(Grouping, Datasets, Views):
             raise self._os_refusal(exc, path) from exc
 
     @action("copy")
-    def take_content(self, actor: Actor, path: str, draft: Draft, source: Item) -> bool:
-        """Let an empty draft hold `source`'s stored content without copying its bytes
-        (a whole file copied within the mount); the commit then counts the same blob
-        again. False if that version is gone from the store already."""
+    def take_content(self, actor: Actor, path: str, draft: Draft, source: Item, size: int) -> bool:
+        """Let an empty draft hold the first `size` bytes of `source`'s stored content
+        without copying them (a file copied within the mount); a whole copy's commit
+        then counts the same blob again. False if that version is gone from the store."""
         if source.blob is None:
             return False
         try:
             reader = self.blobs.open_reader(source.blob)
         except FileNotFoundError:
             return False
-        draft.take_content_of(source.blob, source.size, reader)
+        draft.take_content_of(TakenBlob(source.blob, source.size, reader), size)
         return True
 
     @action("fallocate")

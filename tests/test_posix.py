@@ -499,7 +499,10 @@ def test_copied_file_changed_before_close_keeps_both_versions(mount: Mounted, fo
 
 
 @pytest.mark.parametrize("case", ["offset", "part", "into non-empty", "from unsaved"])
-def test_other_copies_go_through_reads_and_writes(mount: Mounted, folder: Path, case: str) -> None:
+def test_other_copies_come_out_exact(mount: Mounted, folder: Path, case: str) -> None:
+    """At an offset, into a file with content, or from one with new bytes not yet
+    committed, the kernel copies through reads and writes; a copy of the start of a
+    file takes part of the blob, and its commit stores just that part."""
     payload = os.urandom(1024 * 1024 + 3)
     (folder / "src.bin").write_bytes(payload)
     expected = {"offset": payload[1000:], "part": payload[:5000], "into non-empty": payload,
@@ -521,3 +524,46 @@ def test_other_copies_go_through_reads_and_writes(mount: Mounted, folder: Path, 
             copied += n
     assert (folder / "dst.bin").read_bytes() == expected
     assert stored_bytes(mount.store, "/data/dst.bin") == expected
+
+
+def _sparse_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:  # cheap to write; hashed at close
+        f.truncate(size)
+        f.write(b"head")
+        f.seek(size - 4)
+        f.write(b"tail")
+
+
+def test_copy_in_pieces_moves_no_bytes(mount: Mounted, folder: Path) -> None:
+    """The kernel hands a copy of over 4 GiB to the file system in pieces (its reply
+    counts bytes in 32 bits); the pieces after the first take more of the same blob.
+    Pieces of 100 MiB here behave as those do."""
+    size, piece = 300 << 20, 100 << 20
+    _sparse_file(folder / "shard.tar", size)
+    source = os.open(folder / "shard.tar", os.O_RDONLY)
+    target = os.open(folder / "copy.tar", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        pieces = []
+        while copied := os.copy_file_range(source, target, piece):
+            pieces.append(copied)
+        assert pieces == [piece] * 3
+        assert os.listdir(mount.store / "spool") == []  # no bytes were copied
+    finally:
+        os.close(source)
+        os.close(target)
+    with open(folder / "copy.tar", "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(size - 4)
+        assert f.read(4) == b"tail"
+    assert os.stat(folder / "copy.tar").st_size == size
+    assert len(_blob_files(mount.store)) == 1
+
+
+def test_copy_of_the_start_of_a_file_stores_just_that_start(mount: Mounted, folder: Path) -> None:
+    size = 30 << 20
+    _sparse_file(folder / "whole.bin", size)
+    with open(folder / "whole.bin", "rb") as source, open(folder / "start.bin", "wb") as target:
+        assert os.copy_file_range(source.fileno(), target.fileno(), 10 << 20) == 10 << 20
+    assert os.stat(folder / "start.bin").st_size == 10 << 20
+    assert stored_bytes(mount.store, "/data/start.bin") == b"head" + bytes((10 << 20) - 4)
+    assert len(_blob_files(mount.store)) == 2

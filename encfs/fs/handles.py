@@ -140,24 +140,31 @@ class OpenFiles:
             self.service.allocate_draft(actor, path, draft, offset, length)  # a refusal loses no bytes
             opened.mtime_override = None
 
-    def copy_whole(self, actor: Actor, path: str, target: OpenFile, source: OpenFile, length: int) -> bool:
-        """copy_file_range of a whole committed file into an empty one: the target
-        takes the source's blob and no bytes move. False if the copy is anything else
-        (the caller then lets the kernel copy through reads and writes)."""
-        if target is source:
-            return False
+    def copy_stored(self, actor: Actor, path: str, target: OpenFile, source: OpenFile, offset_in: int,
+                    offset_out: int, length: int) -> int | None:
+        """copy_file_range from a committed file: bytes copied, with none moved. The
+        first piece (both offsets 0) goes into an empty target, which takes the start
+        of the source's blob; the kernel sends a copy of over 2 GiB in pieces, and each
+        next piece (the same offset on both sides, where the target ends) takes more of
+        it. None for any other copy: the caller then lets the kernel copy through
+        reads and writes."""
+        if target is source or offset_in != offset_out:
+            return None
         first, second = sorted((source, target), key=lambda opened: opened.item.id)
         with first.lock, second.lock:
             item = source.item
-            if source.draft is not None or length < item.size or item.size == 0 or target.size != 0:
-                return False
-            if target.draft is not None and not target.draft.is_blank():
-                return False
+            if source.draft is not None or item.blob is None or offset_in >= item.size:
+                return None
+            if offset_in > 0:
+                added = target.draft.take_more_of(item.blob, offset_out, length) if target.draft else 0
+                return added or None
+            if target.size != 0 or (target.draft is not None and not target.draft.is_blank()):
+                return None
             draft = self._ensure_draft(actor, target, keep_content=False)
-            if not self.service.take_content(actor, path, draft, item):
-                return False
+            if not self.service.take_content(actor, path, draft, item, length):
+                return None
             target.mtime_override = None
-            return True
+            return draft.size
 
     def set_mtime(self, opened: OpenFile, mtime_ns: int) -> None:
         """utimens while a draft is pending: the commit keeps this mtime."""

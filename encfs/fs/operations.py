@@ -347,14 +347,17 @@ class EncfsOperations(mfusepy.Operations):
     @translated
     def copy_file_range(self, path_in: str | None, fi_in: Any, offset_in: int, path_out: str | None,
                         fi_out: Any, offset_out: int, length: int, flags: int) -> int:
-        """A whole stored file copied into an empty one (what `cp` asks) takes no
-        bytes: the copy counts the same blob. Any other copy is EOPNOTSUPP, and the
-        kernel then copies through reads and writes."""
+        """A stored file copied into an empty one (what `cp` asks) moves no bytes: the
+        copy counts the same blob. Any other copy is EOPNOTSUPP, and the kernel then
+        copies through reads and writes."""
         source, target = self.files.find(fi_in.fh), self.files.find(fi_out.fh)
-        if (source is None or target is None or flags or offset_in or offset_out
-                or not self.files.copy_whole(caller(), path_out or target.item.name, target, source, length)):
+        copied = None
+        if source is not None and target is not None and not flags:
+            copied = self.files.copy_stored(caller(), path_out or target.item.name, target, source, offset_in,
+                                            offset_out, length)
+        if copied is None:
             raise mfusepy.FuseOSError(errno.EOPNOTSUPP)
-        return source.item.size
+        return copied
 
     @translated
     def fallocate(self, path: str | None, mode: int, offset: int, length: int, fi: Any) -> int:

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,11 +269,11 @@ class Draft:
         self.size = len(content)
         self._hash.valid = False
 
-    def fill(self, copy_into_fd: Callable[[int], None]) -> None:
-        """Start from existing (large) content, which `copy_into_fd` writes into the spool."""
+    def fill_from(self, reader: BlobReader, size: int) -> None:
+        """Start from existing (large) content, copied into the spool file."""
         self._spill()
-        copy_into_fd(self.fd)
-        self.size = os.fstat(self.fd).st_size
+        copy_reader_into(reader, self.fd, size)
+        self.size = size
         self._hash.valid = False
 
     def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:

@@ -689,23 +689,27 @@ class FilesService(Grouping, Datasets, Views):
                 item = fresh
         raise NotFound("the file's content changed too often to be opened", item.name)
 
-    def start_draft(self, actor: Actor, item: Item | None, keep_content: bool) -> Draft:
-        """A draft of the item's next content: its current bytes, or empty."""
+    def start_draft(self, actor: Actor, item: Item | None, keep_content: bool,
+                    current: BlobReader | None = None) -> Draft:
+        """A draft of the item's next content: its current bytes, or empty. `current`
+        is the reader an open file holds on those bytes; it still has them when the
+        item was removed while open (its blob may be gone from the store)."""
         draft = Draft(self.blobs.spool_dir())
-        if keep_content and item is not None and item.blob is not None:
-            sha = item.blob
+        if not keep_content or item is None or item.blob is None:
+            return draft
+        try:
+            reader = current or self.blobs.open_reader(item.blob)
             try:
                 if item.size <= MEMORY_LIMIT:
-                    reader = self.blobs.open_reader(sha)
-                    try:
-                        draft.load(reader.pread(item.size, 0))
-                    finally:
-                        reader.close()
+                    draft.load(reader.pread(item.size, 0))
                 else:
-                    draft.fill(lambda fd: self.blobs.copy_into(sha, fd))
-            except OSError as exc:
-                draft.discard()
-                raise self._os_refusal(exc, item.name) from exc
+                    draft.fill_from(reader, item.size)
+            finally:
+                if reader is not current:
+                    reader.close()
+        except OSError as exc:
+            draft.discard()
+            raise self._os_refusal(exc, item.name) from exc
         return draft
 
     @action("write")
@@ -757,17 +761,20 @@ class FilesService(Grouping, Datasets, Views):
         mtime_ns: int | None = None,
     ) -> Item | None:
         """Make a draft the item's content: hash, store the blob once, update the record,
-        all in one transaction. Returns None if the item was deleted meanwhile (its
-        draft is then simply dropped). The draft is consumed either way."""
-        stored = False
+        all in one transaction; the draft is consumed. If the item was removed
+        meanwhile, nothing is stored and None is returned with the draft left to the
+        caller: a file removed while open goes on living in its descriptors."""
         try:
             committed = self._commit(item_id, draft, durable, mtime_ns, path)
-            stored = True
-            return committed
         except OSError as exc:
+            draft.discard()  # a refusal frees its space now
             raise self._os_refusal(exc, path) from exc
-        finally:  # once stored, a duplicate's spool goes in the background; a refusal frees it now
-            draft.discard(in_background=stored)
+        except BaseException:
+            draft.discard()
+            raise
+        if committed is not None:
+            draft.discard(in_background=True)  # stored: a duplicate's spool may go a moment later
+        return committed
 
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
@@ -868,6 +875,7 @@ class FilesService(Grouping, Datasets, Views):
             raise
         committed = self.commit(actor, target, item.id, draft, durable=False)
         if committed is None:
+            draft.discard()
             raise NotFound("the file was removed while it was uploaded", target)
         return committed
 

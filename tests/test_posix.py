@@ -123,6 +123,32 @@ def test_unlinked_file_written_and_fsynced_stays_readable(folder: Path) -> None:
     assert not path.exists()
 
 
+@pytest.mark.parametrize("size", [5, 3 * 1024 * 1024])  # held in memory, and in a spool file
+def test_unlinked_file_stays_writable_through_every_descriptor(mount: Mounted, folder: Path,
+                                                               size: int) -> None:
+    """Written first after the unlink (its stored content is gone from the store by
+    then), and opened again through /proc/self/fd, as programs that keep a temporary
+    file do: every descriptor sees every write until the last one closes."""
+    path = folder / "scratch.bin"
+    path.write_bytes(b"h" * size)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        path.unlink()
+        assert os.pwrite(fd, b"J", 0) == 1
+        with open(f"/proc/self/fd/{fd}", "r+b") as again:
+            assert again.read(3) == b"J" + b"h" * min(2, size - 1)
+            again.seek(size)
+            again.write(b" more")
+        assert os.pread(fd, 1, 0) == b"J"
+        assert os.pread(fd, 5, size) == b" more"
+        assert os.fstat(fd).st_size == size + 5
+    finally:
+        os.close(fd)
+    assert os.listdir(folder) == []
+    assert os.listdir(mount.store / "spool") == []
+    assert [p for p in (mount.store / "blobs").rglob("*") if p.is_file()] == []
+
+
 def test_mkdir_rmdir_and_link_counts(mount: Mounted) -> None:
     top = mount.path / "top"
     top.mkdir()

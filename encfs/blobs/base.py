@@ -48,9 +48,6 @@ class BlobStore(Protocol):
 
     def open_reader(self, sha: str) -> BlobReader: ...
 
-    def copy_into(self, sha: str, fd: int) -> None:
-        """Write the whole blob into an open file (to start a draft from it)."""
-
     def delete(self, sha: str) -> None:
         """Take the blob out of the store (its space may be freed a little later)."""
 

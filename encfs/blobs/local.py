@@ -80,16 +80,6 @@ class LocalBlobStore:
     def open_reader(self, sha: str) -> LocalBlobReader:
         return LocalBlobReader(self.path(sha))
 
-    def copy_into(self, sha: str, fd: int) -> None:
-        with open(self.path(sha), "rb") as src:
-            size = os.fstat(src.fileno()).st_size
-            copied = 0
-            while copied < size:
-                n = os.copy_file_range(src.fileno(), fd, size - copied, copied, copied)
-                if n == 0:
-                    break
-                copied += n
-
     def delete(self, sha: str) -> None:
         """Take the blob out of the store now. A big one is renamed into `trash/` (at
         once, inside the caller's transaction) and unlinked in the background."""

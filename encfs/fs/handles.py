@@ -114,7 +114,7 @@ class OpenFiles:
 
     def _ensure_draft(self, actor: Actor, opened: OpenFile, keep_content: bool) -> Draft:
         if opened.draft is None:
-            opened.draft = self.service.start_draft(actor, opened.item, keep_content)
+            opened.draft = self.service.start_draft(actor, opened.item, keep_content, opened.reader)
         return opened.draft
 
     def write(self, actor: Actor, path: str, opened: OpenFile, data: bytes | Payload, offset: int) -> int:
@@ -188,7 +188,8 @@ class OpenFiles:
             opened.mtime_override = None
             small = draft.memory_content()
             committed = self.service.commit(actor, path, opened.item.id, draft, durable, mtime)
-            if committed is None:  # removed while open: the draft was the last copy
+            if committed is None:  # removed while open: its descriptors go on with the draft
+                opened.draft = draft
                 return
             opened.item = committed
             opened.replace_reader(self.service.open_reader(actor, committed, known_content=small))

@@ -274,6 +274,12 @@ class EncfsOperations(mfusepy.Operations):
         if ControlTree.owns(path):
             return self._open_control(actor, path, fi)
         writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        truncate = writable and bool(fi.flags & os.O_TRUNC)
+        fi.noflush = not writable  # nothing to commit: close(2) of a reader costs no round trip
+        removed = self._hidden.get(path)
+        if removed is not None:  # a file removed while open, opened again by /proc/PID/fd/N
+            fi.fh = self.files.open(actor, path, removed.item, truncate=truncate)
+            return 0
         try:
             node = self.service.open_item(actor, path, writable)
         except NotFound:
@@ -283,8 +289,7 @@ class EncfsOperations(mfusepy.Operations):
             raise mfusepy.FuseOSError(errno.ESTALE) from None
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
-        fi.fh = self.files.open(actor, path, node, truncate=writable and bool(fi.flags & os.O_TRUNC))
-        fi.noflush = not writable  # nothing to commit: close(2) of a reader costs no round trip
+        fi.fh = self.files.open(actor, path, node, truncate=truncate)
         return 0
 
     def _open_control(self, actor: Actor, path: str, fi: Any) -> int:

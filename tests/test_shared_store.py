@@ -145,3 +145,25 @@ def test_a_file_made_elsewhere_is_opened_not_refused(store: Path, mount_factory,
     assert (first.path / "shared" / "truncated.txt").read_text() == "replaced on one"
     assert (first.path / "shared" / "exclusive.txt").read_text() == "made on two"
     eventually(lambda: (second.path / "shared" / "truncated.txt").read_text() == "replaced on one")
+
+
+def test_writers_on_two_mounts_last_close_wins_whole(store: Path, mount_factory) -> None:
+    """Each mount's writer works on its own draft of the file; the last close stores
+    its whole version. Neither a mix of the two nor a blob of the lost version is left."""
+    first, second = mount_factory(store, "one"), mount_factory(store, "two")
+    (first.path / "shared").mkdir()
+    (first.path / "shared" / "log.txt").write_text("base\n")
+    eventually(lambda: (second.path / "shared" / "log.txt").read_text() == "base\n")
+    with open(first.path / "shared" / "log.txt", "a") as on_first, \
+            open(second.path / "shared" / "log.txt", "a") as on_second:
+        on_first.write("from one, a longer line\n")
+        on_second.write("from two\n")
+        on_first.flush()
+        on_second.flush()
+        on_first.close()  # stored first ...
+    # ... and the second close, later, wins
+    assert eventually(lambda: (first.path / "shared" / "log.txt").read_text() == "base\nfrom two\n") >= 0
+    assert (second.path / "shared" / "log.txt").read_text() == "base\nfrom two\n"
+    blobs = [p for p in (store / "blobs").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in blobs] == [b"base\nfrom two\n"]
+    assert os.listdir(store / "spool") == []

@@ -144,7 +144,7 @@ class Draft:
 
     def take_more_of(self, sha: str, offset: int, length: int) -> int:
         """The next bytes of the blob the draft holds the start of (the kernel splits a
-        copy of more than 2 GiB): how many were added, 0 if this is not that case."""
+        copy of 4 GiB or more): how many were added, 0 if this is not that case."""
         if self._taken is None or self._taken.sha != sha or offset != self.size:
             return 0
         added = max(0, min(length, self._taken.size - offset))

@@ -144,9 +144,9 @@ class OpenFiles:
                     offset_out: int, length: int) -> int | None:
         """copy_file_range from a committed file: bytes copied, with none moved. The
         first piece (both offsets 0) goes into an empty target, which takes the start
-        of the source's blob; the kernel sends a copy of over 2 GiB in pieces, and each
-        next piece (the same offset on both sides, where the target ends) takes more of
-        it. None for any other copy: the caller then lets the kernel copy through
+        of the source's blob; the kernel sends a copy of 4 GiB or more in pieces, and
+        each next piece (the same offset on both sides, where the target ends) takes
+        more of it. None for any other copy: the caller then lets the kernel copy through
         reads and writes."""
         if target is source or offset_in != offset_out:
             return None

@@ -71,6 +71,27 @@ def test_rsync_a_into_mount_twice(tmp_path: Path, mount: Mounted) -> None:
     assert [p for p in mount.path.rglob(".b.txt*")] == []  # rsync's temp file was renamed away
 
 
+def test_rsync_with_xattrs_round_trips_through_a_backup(tmp_path: Path, mount: Mounted) -> None:
+    """rsync -aX copies every user.* attribute. Out of the mount that includes the
+    computed user.encord.* ones; into it they are refused (EPERM: encfs computes them),
+    which rsync reports as exit 23, so the documented filter leaves them out and the
+    user's own attributes travel."""
+    (mount.path / "data").mkdir()
+    (mount.path / "data" / "a.txt").write_text("alpha\n")
+    os.setxattr(mount.path / "data" / "a.txt", "user.note", b"reviewed")
+    backup = tmp_path / "backup"
+    out = run("rsync", "-aX", f"{mount.path / 'data'}/", str(backup))
+    assert out.returncode == 0, out.stderr
+    assert os.getxattr(backup / "a.txt", "user.encord.kind") == b"text"
+    assert os.getxattr(backup / "a.txt", "user.note") == b"reviewed"
+    refused = run("rsync", "-aX", f"{backup}/", str(mount.path / "plain-x"))
+    assert refused.returncode == 23 and "user.encord.id" in refused.stderr
+    restored = run("rsync", "-aX", "--filter=-x user.encord.*", f"{backup}/", str(mount.path / "restored"))
+    assert restored.returncode == 0, restored.stderr
+    assert (mount.path / "restored" / "a.txt").read_text() == "alpha\n"
+    assert os.getxattr(mount.path / "restored" / "a.txt", "user.note") == b"reviewed"
+
+
 def test_rsync_a_into_root_is_refused_for_files(tmp_path: Path, mount: Mounted) -> None:
     (tmp_path / "loose.txt").write_text("x")
     done = run("rsync", "-a", str(tmp_path / "loose.txt"), str(mount.path) + "/")

@@ -345,10 +345,11 @@ class Draft:
         return None if self.buffer is None else bytes(self.buffer)
 
     def fsync(self) -> None:
+        """Make the spool file durable. A taken blob needs nothing here: the commit
+        fsyncs the stored blob, or the copy it stores anew (save_as_blob)."""
         self._settle_flush()
-        descriptor = self._taken.reader.fileno() if self._taken is not None else self.fd
-        if descriptor is not None and descriptor >= 0:
-            os.fsync(descriptor)
+        if self.fd >= 0:
+            os.fsync(self.fd)
 
     def discard(self, in_background: bool = False) -> None:
         """Drop the draft; safe to call twice and after the spool was adopted.

@@ -726,7 +726,6 @@ class FilesService(Grouping, Datasets, Views):
         except OSError as exc:
             raise self._os_refusal(exc, path) from exc
 
-    @action("copy")
     def take_content(self, actor: Actor, path: str, draft: Draft, source: Item, size: int) -> bool:
         """Let an empty draft hold the first `size` bytes of `source`'s stored content
         without copying them (a file copied within the mount); a whole copy's commit
@@ -766,11 +765,10 @@ class FilesService(Grouping, Datasets, Views):
         caller: a file removed while open goes on living in its descriptors."""
         try:
             committed = self._commit(item_id, draft, durable, mtime_ns, path)
-        except OSError as exc:
+        except BaseException as exc:
             draft.discard()  # a refusal frees its space now
-            raise self._os_refusal(exc, path) from exc
-        except BaseException:
-            draft.discard()
+            if isinstance(exc, OSError):
+                raise self._os_refusal(exc, path) from exc
             raise
         if committed is not None:
             draft.discard(in_background=True)  # stored: a duplicate's spool may go a moment later

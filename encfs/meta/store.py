@@ -73,6 +73,7 @@ def _text_key(name: str) -> bytes | None:
     except UnicodeEncodeError:
         return None
 
+
 class ReadTxn:
     """Typed reads over one LMDB transaction."""
 

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
-from encfs.errors import AlreadyExists, EncfsError, NotFound, StoreError
+from encfs.errors import AlreadyExists, EncfsError, InvalidInput, NotFound, StoreError
 from encfs.logs import setup_logging
+from encfs.metadata import parse_client_metadata
 from encfs.model import Actor, Folder, Item, Kind
 from encfs.names import printable
 from encfs.store import init_store, locate, open_store
@@ -214,15 +215,13 @@ def folder_create(path: str, description: str, metadata: str | None, parents: bo
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    """--metadata: the same JSON object, with the same limits, as the mount takes."""
     if text is None:
         return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from exc
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
-    return value
+        return parse_client_metadata(text.encode("utf-8", "surrogateescape"))
+    except InvalidInput as exc:
+        raise click.BadParameter(printable(exc.reason), param_hint="--metadata") from None
 
 
 def create_parents(service: Any, actor: Actor, path: str) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from encfs.actions import action
 from encfs.errors import AlreadyExists, Busy, FolderNotEmpty, InvalidInput, NotAFolder, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn, WriteTxn
+from encfs.metadata import check_description
 from encfs.model import ROOT_ID, Actor, Dataset, Folder, Item, Kind, Project
 from encfs.names import check_name, split_path
 
@@ -136,6 +137,7 @@ class Datasets:
         self: FilesService, w: WriteTxn, actor: Actor, kind: bytes, name: str, description: str
     ) -> dict[str, Any]:
         self._check_name_free(w, kind, name)
+        check_description(description, f"{LABELS[kind][1]}/{name}")
         now = time.time_ns()
         return dict(id=w.next_id(), name=name, description=description, owner=actor.name, uid=actor.uid,
                     gid=actor.gid, created_ns=now, mtime_ns=now)

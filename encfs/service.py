@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import stat
@@ -41,8 +40,17 @@ from encfs.errors import (
 )
 from encfs.grouping import Grouping
 from encfs.media import probe
+from encfs.meta.codec import xattr_from_text, xattr_to_text
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
+from encfs.metadata import (
+    XATTR_MAX,
+    check_client_metadata,
+    check_description,
+    check_user_attributes,
+    metadata_text,
+    parse_client_metadata,
+)
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.names import check_name, is_text, printable, split_path
 from encfs.store import Store
@@ -51,7 +59,6 @@ from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 log = logging.getLogger("encfs")
 T = TypeVar("T")
 
-XATTR_MAX = 64 * 1024
 XATTR_CREATE, XATTR_REPLACE = 1, 2
 ENCORD = "user.encord."
 MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
@@ -256,6 +263,9 @@ class FilesService(Grouping, Datasets, Views):
     def _make_folder(self, w: WriteTxn, actor: Actor, path: str, mode: int, description: str,
                      client_metadata: dict[str, Any] | None) -> Folder:
         parts = split_path(path)
+        check_description(description, path)
+        if client_metadata is not None:
+            check_client_metadata(client_metadata, path)
         parent = self._resolve_parent(w, parts)
         self._check_free(w, parent, parts[-1], path)
         folder = Folder(
@@ -557,8 +567,6 @@ class FilesService(Grouping, Datasets, Views):
         if name in encord:
             return encord[name].encode()
         if name in node.xattrs:
-            from encfs.meta.codec import xattr_from_text
-
             return xattr_from_text(node.xattrs[name])
         raise NoAttribute(f"no attribute {name}", path)
 
@@ -575,7 +583,7 @@ class FilesService(Grouping, Datasets, Views):
             for key, value in node.media.extra.items():
                 attrs[f"{ENCORD}{prefix}{key}"] = value
             attrs[ENCORD + "datasets"] = ""  # "Linked to": read from the links when asked
-        attrs[ENCORD + "client_metadata"] = json.dumps(node.client_metadata, sort_keys=True)
+        attrs[ENCORD + "client_metadata"] = metadata_text(node.client_metadata)
         return attrs
 
     @action("setxattr")
@@ -626,19 +634,14 @@ class FilesService(Grouping, Datasets, Views):
 
     def _parse_encord_value(self, name: str, value: bytes, path: str) -> Any:
         if name == ENCORD + "client_metadata":
-            try:
-                parsed = json.loads(value.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InvalidInput(f"client metadata must be a JSON object: {exc}", path) from exc
-            if not isinstance(parsed, dict):
-                raise InvalidInput("client metadata must be a JSON object, not a JSON "
-                                   f"{type(parsed).__name__}", path)
-            return parsed
+            return parse_client_metadata(value, path)
         if name == ENCORD + "description":
             try:
-                return value.decode("utf-8")
+                description = value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InvalidInput("a description must be UTF-8 text", path) from exc
+            check_description(description, path)
+            return description
         return None
 
     def _apply_attribute(self, node: Node, name: str, value: bytes, parsed: Any, path: str) -> None:
@@ -649,8 +652,8 @@ class FilesService(Grouping, Datasets, Views):
                 raise NotPermitted("only folders have a description", path)
             node.description = parsed
         else:
-            from encfs.meta.codec import xattr_to_text
-
+            current = {key: xattr_from_text(text) for key, text in node.xattrs.items()}
+            check_user_attributes(current, name, value, path)
             node.xattrs[name] = xattr_to_text(value)
 
     @action("removexattr")

@@ -32,6 +32,10 @@ _FAST_READ = 256 * 1024  # headers are far smaller; a longer one goes to pydicom
 _DEFER_SIZE = 64 * 1024
 _PARALLEL = 0.999  # |cos| between slice normals above which two slices share a stack
 _TITLE_MAX_BYTES = 200
+UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+UID_MAX_BYTES = 64  # the standard's limit for UI values; UIDs are part of the store's keys
+KEPT_TEXT_TAGS = ("PatientID", "Modality", "SeriesDescription")
+KEPT_TEXT_MAX_BYTES = 1024  # 16 times DICOM's limits (64 for LO, 16 for CS): only damage is longer
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -217,6 +221,8 @@ def _header(ds: Any) -> DicomHeader:
     missing = [name for name in REQUIRED_TAGS if found[name] is None]
     if missing or rows is None or columns is None:
         raise DicomRefused(missing)
+    kept = {**texts, **{name: _text(ds.get(name)) for name in ("Modality", "SeriesDescription")}}
+    _check_lengths(kept)
     position = _floats(ds.get("ImagePositionPatient"), 3)
     orientation = _floats(ds.get("ImageOrientationPatient"), 6)
     thickness = _floats(ds.get("SliceThickness"), 1)
@@ -228,13 +234,30 @@ def _header(ds: Any) -> DicomHeader:
         study_uid=str(texts["StudyInstanceUID"]), series_uid=str(texts["SeriesInstanceUID"]),
         sop_uid=str(texts["SOPInstanceUID"]), patient_id=str(texts["PatientID"]),
         rows=rows, columns=columns, frames=frames if frames and frames > 0 else 1,
-        modality=_text(ds.get("Modality")), series_description=_text(ds.get("SeriesDescription")),
+        modality=kept["Modality"], series_description=kept["SeriesDescription"],
         instance_number=_int(ds.get("InstanceNumber")),
         position=position, orientation=orientation,  # type: ignore[arg-type]
         slice_thickness=thickness[0] if thickness else None, pixel_spacing=spacing,  # type: ignore[arg-type]
         transfer_syntax=_text(meta.get("TransferSyntaxUID")) if meta is not None else None,
         missing_3d=tuple(name for name, value in present_3d.items() if value is None),
     )
+
+
+def _check_lengths(texts: dict[str, str | None]) -> None:
+    """Refuse UIDs longer than DICOM allows (they become part of the store's keys, which
+    LMDB bounds at 511 bytes) and kept text values too long to be anything but damage."""
+    for name in UID_TAGS:
+        uid = texts[name] or ""
+        size = len(uid.encode("utf-8", "surrogateescape"))
+        if size > UID_MAX_BYTES:
+            raise DicomRefused(reason=f"{name} is {size} bytes long; DICOM UIDs are at most {UID_MAX_BYTES}")
+        if "\x00" in uid:
+            raise DicomRefused(reason=f"{name} holds a NUL character; DICOM UIDs are digits and dots")
+    for name in KEPT_TEXT_TAGS:
+        size = len((texts[name] or "").encode("utf-8", "surrogateescape"))
+        if size > KEPT_TEXT_MAX_BYTES:
+            raise DicomRefused(reason=f"{name} is {size} bytes long; encfs keeps at most "
+                                      f"{KEPT_TEXT_MAX_BYTES}, far more than DICOM allows")
 
 
 def _text(value: object) -> str | None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import stat
 import struct
 from typing import Any
 
+from encfs.metadata import METADATA_MAX_DEPTH, nesting_depth
 from encfs.model import Attributes, Dataset, Folder, Item, Kind, Media, Node, Project
 
 _NODE_FIELDS = (
@@ -16,6 +19,14 @@ _NODE_FIELDS = (
 _MEDIA_FIELDS = ("mime", "width", "height", "duration", "fps", "frames", "note", "extra")
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one a call
 _DECODER = json.JSONDecoder()
+# A record that the fast decoder cannot read (client metadata nested a thousand deep or
+# with a 5,000-digit integer, stored before encfs bounded them) is read again with its
+# deep values cut off and huge integers dropped; its client metadata is then shown as {}.
+_SALVAGE_DEPTH = 100
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_FEW_BRACKETS = METADATA_MAX_DEPTH + 2  # a record with no more cannot nest past the limit
+log = logging.getLogger("encfs")
+_REPORTED: set[Any] = set()  # nodes whose unreadable metadata was logged (once a process)
 
 
 def encode_node(node: Node) -> bytes:
@@ -39,7 +50,7 @@ def encode_node(node: Node) -> bytes:
 
 
 def decode_node(raw: bytes) -> Folder | Item:
-    record = _DECODER.decode(raw.decode())
+    record = _node_record(raw)
     common = {name: record[name] for name in _NODE_FIELDS}
     if stat.S_ISDIR(record["mode"]):
         return Folder(**common, description=record["description"], subfolders=record["subfolders"])
@@ -49,6 +60,62 @@ def decode_node(raw: bytes) -> Folder | Item:
         source_folder=record.get("source_folder"), dicom=record.get("dicom"),
         datasets=record.get("datasets", 0),
     )
+
+
+def _node_record(raw: bytes) -> dict[str, Any]:
+    """The record as a dict; client metadata that cannot be read back whole (see
+    _SALVAGE_DEPTH) is replaced by {} with a log line, so the node stays readable,
+    removable and searchable."""
+    text = raw.decode()
+    try:
+        record = _DECODER.decode(text)
+    except (RecursionError, ValueError) as exc:
+        record = _SALVAGER.decode(_pruned(text, _SALVAGE_DEPTH))
+        _drop_client_metadata(record, f"it could not be read ({type(exc).__name__})")
+        return record
+    metadata = record["client_metadata"]
+    if (metadata and raw.count(b"{") + raw.count(b"[") > _FEW_BRACKETS
+            and nesting_depth(metadata, METADATA_MAX_DEPTH) > METADATA_MAX_DEPTH):
+        _drop_client_metadata(record, f"it nests deeper than {METADATA_MAX_DEPTH}")
+    return record
+
+
+def _drop_client_metadata(record: dict[str, Any], why: str) -> None:
+    record["client_metadata"] = {}
+    if record.get("id") in _REPORTED:
+        return
+    _REPORTED.add(record.get("id"))
+    log.warning("node %s: its client metadata is shown as {} because %s (stored by an older encfs "
+                "that did not bound it); set it again to replace it", record.get("id"), why)
+
+
+def _pruned(text: str, depth: int) -> str:
+    """JSON text with every object or array nested deeper than `depth` replaced by null,
+    scanned without recursion."""
+    pieces, kept_until, level = [], 0, 0
+    for token in _TOKENS.finditer(text):
+        mark = token.group()
+        if mark[0] == '"':
+            continue
+        if mark in "[{":
+            level += 1
+            if level == depth + 1:
+                pieces.append(text[kept_until:token.start()])
+        else:
+            if level == depth + 1:
+                pieces.append("null")
+                kept_until = token.end()
+            level -= 1
+    pieces.append(text[kept_until:])
+    return "".join(pieces)
+
+
+def _bounded_int(digits: str) -> int | None:
+    """Integers Python reads (it refuses strings of more than 4,300 digits)."""
+    return int(digits) if len(digits) <= 4000 else None
+
+
+_SALVAGER = json.JSONDecoder(parse_int=_bounded_int)
 
 
 def encode_collection(collection: Dataset | Project) -> bytes:

@@ -20,12 +20,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from encfs.actions import action
+from encfs.actions import action, dataset_path, listed, project_path
 from encfs.errors import AlreadyExists, Busy, FolderNotEmpty, InvalidInput, NotAFolder, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.metadata import check_description
 from encfs.model import ROOT_ID, Actor, Dataset, Folder, Item, Kind, Project
-from encfs.names import check_name, split_path
+from encfs.names import check_name, split_path, tagged_name
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -37,10 +37,10 @@ LABELS = {DATASET: ("Dataset", "/.datasets"), PROJECT: ("Project", "/.projects")
 DUPLICATE_POLICIES = ("skip", "fail")
 
 
-def view_name_for(name: str, item_id: int) -> str:
-    """A second file called `chicken.mp4` in one view is `chicken~17.mp4`."""
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}~{item_id}.{ext}" if dot and stem else f"{name}~{item_id}"
+def view_name_for(name: str, item_id: int, n: int = 2) -> str:
+    """A second file called `chicken.mp4` in one view is `chicken~17.mp4` (and if that is
+    taken too, `chicken~17~3.mp4`), never longer than a name can be."""
+    return tagged_name(name, f"~{item_id}" if n == 2 else f"~{item_id}~{n}")
 
 
 def is_slice(item: Item) -> bool:
@@ -151,7 +151,9 @@ class Datasets:
         if r.collection_id(kind, name) is not None:
             raise AlreadyExists(f"a {label} named '{name}' exists", path)
 
-    @action("dataset create")
+    @action("dataset create", where=lambda a: [
+        dataset_path(a["name"]), *listed(a.get("add")),
+        a.get("sync") or ("/" + a["name"] if a.get("mirrored") else None)])
     def create_dataset(
         self: FilesService, actor: Actor, name: str, description: str = "", add: Iterable[str] = (),
         sync: str | None = None, mirrored: bool = False, duplicates: str = "skip",
@@ -193,7 +195,7 @@ class Datasets:
                                f"/.datasets/{dataset_name}")
         return node
 
-    @action("dataset rename")
+    @action("dataset rename", where=lambda a: [dataset_path(a["name"]), dataset_path(a["new_name"])])
     def rename_dataset(self: FilesService, actor: Actor, name: str, new_name: str) -> Dataset:
         return self._rename_collection(DATASET, name, new_name)  # type: ignore[return-value]
 
@@ -209,7 +211,7 @@ class Datasets:
             w.put_collection(collection)
         return collection
 
-    @action("dataset rm")
+    @action("dataset rm", where=lambda a: [dataset_path(a["name"])])
     def delete_dataset(
         self: FilesService, actor: Actor, name: str, force: bool = False, only_if_empty: bool = False
     ) -> int:
@@ -242,7 +244,7 @@ class Datasets:
                 self._unlink_item(w, dataset.id, item)
         return len(links)
 
-    @action("dataset add")
+    @action("dataset add", where=lambda a: [dataset_path(a["name"]), *listed(a.get("paths"))])
     def add_to_dataset(
         self: FilesService, actor: Actor, name: str, paths: Iterable[str], duplicates: str = "skip"
     ) -> tuple[int, int]:
@@ -324,7 +326,7 @@ class Datasets:
             dataset.mtime_ns = time.time_ns()
             w.put_collection(dataset)
 
-    @action("dataset remove")
+    @action("dataset remove", where=lambda a: [dataset_path(a["name"]), *listed(a.get("paths"))])
     def remove_from_dataset(self: FilesService, actor: Actor, name: str, paths: Iterable[str]) -> int:
         """Take files out of one Dataset (they stay in Files and other Datasets);
         every path must be in the Dataset, or nothing is removed."""
@@ -356,7 +358,7 @@ class Datasets:
             return False
         name, n = wanted, 2
         while w.view_item(dataset_id, name) is not None:
-            name = view_name_for(wanted, item.id) if n == 2 else f"{view_name_for(wanted, item.id)}~{n}"
+            name = view_name_for(wanted, item.id, n)
             n += 1
         w.put_link(dataset_id, item.id, by_sync, name)
         item.datasets += 1
@@ -390,7 +392,7 @@ class Datasets:
 
     # ------------------------------------------------------------------ sync
 
-    @action("dataset sync")
+    @action("dataset sync", where=lambda a: [dataset_path(a["name"]), a.get("folder")])
     def set_sync(self: FilesService, actor: Actor, name: str, folder: str | None) -> Dataset:
         """Sync a Dataset with a folder (its files become the folder's), or with None
         turn sync off: the files stay, as ordinary links."""
@@ -437,7 +439,7 @@ class Datasets:
             w.put_link(dataset.id, item_id, False, view)
         dataset.synced_folder, dataset.mirrored, dataset.mtime_ns = None, False, time.time_ns()
 
-    @action("dataset upgrade")
+    @action("dataset upgrade", where=lambda a: [dataset_path(a["name"])])
     def upgrade_dataset(self: FilesService, actor: Actor, name: str) -> Dataset:
         """A mirrored Dataset becomes a plain folder and a standard Dataset of the same files."""
         with self.meta.write() as w:
@@ -515,7 +517,8 @@ class Datasets:
 
     # ------------------------------------------------------------------ Projects
 
-    @action("project create")
+    @action("project create", where=lambda a: [
+        project_path(a["name"]), *(dataset_path(d) for d in listed(a.get("datasets")))])
     def create_project(
         self: FilesService, actor: Actor, name: str, description: str = "", datasets: Iterable[str] = ()
     ) -> Project:
@@ -527,11 +530,11 @@ class Datasets:
                 w.set_attached(project.id, self._dataset(w, dataset_name).id, True)
         return project
 
-    @action("project rename")
+    @action("project rename", where=lambda a: [project_path(a["name"]), project_path(a["new_name"])])
     def rename_project(self: FilesService, actor: Actor, name: str, new_name: str) -> Project:
         return self._rename_collection(PROJECT, name, new_name)  # type: ignore[return-value]
 
-    @action("project rm")
+    @action("project rm", where=lambda a: [project_path(a["name"])])
     def delete_project(self: FilesService, actor: Actor, name: str, only_if_empty: bool = False) -> None:
         """Delete a Project; its Datasets and files stay."""
         with self.meta.write() as w:
@@ -546,11 +549,11 @@ class Datasets:
             w.name_collection(PROJECT, name, None)
             w.delete_collection(project.id)
 
-    @action("project attach")
+    @action("project attach", where=lambda a: [f"/.projects/{a['project_name']}/{a['dataset_name']}"])
     def attach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
         self._set_attachment(project_name, dataset_name, attached=True)
 
-    @action("project detach")
+    @action("project detach", where=lambda a: [f"/.projects/{a['project_name']}/{a['dataset_name']}"])
     def detach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
         self._set_attachment(project_name, dataset_name, attached=False)
 

@@ -28,6 +28,7 @@ from encfs.errors import Busy, InvalidInput, NotPermitted
 from encfs.media import dicom_series
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Folder, Item, Kind, Media, Node
+from encfs.names import fit_name
 
 if TYPE_CHECKING:
     from encfs.service import BlobChanges, FilesService
@@ -176,7 +177,7 @@ class Grouping:
 
     # ------------------------------------------------------------------ image groups and sequences
 
-    @action("batch")
+    @action("batch", where=lambda a: [f"{a['folder'].rstrip('/')}/{a['name']}"])
     def batch_local_images(
         self: FilesService,
         actor: Actor,
@@ -214,7 +215,8 @@ class Grouping:
         parent_path = source.rstrip("/").rsplit("/", 1)[0] or "/"
         if kind == Kind.IMAGE_GROUP:
             media = Media(kind=Kind.IMAGE_GROUP, mime=MANIFEST_MIME)
-            planned = [(f"{name}.imagegroup", frames, self._group_manifest(name, folder, frames), media)]
+            file_name = fit_name(name, GROUP_SUFFIX[Kind.IMAGE_GROUP])
+            planned = [(file_name, frames, self._group_manifest(name, folder, frames), media)]
         else:
             planned = self._encode_sequences(name, frames)
         result = BatchResult()
@@ -299,11 +301,8 @@ class Grouping:
         planned = []
         for (width, height), ids in by_size.items():
             members = [by_id[i] for i in ids]
-            file_name = (
-                f"{name}.imagesequence.mp4"
-                if len(by_size) == 1
-                else f"{name}-{width}x{height}.imagesequence.mp4"
-            )
+            size = "" if len(by_size) == 1 else f"-{width}x{height}"
+            file_name = fit_name(name, f"{size}{GROUP_SUFFIX[Kind.IMAGE_SEQUENCE]}")
             out = io.BytesIO()
             try:
                 info = sequence.encode_sequence([self._content_of(m) for m in members], out)
@@ -395,9 +394,9 @@ class Grouping:
         return series
 
     def _unique_name(self: FilesService, w: ReadTxn, folder: Folder, stem: str, suffix: str) -> str:
-        name, n = f"{stem}{suffix}", 2
+        name, n = fit_name(stem, suffix), 2
         while w.child_id(folder.id, name) is not None:
-            name, n = f"{stem} ({n}){suffix}", n + 1
+            name, n = fit_name(stem, f" ({n}){suffix}"), n + 1
         return name
 
     def _series_without(

@@ -41,3 +41,26 @@ def check_name(name: str) -> None:
         raise InvalidInput("a name cannot contain '/' or NUL")
     if len(name.encode("utf-8")) > NAME_MAX:
         raise NameTooLong(f"a name is at most {NAME_MAX} bytes")
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """`stem + suffix` cut to NAME_MAX bytes: the stem loses its end (never half a
+    UTF-8 character), the suffix stays whole. For names encfs makes up."""
+    room = NAME_MAX - len(suffix.encode("utf-8", "surrogateescape"))
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) > room:
+        stem = encoded[:max(room, 0)].decode("utf-8", "ignore")
+    return stem + suffix
+
+
+def tagged_name(name: str, tag: str) -> str:
+    """`chicken.mp4` tagged `~17` is `chicken~17.mp4` (a name that repeats, told apart by
+    an item id), within NAME_MAX bytes: the stem is shortened, the tag and the extension
+    stay (an extension too long to keep is treated as part of the stem)."""
+    stem, dot, ext = name.rpartition(".")
+    if not (dot and stem):
+        return fit_name(name, tag)
+    suffix = f"{tag}.{ext}"
+    if len(suffix.encode("utf-8", "surrogateescape")) >= NAME_MAX:
+        return fit_name(name, tag)
+    return fit_name(stem, suffix)

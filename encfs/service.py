@@ -308,7 +308,7 @@ class FilesService(Grouping, Datasets, Views):
         w.put_node(parent)
         self._resync_item(w, item)
 
-    @action("link")
+    @action("link", where=lambda a: [a["path"], None if a["symbolic"] else a["target"]])
     def create_link(self, actor: Actor, path: str, target: str, symbolic: bool) -> None:
         """`ln TARGET PATH` adds a file to a Dataset; `ln -s TARGET PATH` syncs a new
         Dataset with a folder or attaches a Dataset to a Project."""
@@ -419,7 +419,7 @@ class FilesService(Grouping, Datasets, Views):
 
     # ----------------------------------------------------------------- moves
 
-    @action("rename")
+    @action("rename", where=lambda a: [a["source"], a["target"]])
     def move(self, actor: Actor, source: str, target: str, replace: bool = True) -> Folder | Item:
         """Rename or move a file or folder; an existing target file (or empty folder)
         is replaced in the same transaction unless `replace` is False."""
@@ -855,7 +855,7 @@ class FilesService(Grouping, Datasets, Views):
                 self.blobs.sync(item.blob)
         self.meta.sync()
 
-    @action("upload")
+    @action("upload", where=lambda a: [upload_target(a)])
     def upload(self, actor: Actor, folder: str, source: Path, name: str | None = None,
                replace: bool = False) -> Item:
         """Copy a local file into a folder as a new item (or a new version with replace)."""
@@ -891,7 +891,7 @@ class FilesService(Grouping, Datasets, Views):
 
     # ----------------------------------------------------------------- search and details
 
-    @action("search")
+    @action("search", where=lambda a: ["/.search/" + a["query"]])
     def search(self, actor: Actor, query: str, kind: Kind | None = None,
                in_dataset: bool | None = None) -> list[SearchHit]:
         """Items whose name contains `query` (any case), in every folder, by path;
@@ -1043,6 +1043,13 @@ class FilesService(Grouping, Datasets, Views):
         if drafts or orphans:
             log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
         return drafts, len(orphans)
+
+
+def upload_target(arguments: dict[str, Any]) -> str:
+    """The Files path an upload writes (for its refusals' lines)."""
+    source = arguments["source"]
+    name = arguments.get("name") or getattr(source, "name", "")
+    return f"{arguments['folder'].rstrip('/')}/{name}"
 
 
 def _unowned(path: Path) -> bool:

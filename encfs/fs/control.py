@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from encfs.errors import NotFound
 from encfs.model import Actor
+from encfs.names import tagged_name
 from encfs.service import FilesService
 
 CONTROL_NAMES = (".encfs", ".search")
@@ -84,7 +85,8 @@ class ControlTree:
 
     def search_links(self, actor: Actor, query: str) -> dict[str, str]:
         """Link name -> relative target. Names repeat across folders, so a repeated
-        name gets the item's id before its extension: `a~17.jpg`."""
+        name gets the item's id before its extension: `a~17.jpg` (its stem shortened if
+        that would pass 255 bytes)."""
         with self._lock:
             cached = self._searches.get(query)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
@@ -97,8 +99,7 @@ class ControlTree:
         for hit in hits:
             name = hit.item.name
             if counts[name] > 1:
-                stem, dot, ext = name.rpartition(".")
-                name = f"{stem}~{hit.item.id}.{ext}" if dot and stem else f"{name}~{hit.item.id}"
+                name = tagged_name(name, f"~{hit.item.id}")
             links[name] = "../.." + hit.path
         with self._lock:
             self._searches[query] = (time.monotonic(), links)

@@ -159,7 +159,8 @@ def dataset_describe(name: str, description: str, store_dir: Path | None) -> Non
     """Set the description of Dataset NAME."""
     with service_for(store_dir) as service:
         path = f"/.datasets/{name}"
-        service.set_attribute(Actor.local(), path, "user.encord.description", description.encode())
+        service.set_attribute(Actor.local(), path, "user.encord.description",
+                              description.encode("utf-8", "surrogateescape"))
         click.echo(f"described Dataset '{name}'")
 
 

@@ -460,3 +460,14 @@ def test_a_file_in_a_view_refused_is_recorded_with_the_view_path(views: Mounted)
     fails_with(errno.EPERM, lambda: (views.path / ".datasets" / "Pets" / "new.txt").write_text("x"))
     line = error_line(views, before, "create")
     assert " create /.datasets/Pets/new.txt: " in line
+
+
+def test_a_stored_record_deeper_than_todays_limit_but_readable_is_kept(old_store: Path,
+                                                                       mount_factory: Callable) -> None:
+    """100 deep was accepted before the limit of 64 and can still be shown: it stays,
+    also through a later change of the file."""
+    plant_metadata(old_store, "/A/needle.txt", nested(100).encode())
+    mounted = mount_factory(old_store, "mnt")
+    item = mounted.path / "A" / "needle.txt"
+    os.chmod(item, 0o600)
+    assert json.loads(os.getxattr(item, META)) == json.loads(nested(100))

@@ -9,7 +9,7 @@ import stat
 import struct
 from typing import Any
 
-from encfs.metadata import METADATA_MAX_DEPTH, nesting_depth
+from encfs.metadata import nesting_depth
 from encfs.model import Attributes, Dataset, Folder, Item, Kind, Media, Node, Project
 
 _NODE_FIELDS = (
@@ -24,7 +24,11 @@ _DECODER = json.JSONDecoder()
 # deep values cut off and huge integers dropped; its client metadata is then shown as {}.
 _SALVAGE_DEPTH = 100
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-_FEW_BRACKETS = METADATA_MAX_DEPTH + 2  # a record with no more cannot nest past the limit
+# Metadata an older encfs stored deeper than today's limit of 64 is kept as long as
+# Python can still show it (json recurses once per level, within its limit of 1,000
+# frames wherever it runs); deeper than this it is shown as {}.
+_SERVABLE_DEPTH = 200
+_FEW_BRACKETS = _SERVABLE_DEPTH + 2  # a record with no more cannot nest deeper
 log = logging.getLogger("encfs")
 _REPORTED: set[Any] = set()  # nodes whose unreadable metadata was logged (once a process)
 
@@ -63,9 +67,9 @@ def decode_node(raw: bytes) -> Folder | Item:
 
 
 def _node_record(raw: bytes) -> dict[str, Any]:
-    """The record as a dict; client metadata that cannot be read back whole (see
-    _SALVAGE_DEPTH) is replaced by {} with a log line, so the node stays readable,
-    removable and searchable."""
+    """The record as a dict; client metadata that cannot be read back or shown (see
+    _SALVAGE_DEPTH and _SERVABLE_DEPTH) is replaced by {} with a log line, so the node
+    stays readable, removable and searchable."""
     text = raw.decode()
     try:
         record = _DECODER.decode(text)
@@ -75,8 +79,8 @@ def _node_record(raw: bytes) -> dict[str, Any]:
         return record
     metadata = record["client_metadata"]
     if (metadata and raw.count(b"{") + raw.count(b"[") > _FEW_BRACKETS
-            and nesting_depth(metadata, METADATA_MAX_DEPTH) > METADATA_MAX_DEPTH):
-        _drop_client_metadata(record, f"it nests deeper than {METADATA_MAX_DEPTH}")
+            and nesting_depth(metadata, _SERVABLE_DEPTH) > _SERVABLE_DEPTH):
+        _drop_client_metadata(record, f"it nests deeper than {_SERVABLE_DEPTH}")
     return record
 
 
@@ -86,7 +90,8 @@ def _drop_client_metadata(record: dict[str, Any], why: str) -> None:
         return
     _REPORTED.add(record.get("id"))
     log.warning("node %s: its client metadata is shown as {} because %s (stored by an older encfs "
-                "that did not bound it); set it again to replace it", record.get("id"), why)
+                "that did not bound it); the node's next change stores {}, or set it again to replace it",
+                record.get("id"), why)
 
 
 def _pruned(text: str, depth: int) -> str:

@@ -471,3 +471,12 @@ def test_a_stored_record_deeper_than_todays_limit_but_readable_is_kept(old_store
     item = mounted.path / "A" / "needle.txt"
     os.chmod(item, 0o600)
     assert json.loads(os.getxattr(item, META)) == json.loads(nested(100))
+
+
+def test_renaming_a_project_to_a_bad_name_is_recorded_with_its_path(views: Mounted) -> None:
+    before = errors_of(views)
+    projects = os.fsencode(views.path / ".projects")
+    fails_with(errno.EILSEQ, lambda: os.rename(projects + b"/Labelling", projects + b"/bad\xff"))
+    line = error_line(views, before, "rename")
+    assert " rename /.projects/Labelling: " in line and "not UTF-8 text" in line
+    assert os.path.isdir(views.path / ".projects" / "Labelling")

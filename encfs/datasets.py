@@ -214,7 +214,7 @@ class Datasets:
         """Delete a Dataset; its files stay in Files. Refused while a Project uses it,
         unless forced (it is then detached). Returns the number of links dropped."""
         path = f"/.datasets/{name}"
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             dataset = self._dataset(w, name)
             projects = self._named(w, w.projects_of(dataset.id))
             if projects and not force:
@@ -326,7 +326,7 @@ class Datasets:
     def remove_from_dataset(self: FilesService, actor: Actor, name: str, paths: Iterable[str]) -> int:
         """Take files out of one Dataset (they stay in Files and other Datasets);
         every path must be in the Dataset, or nothing is removed."""
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             dataset = self._dataset(w, name)
             self._check_not_synced(dataset, "remove files from it")
             items = []
@@ -532,7 +532,7 @@ class Datasets:
     @action("project rm")
     def delete_project(self: FilesService, actor: Actor, name: str, only_if_empty: bool = False) -> None:
         """Delete a Project; its Datasets and files stay."""
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             project = self._project(w, name)
             attached = w.attached_to(project.id)
             if attached and only_if_empty:
@@ -554,7 +554,7 @@ class Datasets:
 
     def _set_attachment(self: FilesService, project_name: str, dataset_name: str, attached: bool) -> None:
         path = f"/.projects/{project_name}/{dataset_name}"
-        with self.meta.write() as w:
+        with self.meta.write(reserve=not attached) as w:
             project = self._project(w, project_name)
             dataset = self._dataset(w, dataset_name)
             if (dataset.id in w.attached_to(project.id)) == attached:

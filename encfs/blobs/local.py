@@ -56,7 +56,7 @@ class LocalBlobStore:
 
     def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
         target = self.path(sha)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
             while view:

@@ -15,6 +15,7 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
 LOG_MAX_BYTES = 10 << 20
@@ -44,12 +45,15 @@ class StoreLogHandler(logging.handlers.RotatingFileHandler):
     def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._allocated_to = 0
-        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        stream = open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler keeps it
+        self._allocate_ahead(stream)
+        return stream
 
     def emit(self, record: logging.LogRecord) -> None:
         self._follow_rotation()
         super().emit(record)
-        self._allocate_ahead()
+        if self.stream is not None:
+            self._allocate_ahead(self.stream)
 
     def _follow_rotation(self) -> None:
         """Another process rotated (or someone removed) the file: write to the new one."""
@@ -66,14 +70,15 @@ class StoreLogHandler(logging.handlers.RotatingFileHandler):
             self.stream.close()
             self.stream = None  # reopened by the next write
 
-    def _allocate_ahead(self) -> None:
+    def _allocate_ahead(self, stream: Any) -> None:
         """Keep AHEAD bytes allocated past the end (without changing the file's size)."""
-        if self.stream is None:
+        try:
+            end = os.fstat(stream.fileno()).st_size
+        except OSError:
             return
-        end = self.stream.tell()
         if end + AHEAD // 2 <= self._allocated_to:
             return
-        if _libc.fallocate(self.stream.fileno(), FALLOC_FL_KEEP_SIZE, ctypes.c_long(end),
+        if _libc.fallocate(stream.fileno(), FALLOC_FL_KEEP_SIZE, ctypes.c_long(end),
                            ctypes.c_long(AHEAD)) == 0:
             self._allocated_to = end + AHEAD
 

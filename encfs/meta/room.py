@@ -30,8 +30,8 @@ def reserve_for(used: int, max_metadata: int) -> int:
 
 def first_map_size(data_size: int, max_metadata: int) -> int:
     """The map a process opens the store with: twice the data file, at least MIN_MAP,
-    at most the maximum (but never less than the data: LMDB needs it all mapped)."""
-    return max(round_up(data_size), min(max_metadata, max(MIN_MAP, round_up(2 * data_size))))
+    at most the maximum (LMDB raises it to what the data uses, if that is more)."""
+    return min(max_metadata, max(MIN_MAP, round_up(2 * data_size)))
 
 
 def grown_map_size(map_size: int, needed: int, max_metadata: int) -> int:

@@ -65,6 +65,7 @@ from encfs.model import Attributes, Dataset, Folder, Item, Node, Project, attrib
 FORMAT = b"1"
 U64 = struct.Struct(">Q")
 BLOB = struct.Struct(">QQ")
+DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
 REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
@@ -479,8 +480,7 @@ class MetaStore:
             except lmdb.MapFullError:
                 raise self._map_full() from None
             except lmdb.DiskError:
-                raise NoSpace("no space left on the store's disk for the change; nothing was changed "
-                              "(delete files or folders to make room)") from None
+                raise self._disk_full() from None
 
     def _begin_write(self) -> lmdb.Transaction:
         try:
@@ -527,26 +527,37 @@ class MetaStore:
         return (self.env.info()["last_pgno"] + 1) * self._page
 
     def _make_room(self) -> None:
-        """Before a change that adds records: leave the reserve in the map and on disk."""
+        """Before a change that adds records: leave the reserve in the map and on disk.
+        A full disk refuses it even when the data file has room: that room is the
+        reserve's (what is left of the disk is the blobs')."""
+        vfs = os.fstatvfs(self._data_fd)
+        if vfs.f_bavail * vfs.f_frsize < DISK_FULL_BELOW:
+            raise self._disk_full()
         used = self._used()
         reserve = reserve_for(used, self.max_metadata)
         if used + reserve <= min(self._map_size, self._data_size):
             return
         if used + 2 * reserve > self._map_size and self._map_size < self.max_metadata:
             self._remap(grown_map_size(self._map_size, used + 2 * reserve, self.max_metadata))
-        disk_full = self._preallocate(used + 2 * reserve)
-        if used + reserve <= min(self._map_size, self._data_size):
+        disk_full = self._preallocate(min(used + 2 * reserve, self.max_metadata))
+        room = min(self._map_size, self._data_size) - used
+        if room >= reserve:
             return
-        if used - self._free_bytes() + reserve <= min(self._map_size, self._data_size):
-            return  # LMDB reuses the pages that deletes freed
+        if room + self._free_bytes() - reserve >= reserve:
+            return  # pages that deletes freed, which LMDB reuses (less a reserve's worth: it cannot
+            # reuse those the last changes freed while a read may still see them)
         if disk_full:
-            raise NoSpace("no space left on the store's disk for more metadata; nothing was changed "
-                          "(delete files or folders to make room)")
+            raise self._disk_full()
         if self._map_size < self.max_metadata:
             raise NoSpace("the store's metadata map could not be enlarged while reads were under way; "
                           "nothing was changed: try again")
         raise NoSpace(f"the store's metadata has reached its maximum size ({human(self.max_metadata)}); "
                       "nothing was changed (delete files or folders to make room)")
+
+    @staticmethod
+    def _disk_full() -> NoSpace:
+        return NoSpace("no space left on the store's disk; nothing was changed (delete files or "
+                       "folders to make room)")
 
     def _preallocate(self, size: int) -> bool:
         """Make the data file hold `size` bytes of allocated disk; True if the disk is full."""
@@ -554,7 +565,7 @@ class MetaStore:
         if size <= self._data_size:
             return False
         try:
-            os.posix_fallocate(self._data_fd, 0, round_up(size))
+            os.posix_fallocate(self._data_fd, 0, min(round_up(size), self.max_metadata))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 self._data_size = 1 << 62  # a file system without fallocate: no disk reserve

@@ -426,7 +426,7 @@ class MetaStore:
             max_readers=512, create=create, readahead=False, mode=0o600,
         )
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entered by a read that adopts a grown map
         self._readers: list[int] = []  # thread ids of the reads under way (list ops are atomic)
         self._remapping = False
         self._remapped = threading.Event()

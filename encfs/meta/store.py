@@ -454,18 +454,22 @@ class MetaStore:
     def read(self) -> Iterator[ReadTxn]:
         me = self._start_reading()
         try:
-            txn = self.env.begin(buffers=False)
-        except lmdb.MapResizedError:  # another process grew the map past ours
-            self._readers.remove(me)
-            with self._write_lock:
-                self._remap(0)
-            me = self._start_reading()
-            txn = self.env.begin(buffers=False)
-        try:
-            with txn:
+            with self._begin_read(me) as txn:
                 yield ReadTxn(txn, self.dbs)
         finally:
             self._readers.remove(me)
+
+    def _begin_read(self, me: int) -> lmdb.Transaction:
+        try:
+            return self.env.begin(buffers=False)
+        except lmdb.MapResizedError:  # another process grew the map past ours: adopt its size
+            self._readers.remove(me)
+        try:
+            with self._write_lock:
+                self._remap(0)
+        finally:
+            self._start_reading()
+        return self.env.begin(buffers=False)
 
     @contextmanager
     def write(self, reserve: bool = False) -> Iterator[WriteTxn]:

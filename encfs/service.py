@@ -797,7 +797,7 @@ class FilesService(Grouping, Datasets, Views):
         media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
-        with self._changing() as (w, changes):
+        with self._changing(freeing=size == 0) as (w, changes):  # emptying a file works on a full disk
             item = w.node(item_id)
             if not isinstance(item, Item):
                 return None

@@ -109,7 +109,7 @@ def test_changes_on_a_full_disk_are_refused_with_enospc_and_deleting_works(tmp_p
         with mounted(store, tmp_path / "mnt") as mount:
             data = mount.path / "data"
             data.mkdir()
-            for name in ("a.bin", "b.bin"):
+            for name in ("a.bin", "b.bin", "c.log"):
                 (data / name).write_bytes(os.urandom(512 * 1024))
             (data / "empty").mkdir()
             (data / "tree" / "deeper").mkdir(parents=True)
@@ -125,7 +125,7 @@ def test_changes_on_a_full_disk_are_refused_with_enospc_and_deleting_works(tmp_p
             os_refused(errno.ENOSPC, lambda: (data / "new-folder").mkdir())
             os_refused(errno.ENOSPC, lambda: os.close(os.open(data / "new.txt", os.O_CREAT | os.O_WRONLY)))
             os_refused(errno.ENOSPC, lambda: os.setxattr(data / "a.bin", "user.note", b"x" * 2000))
-            assert sorted(os.listdir(data)) == ["a.bin", "b.bin", "empty", "tree"]
+            assert sorted(os.listdir(data)) == ["a.bin", "b.bin", "c.log", "empty", "tree"]
             assert "user.note" not in os.listxattr(data / "a.bin")
 
             lines = new_errors(mount, errors_before)
@@ -135,14 +135,18 @@ def test_changes_on_a_full_disk_are_refused_with_enospc_and_deleting_works(tmp_p
             logged = log_of(store)[log_before:]
             assert logged.count("no space left on the store's disk") == 3, logged
 
-            # deleting works on the full disk, and frees space
+            # deleting works on the full disk, and frees space; so does emptying a file
+            free = free_bytes(disk)
+            os.truncate(data / "c.log", 0)
+            assert (data / "c.log").stat().st_size == 0
+            assert poll(lambda: free_bytes(disk) >= free + 512 * 1024)
             free = free_bytes(disk)
             os.unlink(mount.path / ".datasets" / "D" / "a.bin")
             assert os.listdir(mount.path / ".datasets" / "D") == []
             (data / "b.bin").unlink()
             (data / "empty").rmdir()
             subprocess.run(["rm", "-r", str(data / "tree")], check=True)
-            assert sorted(os.listdir(data)) == ["a.bin"]
+            assert sorted(os.listdir(data)) == ["a.bin", "c.log"]
             assert poll(lambda: free_bytes(disk) >= free + 512 * 1024)
 
             (data / "after").mkdir()  # room again

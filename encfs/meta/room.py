@@ -1,8 +1,9 @@
 """How big the metadata may get: the LMDB map's size, the disk space held for it,
 and the reserve that only deletes may use.
 
-The map is address space, not disk: it starts modest (twice the data file, at least
-MIN_MAP) and doubles when the data comes near it, up to the store's maximum. The
+The map is address space, not disk: it starts modest (the data file and a quarter
+more, at least MIN_MAP) and doubles when the data comes near it, up to the store's
+maximum. The
 data file is preallocated ahead of LMDB's writes, so that a reserve of disk space is
 always there inside it: a change that adds records is refused (ENOSPC) once less
 than the reserve is left, in the map or on the disk, and a delete may use the reserve.
@@ -29,9 +30,10 @@ def reserve_for(used: int, max_metadata: int) -> int:
 
 
 def first_map_size(data_size: int, max_metadata: int) -> int:
-    """The map a process opens the store with: twice the data file, at least MIN_MAP,
-    at most the maximum (LMDB raises it to what the data uses, if that is more)."""
-    return min(max_metadata, max(MIN_MAP, round_up(2 * data_size)))
+    """The map a process opens the store with: the data file and a quarter more (room
+    for the reserve twice over, so that a first write need not grow it), at least
+    MIN_MAP, at most the maximum (LMDB raises it to what the data uses, if more)."""
+    return min(max_metadata, max(MIN_MAP, round_up(data_size + data_size // 4 + 2 * MIN_RESERVE)))
 
 
 def grown_map_size(map_size: int, needed: int, max_metadata: int) -> int:

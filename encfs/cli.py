@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import click
 from encfs.errors import AlreadyExists, EncfsError, InvalidInput, NotFound, StoreError
 from encfs.logs import setup_logging
 from encfs.metadata import parse_client_metadata
+from encfs.meta.room import DEFAULT_MAX_METADATA, parse_size
 from encfs.model import Actor, Folder, Item, Kind
 from encfs.names import printable
 from encfs.store import init_store, locate, open_store
@@ -103,13 +105,21 @@ def main() -> None:
 
 @main.command()
 @store_option
-def init(store_dir: Path | None) -> None:
-    """Create a new, empty store."""
+@click.option("--max-metadata", "max_metadata", default=None, metavar="SIZE",
+              help="How big the metadata may grow, e.g. 4GiB (default 64GiB); deletes always work.")
+def init(store_dir: Path | None, max_metadata: str | None) -> None:
+    """Create a new, empty store (private to you: other users cannot read it)."""
     path = locate(store_dir)
     try:
-        init_store(path)
+        limit = DEFAULT_MAX_METADATA if max_metadata is None else parse_size(max_metadata)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-metadata") from None
+    try:
+        init_store(path, limit)
     except EncfsError as exc:
         fail(exc)
+    except OSError as exc:
+        fail(StoreError(f"cannot create the store at {path}: {exc.strerror}"))
     click.echo(f"created store {path}")
 
 
@@ -118,7 +128,8 @@ def init(store_dir: Path | None) -> None:
 @store_option
 @click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
 @click.option("--debug", is_flag=True, help="Print every FUSE call (with --foreground).")
-def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool) -> None:
+@click.option("--daemon", is_flag=True, hidden=True, help="Started by a background mount.")
+def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
     from encfs.fs.mount import check_mountpoint
 
@@ -127,8 +138,10 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
     try:
         open_store(store_path).close()
         check_mountpoint(mountpoint)
-        if foreground:
-            setup_logging(store_path / "log" / "encfs.log", to_stderr=True)
+        if foreground or daemon:
+            setup_logging(store_path / "log" / "encfs.log", to_stderr=not daemon)
+            if daemon:
+                silence_stderr_once_mounted(mountpoint)
             serve_logged(store_path, mountpoint, debug)
             return
     except EncfsError as exc:
@@ -149,10 +162,12 @@ def serve_logged(store_path: Path, mountpoint: Path, debug: bool) -> None:
 
 
 def start_background_mount(store_path: Path, mountpoint: Path) -> None:
-    """Start `encfs mount --foreground` detached and return once the mount answers."""
+    """Start the mount's daemon detached and return once the mount answers. Until then
+    the daemon's stderr is a temporary file, read back to say why a mount did not come
+    up; once it is up the daemon points its stderr at /dev/null (the log has it all)."""
     with tempfile.TemporaryFile() as startup_log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "encfs", "mount", "--foreground", "--store", str(store_path),
+            [sys.executable, "-m", "encfs", "mount", "--daemon", "--store", str(store_path),
              str(mountpoint)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=startup_log,
             start_new_session=True,
@@ -160,6 +175,7 @@ def start_background_mount(store_path: Path, mountpoint: Path) -> None:
         deadline = time.monotonic() + MOUNT_WAIT_SECONDS
         while time.monotonic() < deadline:
             if os.path.ismount(mountpoint):
+                wait_for_silenced_stderr(daemon.pid)
                 click.echo(f"mounted {store_path} at {mountpoint} (pid {daemon.pid})")
                 return
             if daemon.poll() is not None:
@@ -171,6 +187,35 @@ def start_background_mount(store_path: Path, mountpoint: Path) -> None:
         daemon.terminate()
     reason = detail[-1].removeprefix("encfs: ") if detail else "the mount did not come up"
     fail(StoreError(f"could not mount at {mountpoint}: {reason}"))
+
+
+def silence_stderr_once_mounted(mountpoint: Path) -> None:
+    """In a background daemon: once the mount answers, point stderr at /dev/null, so
+    that nothing is written twice (the log has every line) or to a deleted file."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 2 * MOUNT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if os.path.ismount(mountpoint):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stderr.fileno())
+                os.close(null)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, name="stderr-once-mounted", daemon=True).start()
+
+
+def wait_for_silenced_stderr(pid: int) -> None:
+    """Return once the daemon's stderr is /dev/null (a moment after the mount answers)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/2") == os.devnull:
+                return
+        except OSError:
+            return
+        time.sleep(0.01)
 
 
 @main.command()

@@ -218,7 +218,7 @@ class Datasets:
         """Delete a Dataset; its files stay in Files. Refused while a Project uses it,
         unless forced (it is then detached). Returns the number of links dropped."""
         path = f"/.datasets/{name}"
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             dataset = self._dataset(w, name)
             projects = self._named(w, w.projects_of(dataset.id))
             if projects and not force:
@@ -330,7 +330,7 @@ class Datasets:
     def remove_from_dataset(self: FilesService, actor: Actor, name: str, paths: Iterable[str]) -> int:
         """Take files out of one Dataset (they stay in Files and other Datasets);
         every path must be in the Dataset, or nothing is removed."""
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             dataset = self._dataset(w, name)
             self._check_not_synced(dataset, "remove files from it")
             items = []
@@ -537,7 +537,7 @@ class Datasets:
     @action("project rm", where=lambda a: [project_path(a["name"])])
     def delete_project(self: FilesService, actor: Actor, name: str, only_if_empty: bool = False) -> None:
         """Delete a Project; its Datasets and files stay."""
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             project = self._project(w, name)
             attached = w.attached_to(project.id)
             if attached and only_if_empty:
@@ -559,7 +559,7 @@ class Datasets:
 
     def _set_attachment(self: FilesService, project_name: str, dataset_name: str, attached: bool) -> None:
         path = f"/.projects/{project_name}/{dataset_name}"
-        with self.meta.write() as w:
+        with self.meta.write(reserve=not attached) as w:
             project = self._project(w, project_name)
             dataset = self._dataset(w, dataset_name)
             if (dataset.id in w.attached_to(project.id)) == attached:

@@ -334,7 +334,7 @@ class FilesService(Grouping, Datasets, Views):
         if is_view(parts):
             self.view_unlink(actor, parts)
             return
-        with self._changing() as (w, changes):
+        with self._changing(freeing=True) as (w, changes):
             node = self._resolve(w, parts)
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
@@ -364,7 +364,7 @@ class FilesService(Grouping, Datasets, Views):
         if is_view(parts):
             self.view_rmdir(actor, parts)
             return 0
-        with self._changing() as (w, changes):
+        with self._changing(freeing=True) as (w, changes):
             folder = self._resolve(w, parts)
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder; remove files with unlink", path)
@@ -395,11 +395,12 @@ class FilesService(Grouping, Datasets, Views):
         return removed
 
     @contextmanager
-    def _changing(self) -> Iterator[tuple[WriteTxn, BlobChanges]]:
-        """One write transaction, with the blob files it frees or writes handled."""
+    def _changing(self, freeing: bool = False) -> Iterator[tuple[WriteTxn, BlobChanges]]:
+        """One write transaction, with the blob files it frees or writes handled;
+        `freeing` (a delete) may use the metadata's reserve, so it works on a full disk."""
         changes = BlobChanges()
         try:
-            with self.meta.write() as w:
+            with self.meta.write(reserve=freeing) as w:
                 yield w, changes
         except BaseException:
             self._delete_uncounted_blobs(changes.written)
@@ -412,7 +413,7 @@ class FilesService(Grouping, Datasets, Views):
         thread, or another process) may have counted the same content again."""
         if not shas:
             return
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             for sha in shas:
                 if w.blob(sha) is None:
                     self.blobs.delete(sha)
@@ -799,7 +800,7 @@ class FilesService(Grouping, Datasets, Views):
         media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
-        with self._changing() as (w, changes):
+        with self._changing(freeing=size == 0) as (w, changes):  # emptying a file works on a full disk
             item = w.node(item_id)
             if not isinstance(item, Item):
                 return None
@@ -838,7 +839,7 @@ class FilesService(Grouping, Datasets, Views):
     def _forget_unwritten(self, item_id: int) -> None:
         """A refused first version: the empty item made at create goes too, so that
         nothing of the refused file is stored (an item with content keeps it)."""
-        with self._changing() as (w, changes):
+        with self._changing(freeing=True) as (w, changes):
             current = w.node(item_id)
             if isinstance(current, Item) and current.blob is None:
                 self._drop_item(w, current, changes)
@@ -1013,7 +1014,7 @@ class FilesService(Grouping, Datasets, Views):
         line = printable(f"{_iso(now)} {operation} {exc.path or '-'}: {exc.reason}")
         log.warning("refused %s by %s: %s", operation, actor.name, line)
         try:
-            with self.meta.write() as w:
+            with self.meta.write(reserve=True) as w:
                 w.add_error(actor.name, now, line)
         except Exception:  # the refusal itself must still reach the caller
             log.exception("could not record a refusal")
@@ -1035,7 +1036,7 @@ class FilesService(Grouping, Datasets, Views):
             if _unowned(entry):
                 entry.unlink(missing_ok=True)
                 drafts += 1
-        with self.meta.write() as w:
+        with self.meta.write(reserve=True) as w:
             orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
             for sha in orphans:
                 self.blobs.delete(sha)

@@ -6,13 +6,18 @@
       blobs/ab/cdef…     file bytes by sha256
       spool/             drafts being written (same disk as blobs: adopting one is a rename)
       trash/             big deleted blobs, being unlinked in the background
-      log/encfs.log      one line per refusal or fault
+      log/encfs.log      one line per refusal or fault (rotated: encfs.log.1, .2, .3)
+
+The store is private: its directories are 0700 and its files 0600, whatever a file's
+mode on the mount (the mount decides who reads what; the store holds everything).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +25,13 @@ import platformdirs
 
 from encfs.blobs.local import LocalBlobStore
 from encfs.errors import StoreError
+from encfs.logs import note_in_log
+from encfs.meta.room import DEFAULT_MAX_METADATA, SMALLEST_MAX_METADATA, human
 from encfs.meta.store import FORMAT, MetaStore
 
 MARKER = "encfs-store.json"
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
+SUBFOLDERS = ("meta.lmdb", "blobs", "spool", "trash", "log")
 
 
 def default_store_path() -> Path:
@@ -58,24 +67,32 @@ class Store:
         self.meta.close()
 
 
-def init_store(path: Path) -> Path:
-    """Create the directory layout. Refuses a non-empty directory that is not a store."""
+def init_store(path: Path, max_metadata: int = DEFAULT_MAX_METADATA) -> Path:
+    """Create the directory layout, private to its owner. Refuses a non-empty
+    directory that is not a store. `max_metadata`: how big the metadata may grow."""
     if (path / MARKER).exists():
         raise StoreError(f"{path} is already an encfs store")
     if path.exists() and any(path.iterdir()):
         raise StoreError(f"{path} is not empty; give an empty or new directory for the store")
-    path.mkdir(parents=True, exist_ok=True)
+    if max_metadata < SMALLEST_MAX_METADATA:
+        raise StoreError(f"the metadata maximum must be at least {human(SMALLEST_MAX_METADATA)}")
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+    os.chmod(path, PRIVATE_FOLDER)
     for sub in ("meta.lmdb", "log"):
-        (path / sub).mkdir(exist_ok=True)
+        (path / sub).mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     LocalBlobStore(path / "blobs").create()
-    meta = MetaStore(path / "meta.lmdb", create=True)
+    meta = MetaStore(path / "meta.lmdb", create=True, max_metadata=max_metadata)
     from encfs.service import root_folder
 
     meta.initialise(root_folder())
     with meta.read() as r:
         store_id = r.store_id()
     meta.close()
-    (path / MARKER).write_text(json.dumps({"format": FORMAT.decode(), "store_id": store_id}) + "\n")
+    marker = {"format": FORMAT.decode(), "store_id": store_id, "max_metadata": max_metadata}
+    fd = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with open(fd, "w") as out:
+        out.write(json.dumps(marker) + "\n")
+    restrict(path)
     return path
 
 
@@ -84,8 +101,9 @@ def open_store(path: Path) -> Store:
         raise StoreError(f"store {path} does not exist; create it with `encfs init --store {path}`")
     if not path.is_dir() or not (path / MARKER).is_file():
         raise StoreError(f"{path} is not an encfs store (no {MARKER}); create one with `encfs init`")
+    make_private(path)
     try:
-        meta = MetaStore(path / "meta.lmdb")
+        meta = MetaStore(path / "meta.lmdb", max_metadata=_max_metadata(path))
     except Exception as exc:
         raise StoreError(f"cannot open the metadata of store {path}: {exc}") from exc
     if meta.format() != FORMAT:
@@ -93,5 +111,66 @@ def open_store(path: Path) -> Store:
         raise StoreError(f"store {path} has an unknown format")
     meta.env.reader_check()
     blobs = LocalBlobStore(path / "blobs")
-    (path / "log").mkdir(exist_ok=True)
+    (path / "log").mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     return Store(path=path, meta=meta, blobs=blobs)
+
+
+def _max_metadata(path: Path) -> int:
+    """The maximum recorded at init (stores made before there was one: the default)."""
+    try:
+        value = json.loads((path / MARKER).read_text()).get("max_metadata")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_MAX_METADATA
+    return value if isinstance(value, int) and value >= SMALLEST_MAX_METADATA else DEFAULT_MAX_METADATA
+
+
+def _is_open(path: Path) -> bool:
+    try:
+        return bool(os.lstat(path).st_mode & 0o077)
+    except OSError:
+        return False
+
+
+def make_private(path: Path) -> None:
+    """A store other users can enter (made before stores were private, or changed by
+    hand) is made private again, with a warning on stderr and in the log. Checked at
+    every open: the store folder, its folders and blob fan-out folders, and the files
+    next to them; if any is open, every folder and file is fixed."""
+    blobs = path / "blobs"
+    fan_out = [blobs / f"{n:02x}" for n in range(256)]
+    known_files = [path / MARKER, path / "meta.lmdb" / "data.mdb", path / "meta.lmdb" / "lock.mdb",
+                   path / "log" / "encfs.log"]
+    places = [path, *(path / sub for sub in SUBFOLDERS), *fan_out, *known_files]
+    if not any(_is_open(place) for place in places):
+        return
+    folders, files, failed = restrict(path)
+    warning = (f"the store {path} could be read by other users: made it private again "
+               f"({folders} folders to 0700, {files} files to 0600)")
+    if failed:
+        warning += f"; could not change {failed} (not their owner?)"
+    print(f"encfs: warning: {warning}", file=sys.stderr)
+    note_in_log(path / "log" / "encfs.log", warning)
+
+
+def restrict(path: Path) -> tuple[int, int, int]:
+    """Folders to 0700 and files to 0600 under `path` (symbolic links are left alone);
+    returns how many folders and files changed and how many could not be."""
+    counts = [0, 0, 0]
+    for folder, _, names in os.walk(path):
+        _restrict_one(folder, PRIVATE_FOLDER, counts, 0)
+        for name in names:
+            _restrict_one(os.path.join(folder, name), PRIVATE_FILE, counts, 1)
+    return counts[0], counts[1], counts[2]
+
+
+def _restrict_one(place: str, mode: int, counts: list[int], slot: int) -> None:
+    try:
+        info = os.lstat(place)
+        if stat.S_ISLNK(info.st_mode) or not info.st_mode & 0o077:
+            return
+        os.chmod(place, mode if stat.S_ISDIR(info.st_mode) else stat.S_IMODE(info.st_mode) & mode)
+        counts[slot] += 1
+    except FileNotFoundError:
+        return
+    except OSError:
+        counts[2] += 1

@@ -36,11 +36,11 @@ class LocalBlobStore:
 
     def create(self) -> None:
         """Make the directory layout: 256 fan-out folders, so a write needs no mkdir."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.spool.mkdir(parents=True, exist_ok=True)
-        self.trash.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.trash.mkdir(parents=True, exist_ok=True, mode=0o700)
         for n in range(256):
-            (self.root / f"{n:02x}").mkdir(exist_ok=True)
+            (self.root / f"{n:02x}").mkdir(exist_ok=True, mode=0o700)
 
     def spool_dir(self) -> Path:
         return self.spool
@@ -56,7 +56,7 @@ class LocalBlobStore:
 
     def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
         target = self.path(sha)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -89,7 +89,7 @@ class LocalBlobStore:
             if size < BACKGROUND_MIN:
                 os.unlink(path)
                 return
-            self.trash.mkdir(exist_ok=True)  # stores made before there was a trash
+            self.trash.mkdir(exist_ok=True, mode=0o700)  # stores made before there was a trash
             gone = f"{self.trash}{os.sep}{sha}.{uuid.uuid4().hex}"
             os.rename(path, gone)
         except FileNotFoundError:

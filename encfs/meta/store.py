@@ -29,7 +29,9 @@ thread lock first; LMDB's own lock serialises writers across processes.
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import struct
 import threading
 import time
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import lmdb
 
+from encfs.errors import NoSpace
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -48,13 +51,22 @@ from encfs.meta.codec import (
     encode_collection,
     encode_node,
 )
+from encfs.meta.room import (
+    DEFAULT_MAX_METADATA,
+    first_map_size,
+    grown_map_size,
+    human,
+    reserve_for,
+    round_up,
+)
 from encfs.meta.search import grams_of
 from encfs.model import Attributes, Dataset, Folder, Item, Node, Project, attributes_of
 
 FORMAT = b"1"
 U64 = struct.Struct(">Q")
 BLOB = struct.Struct(">QQ")
-MAP_SIZE = 1 << 36  # address space only; the file grows as data is written
+DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
+REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
@@ -395,16 +407,34 @@ class WriteTxn(ReadTxn):
 
 class MetaStore:
     """One LMDB environment. Commits are not fsynced one by one: `sync()` makes
-    everything committed so far durable, and the service calls it at fsync."""
+    everything committed so far durable, and the service calls it at fsync.
 
-    def __init__(self, path: Path, create: bool = False) -> None:
+    Room (see room.py): a write that adds records first makes sure that the reserve
+    is left in the map (growing it) and on the disk (preallocating the data file),
+    and is refused with NoSpace otherwise; `write(reserve=True)` (deletes, refusal
+    records) may use the reserve. LMDB's own "map full" and "disk full" become
+    NoSpace too. The map is replaced only while no read of this process is under
+    way: reads register in `_readers` and wait while `_remapping` is set."""
+
+    def __init__(self, path: Path, create: bool = False, max_metadata: int = DEFAULT_MAX_METADATA) -> None:
         self.path = path
+        self.max_metadata = max_metadata
+        data = path / "data.mdb"
+        data_size = data.stat().st_size if data.exists() else 0
         self.env = lmdb.open(
-            str(path), map_size=MAP_SIZE, max_dbs=len(_DBS), sync=False,
-            max_readers=512, create=create, readahead=False,
+            str(path), map_size=first_map_size(data_size, max_metadata), max_dbs=len(_DBS), sync=False,
+            max_readers=512, create=create, readahead=False, mode=0o600,
         )
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entered by a read that adopts a grown map
+        self._readers: list[int] = []  # thread ids of the reads under way (list ops are atomic)
+        self._remapping = False
+        self._remapped = threading.Event()
+        self._remapped.set()
+        self._page = self.env.stat()["psize"]
+        self._map_size = self.env.info()["map_size"]
+        self._data_fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+        self._data_size = os.fstat(self._data_fd).st_size
 
     def initialise(self, root: Folder) -> None:
         with self.write() as w:
@@ -422,16 +452,157 @@ class MetaStore:
 
     @contextmanager
     def read(self) -> Iterator[ReadTxn]:
-        with self.env.begin(buffers=False) as txn:
-            yield ReadTxn(txn, self.dbs)
+        me = self._start_reading()
+        try:
+            with self._begin_read(me) as txn:
+                yield ReadTxn(txn, self.dbs)
+        finally:
+            self._readers.remove(me)
+
+    def _begin_read(self, me: int) -> lmdb.Transaction:
+        try:
+            return self.env.begin(buffers=False)
+        except lmdb.MapResizedError:  # another process grew the map past ours: adopt its size
+            self._readers.remove(me)
+        try:
+            with self._write_lock:
+                self._remap(0)
+        finally:
+            self._start_reading()
+        return self.env.begin(buffers=False)
 
     @contextmanager
-    def write(self) -> Iterator[WriteTxn]:
-        with self._write_lock, self.env.begin(write=True) as txn:
-            yield WriteTxn(txn, self.dbs)
+    def write(self, reserve: bool = False) -> Iterator[WriteTxn]:
+        """One write transaction. `reserve`: the change frees space (a delete) or
+        records a refusal, and may use the room kept for those."""
+        with self._write_lock:
+            if not reserve:
+                self._make_room()
+            try:
+                with self._begin_write() as txn:
+                    yield WriteTxn(txn, self.dbs)
+            except lmdb.MapFullError:
+                raise self._map_full() from None
+            except lmdb.DiskError:
+                raise self._disk_full() from None
+
+    def _begin_write(self) -> lmdb.Transaction:
+        try:
+            return self.env.begin(write=True, buffers=False)
+        except lmdb.MapResizedError:
+            self._remap(0)
+            return self.env.begin(write=True, buffers=False)
+
+    def _start_reading(self) -> int:
+        """Register a read; while the map is being replaced, wait for that first (a
+        thread already reading goes on: the replacement waits for it instead)."""
+        me = threading.get_ident()
+        while True:
+            self._readers.append(me)
+            if not self._remapping or self._readers.count(me) > 1:
+                return me
+            self._readers.remove(me)
+            self._remapped.wait()
+
+    def _remap(self, size: int) -> bool:
+        """Replace the memory map (0: adopt the size another process gave it). The
+        caller holds the write lock; waits for this process's reads to end, and gives
+        up (False) if they do not within REMAP_WAIT_SECONDS or if this thread reads."""
+        me = threading.get_ident()
+        if me in self._readers:
+            return False
+        self._remapped.clear()
+        self._remapping = True
+        try:
+            deadline = time.monotonic() + REMAP_WAIT_SECONDS
+            while self._readers:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.0005)
+            self.env.set_mapsize(size)
+            self._map_size = self.env.info()["map_size"]
+            return True
+        finally:
+            self._remapping = False
+            self._remapped.set()
+
+    def _used(self) -> int:
+        """Bytes up to the last page LMDB has used (freed pages inside are not subtracted)."""
+        return (self.env.info()["last_pgno"] + 1) * self._page
+
+    def _make_room(self) -> None:
+        """Before a change that adds records: leave the reserve in the map and on disk.
+        A full disk refuses it even when the data file has room: that room is the
+        reserve's (what is left of the disk is the blobs')."""
+        vfs = os.fstatvfs(self._data_fd)
+        if vfs.f_bavail * vfs.f_frsize < DISK_FULL_BELOW:
+            raise self._disk_full()
+        used = self._used()
+        reserve = reserve_for(used, self.max_metadata)
+        if used + reserve <= min(self._map_size, self._data_size):
+            return
+        if used + 2 * reserve > self._map_size and self._map_size < self.max_metadata:
+            self._remap(grown_map_size(self._map_size, used + 2 * reserve, self.max_metadata))
+        disk_full = self._preallocate(min(used + 2 * reserve, self.max_metadata))
+        room = min(self._map_size, self._data_size) - used
+        if room >= reserve:
+            return
+        if room + self._free_bytes() - reserve >= reserve:
+            return  # pages that deletes freed, which LMDB reuses (less a reserve's worth: it cannot
+            # reuse those the last changes freed while a read may still see them)
+        if disk_full:
+            raise self._disk_full()
+        if self._map_size < self.max_metadata:
+            raise NoSpace("the store's metadata map could not be enlarged while reads were under way; "
+                          "nothing was changed: try again")
+        raise NoSpace(f"the store's metadata has reached its maximum size ({human(self.max_metadata)}); "
+                      "nothing was changed (delete files or folders to make room)")
+
+    @staticmethod
+    def _disk_full() -> NoSpace:
+        return NoSpace("no space left on the store's disk; nothing was changed (delete files or "
+                       "folders to make room)")
+
+    def _preallocate(self, size: int) -> bool:
+        """Make the data file hold `size` bytes of allocated disk; True if the disk is full."""
+        self._data_size = os.fstat(self._data_fd).st_size  # other processes' writes grow it too
+        if size <= self._data_size:
+            return False
+        try:
+            os.posix_fallocate(self._data_fd, 0, min(round_up(size), self.max_metadata))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._data_size = 1 << 62  # a file system without fallocate: no disk reserve
+                return False
+            self._data_size = os.fstat(self._data_fd).st_size
+            return True
+        self._data_size = os.fstat(self._data_fd).st_size
+        return False
+
+    def _free_bytes(self) -> int:
+        """Pages inside the data file that no database uses (freed, for LMDB to reuse)."""
+        def pages(stat: dict[str, int]) -> int:
+            return stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+
+        with self.read() as r:
+            in_use = 2 + pages(self.env.stat()) + sum(pages(r.txn.stat(db)) for db in self.dbs.values())
+        return max(0, self._used() - in_use * self._page)
+
+    def _map_full(self) -> NoSpace:
+        """LMDB ran out of map inside a change (a change bigger than the reserve)."""
+        if self._map_size < self.max_metadata and self._remap(
+            grown_map_size(self._map_size, self._used(), self.max_metadata)
+        ):
+            return NoSpace("the store's metadata map was full and has been enlarged; nothing was "
+                           "changed: try again")
+        return NoSpace(f"the store's metadata has reached its maximum size ({human(self.max_metadata)}); "
+                       "nothing was changed (delete files or folders to make room)")
 
     def sync(self) -> None:
         self.env.sync(True)
 
     def close(self) -> None:
         self.env.close()
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1

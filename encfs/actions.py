@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from encfs.errors import EncfsError
+from encfs.errors import DamagedMetadata, EncfsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,6 +27,8 @@ def action(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             _actions.depth = depth + 1
             try:
                 return method(*args, **kwargs)
+            except DamagedMetadata:
+                raise  # a fault, not a refusal: nothing is written to damaged metadata
             except EncfsError as exc:
                 service, actor = args[0], args[1]
                 if not exc.path and len(args) > 2 and isinstance(args[2], str):

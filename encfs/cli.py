@@ -32,7 +32,7 @@ MOUNT_WAIT_SECONDS = 15.0
 
 def store_option(command: F) -> F:
     return click.option(
-        "--store", "store_dir", type=click.Path(path_type=Path), default=None,
+        "--store", "store_dir", type=click.Path(path_type=Path, readable=False), default=None,
         help="Store directory (default: $ENCFS_STORE, else the user data directory).",
     )(command)
 

@@ -76,19 +76,24 @@ def log_damage(store_path: Path, damage: DamagedMetadata) -> None:
         log.error("store %s: %s", store_path, damage)
 
 
-_fault_logs: list[IO[str]] = []
+_fault_log: dict[Path, IO[str]] = {}
 
 
 def log_fatal_signals(log_path: Path) -> None:
     """A fatal signal (SIGBUS from a data.mdb cut short while mapped, which no check
     before mapping can see) leaves the Python stacks in the store's log, not nothing.
-    The file stays open for the life of the process, as faulthandler needs."""
+    The file stays open while faulthandler writes to it: one at a time, the latest store's."""
+    if log_path in _fault_log:
+        return
     try:
         fault_log = open(log_path, "a")  # noqa: SIM115
     except OSError:
         return
-    _fault_logs.append(fault_log)
     faulthandler.enable(file=fault_log, all_threads=True)
+    for earlier in _fault_log.values():
+        earlier.close()
+    _fault_log.clear()
+    _fault_log[log_path] = fault_log
 
 
 def fail(exc: EncfsError) -> NoReturn:

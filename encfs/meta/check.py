@@ -44,6 +44,7 @@ _LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, 
 # What decoding a record or key that is not what encfs wrote raises.
 _DECODING = (ValueError, KeyError, TypeError, IndexError, struct.error, json.JSONDecodeError)
 _META_PACKAGE = str(Path(__file__).parent) + os.sep
+_WRITING = {"u64", "_text_key", "put_node", "put_collection", "put_link", "link", "add_error"}
 
 
 class MetaPage(NamedTuple):
@@ -99,13 +100,19 @@ def damage_in(exc: BaseException) -> DamagedMetadata | None:
         return exc
     if isinstance(exc, _LMDB_DAMAGE):
         return DamagedMetadata(f"LMDB: {exc}")
-    if isinstance(exc, _DECODING) and _raised_in_meta(exc):
+    if isinstance(exc, _DECODING) and not isinstance(exc, UnicodeEncodeError) and _raised_reading(exc):
         return DamagedMetadata(f"a stored record cannot be read ({type(exc).__name__}: {exc})")
     return None
 
 
-def _raised_in_meta(exc: BaseException) -> bool:
-    """Whether the innermost encfs frame of the traceback is in this package."""
+def _raised_reading(exc: BaseException) -> bool:
+    """Whether the innermost encfs frame of the traceback is in this package and is
+    not one that turns values into bytes (a value out of range there is input)."""
+    package = str(Path(__file__).parents[1])
     encfs_frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
-                    if frame.filename.startswith(str(Path(__file__).parents[1]))]
-    return bool(encfs_frames) and encfs_frames[-1].filename.startswith(_META_PACKAGE)
+                    if frame.filename.startswith(package)]
+    if not encfs_frames:
+        return False
+    innermost = encfs_frames[-1]
+    return innermost.filename.startswith(_META_PACKAGE) and innermost.name not in _WRITING \
+        and not innermost.name.startswith("encode")

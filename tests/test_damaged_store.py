@@ -7,7 +7,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,14 +75,19 @@ def test_mount_of_a_data_file_cut_short_is_refused(filled: Path, tmp_path: Path,
     cut_short(filled, data_file(filled).stat().st_size // 2)
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    args = ("mount", mountpoint, "--store", filled) if background else \
-        ("mount", "--foreground", mountpoint, "--store", filled)
-    done = encfs(*args, timeout=60)
+    args = ["mount", *([] if background else ["--foreground"]), str(mountpoint), "--store", str(filled)]
+    output = tmp_path / "mount.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "encfs", *args], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=out)
     try:
-        assert_refused_as_damaged(done, filled)
-    finally:
-        if os.path.ismount(mountpoint):  # wrongly came up: take it down again
-            encfs("umount", mountpoint)
+        returncode = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # it mounted and serves: wrong
+        returncode = None
+    finally:  # whatever came up goes down again, by its own pid
+        stop_mount(Mounted(filled, mountpoint, process, output))
+    assert returncode is not None, "the mount came up on a data file cut short"
+    assert_refused_as_damaged(subprocess.CompletedProcess(args, returncode, b"", output.read_bytes()), filled)
     assert not os.path.ismount(mountpoint)
 
 
@@ -116,3 +124,21 @@ def test_a_damaged_record_is_eio_on_the_mount_which_keeps_serving(filled: Path, 
     finally:
         stop_mount(mounted)
     assert "Traceback" not in mounted.log()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_flipped_bytes_never_give_a_traceback_or_a_signal(filled: Path, seed: int) -> None:
+    """Flip 200 random bits past the header pages (seeded: the same bits every run)."""
+    path = data_file(filled)
+    data = bytearray(path.read_bytes())
+    chooser = random.Random(seed)
+    for _ in range(200):
+        data[chooser.randrange(2 * PAGE, len(data))] ^= 1 << chooser.randrange(8)
+    path.write_bytes(bytes(data))
+    for command in (("ls", "-l", "/a"), ("search", "img"), ("info", "/a/img1.png"), ("folder", "info", "/")):
+        done = encfs(*command, "--store", filled)
+        stderr = done.stderr.decode(errors="replace")
+        assert done.returncode >= 0, f"{command}: killed by signal {-done.returncode}"
+        assert "Traceback" not in stderr and len(stderr.splitlines()) <= 1, (command, stderr)
+        if done.returncode == 3:
+            assert stderr.startswith(f"encfs: {DAMAGED}"), stderr

@@ -157,6 +157,10 @@ class EncfsGroup(click.Group):
             click.echo(f"encfs: {where}{exc.strerror or exc}", err=True)
             sys.exit(1)
         except Exception as exc:
+            damage = damage_in(exc)  # met outside service_for: a mount's start-up recovery, say
+            if damage is not None:
+                log.error("%s", damage)
+                fail(damage)
             internal_error(exc)
 
 

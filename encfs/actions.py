@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from encfs.errors import EncfsError
+from encfs.errors import DamagedMetadata, EncfsError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +39,8 @@ def action(operation: str, where: Where | None = None) -> Callable[[Callable[P, 
             _actions.depth = depth + 1
             try:
                 return method(*args, **kwargs)
+            except DamagedMetadata:
+                raise  # a fault, not a refusal: nothing is written to damaged metadata
             except EncfsError as exc:
                 if depth == 0:
                     given = _given_paths(signature.bind(*args, **kwargs).arguments, where)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import faulthandler
 import json
 import logging
 import os
@@ -13,50 +15,91 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from encfs.errors import AlreadyExists, EncfsError, InvalidInput, NotFound, StoreError
+from encfs.errors import AlreadyExists, DamagedMetadata, EncfsError, InvalidInput, NotFound, StoreError
 from encfs.logs import setup_logging
-from encfs.metadata import parse_client_metadata
+from encfs.meta.check import damage_in
 from encfs.meta.room import DEFAULT_MAX_METADATA, parse_size
+from encfs.metadata import parse_client_metadata
 from encfs.model import Actor, Folder, Item, Kind
 from encfs.names import printable
 from encfs.store import init_store, locate, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("encfs")
 MOUNT_WAIT_SECONDS = 15.0
 
 
 def store_option(command: F) -> F:
     return click.option(
-        "--store", "store_dir", type=click.Path(path_type=Path), default=None,
+        "--store", "store_dir", type=click.Path(path_type=Path, readable=False), default=None,
         help="Store directory (default: $ENCFS_STORE, else the user data directory).",
     )(command)
 
 
 @contextmanager
 def service_for(store_dir: Path | None) -> Iterator[Any]:
-    """Open the store and the service; turn domain errors into a message and exit code."""
+    """Open the store and the service; turn domain errors into a message and exit code,
+    and damaged metadata met on the way into the sentence that says so."""
     from encfs.service import FilesService
 
+    path = locate(store_dir)
     try:
-        store = open_store(locate(store_dir))
+        store = open_store(path)
+    except DamagedMetadata as exc:
+        log_damage(path, exc)
+        fail(exc)
     except EncfsError as exc:
         fail(exc)
     setup_logging(store.log_path, to_stderr=False)
+    log_fatal_signals(store.log_path)
     service = FilesService(store)
     try:
         yield service
         service.settle_series()
-    except EncfsError as exc:
-        fail(exc)
+    except Exception as exc:
+        damage = damage_in(exc)
+        if damage is not None:
+            log.error("%s", damage)
+            fail(damage)
+        if isinstance(exc, EncfsError):
+            fail(exc)
+        raise
     finally:
         store.close()
 
 
-def fail(exc: EncfsError) -> None:
+def log_damage(store_path: Path, damage: DamagedMetadata) -> None:
+    """Damage found before the store opened still goes to the store's log."""
+    if (store_path / "log").is_dir():
+        setup_logging(store_path / "log" / "encfs.log", to_stderr=False)
+        log.error("store %s: %s", store_path, damage)
+
+
+_fault_log: dict[Path, IO[str]] = {}
+
+
+def log_fatal_signals(log_path: Path) -> None:
+    """A fatal signal (SIGBUS from a data.mdb cut short while mapped, which no check
+    before mapping can see) leaves the Python stacks in the store's log, not nothing.
+    The file stays open while faulthandler writes to it: one at a time, the latest store's."""
+    if log_path in _fault_log:
+        return
+    try:
+        fault_log = open(log_path, "a")  # noqa: SIM115
+    except OSError:
+        return
+    faulthandler.enable(file=fault_log, all_threads=True)
+    for earlier in _fault_log.values():
+        earlier.close()
+    _fault_log.clear()
+    _fault_log[log_path] = fault_log
+
+
+def fail(exc: EncfsError) -> NoReturn:
     click.echo(f"encfs: {printable(str(exc))}", err=True)
     sys.exit(exc.exit_code)
 
@@ -75,6 +118,8 @@ def confirm(question: str) -> None:
 def files_path(service: Any, argument: str) -> str:
     """A Files path, or a local path inside a mount of this store (existing or about
     to be created), as a Files path."""
+    if not argument:
+        fail(NotFound("an empty path names no file or folder"))
     absolute = Path(os.path.abspath(argument))
     existing = absolute
     while not os.path.lexists(existing) and existing != existing.parent:
@@ -96,7 +141,43 @@ def _store_id_at(mount: Path) -> str | None:
         return None
 
 
-@click.group()
+class EncfsGroup(click.Group):
+    """The top command: whatever a command lets escape becomes one line on stderr and
+    a non-zero exit, never a Python traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except EncfsError as exc:
+            fail(exc)
+        except BrokenPipeError:  # the reader of our output went away (`encfs ls | head`)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as exc:
+            where = f"{printable(os.fsdecode(exc.filename))}: " if exc.filename else ""
+            click.echo(f"encfs: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            damage = damage_in(exc)  # met outside service_for: a mount's start-up recovery, say
+            if damage is not None:
+                log.error("%s", damage)
+                fail(damage)
+            internal_error(exc)
+
+
+def internal_error(exc: Exception) -> NoReturn:
+    """A fault of encfs itself: the traceback goes to the store's log if a command
+    opened one, the user gets one line."""
+    log_files = [h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)]
+    log.error("internal error", exc_info=exc)
+    where = f"details in the log {log_files[0]}" if log_files else "no store log was open for the details"
+    click.echo(f"encfs: internal error: {printable(f'{type(exc).__name__}: {exc}')} ({where})", err=True)
+    sys.exit(1)
+
+
+@click.group(cls=EncfsGroup)
 @click.version_option(package_name="encfs")
 def main() -> None:
     """encfs: Encord Files as a drive. Folders of images, videos and DICOM, search and
@@ -119,7 +200,7 @@ def init(store_dir: Path | None, max_metadata: str | None) -> None:
     except EncfsError as exc:
         fail(exc)
     except OSError as exc:
-        fail(StoreError(f"cannot create the store at {path}: {exc.strerror}"))
+        fail(StoreError(cannot_create(path, exc)))
     click.echo(f"created store {path}")
 
 
@@ -140,13 +221,27 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
         check_mountpoint(mountpoint)
         if foreground or daemon:
             setup_logging(store_path / "log" / "encfs.log", to_stderr=not daemon)
+            log_fatal_signals(store_path / "log" / "encfs.log")
             if daemon:
                 silence_stderr_once_mounted(mountpoint)
             serve_logged(store_path, mountpoint, debug)
             return
+    except DamagedMetadata as exc:
+        log_damage(store_path, exc)
+        fail(exc)
     except EncfsError as exc:
         fail(exc)
     start_background_mount(store_path, mountpoint)
+
+
+def cannot_create(path: Path, exc: OSError) -> str:
+    """Why a store cannot be made at `path`, in the words of the path given."""
+    if os.path.isfile(path):
+        return f"{path} is a file; give a new or empty directory for the store"
+    culprit = os.fsdecode(exc.filename) if exc.filename else str(path)
+    if exc.errno == errno.ENOTDIR:
+        return f"cannot create a store at {path}: a part of {culprit} is a file, not a directory"
+    return f"cannot create a store at {path}: {exc.strerror} ({culprit})"
 
 
 def serve_logged(store_path: Path, mountpoint: Path, debug: bool) -> None:

@@ -81,5 +81,17 @@ class StoreError(EncfsError):
     exit_code = 3
 
 
+DAMAGED = "the store's metadata is damaged: run encfs fsck"
+
+
+class DamagedMetadata(StoreError):
+    """The metadata is not what encfs wrote (cut short, pages or records damaged).
+    A fault, not a refusal: it is logged, never recorded in `/.encfs/errors`."""
+
+    def __init__(self, detail: str, path: str = "") -> None:
+        super().__init__(f"{DAMAGED} ({detail})", path)
+        self.detail = detail
+
+
 class ReadOnly(EncfsError):
     errno = errno.EROFS

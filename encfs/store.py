@@ -26,6 +26,7 @@ import platformdirs
 from encfs.blobs.local import LocalBlobStore
 from encfs.errors import StoreError
 from encfs.logs import note_in_log
+from encfs.meta.check import check_data_file, damage_in
 from encfs.meta.room import DEFAULT_MAX_METADATA, SMALLEST_MAX_METADATA, human
 from encfs.meta.store import FORMAT, MetaStore
 
@@ -99,17 +100,30 @@ def init_store(path: Path, max_metadata: int = DEFAULT_MAX_METADATA) -> Path:
 def open_store(path: Path) -> Store:
     if not path.exists():
         raise StoreError(f"store {path} does not exist; create it with `encfs init --store {path}`")
-    if not path.is_dir() or not (path / MARKER).is_file():
+    try:
+        is_store = path.is_dir() and (path / MARKER).is_file()
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
+    if not is_store:
         raise StoreError(f"{path} is not an encfs store (no {MARKER}); create one with `encfs init`")
+    check_data_file(path / "meta.lmdb")
     make_private(path)
     try:
         meta = MetaStore(path / "meta.lmdb", max_metadata=_max_metadata(path))
     except Exception as exc:
-        raise StoreError(f"cannot open the metadata of store {path}: {exc}") from exc
-    if meta.format() != FORMAT:
+        raise damage_in(exc) or StoreError(f"cannot open the metadata of store {path}: {exc}") from exc
+    try:
+        known = meta.format() == FORMAT
+        meta.env.reader_check()
+    except Exception as exc:
+        meta.close()
+        damage = damage_in(exc)
+        if damage is None:
+            raise
+        raise damage from exc
+    if not known:
         meta.close()
         raise StoreError(f"store {path} has an unknown format")
-    meta.env.reader_check()
     blobs = LocalBlobStore(path / "blobs")
     (path / "log").mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     return Store(path=path, meta=meta, blobs=blobs)

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import mfusepy
 
 from encfs.draft import Payload
-from encfs.errors import EncfsError, NotFound
+from encfs.errors import DamagedMetadata, EncfsError, NotFound
 from encfs.fs.control import ControlEntry, ControlTree, control_inode
 from encfs.fs.handles import OpenFile, OpenFiles
+from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
 from encfs.service import FilesService
 
@@ -47,6 +48,8 @@ def translated(method: F) -> F:
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
+        except DamagedMetadata as exc:
+            raise _damaged(method.__name__, args, exc) from None
         except EncfsError as exc:
             raise mfusepy.FuseOSError(exc.errno) from None
         except mfusepy.FuseOSError:
@@ -54,11 +57,22 @@ def translated(method: F) -> F:
         except OSError as exc:
             log.error("%s failed: %s", method.__name__, exc)
             raise mfusepy.FuseOSError(exc.errno or errno.EIO) from None
-        except Exception:
+        except Exception as exc:
+            damage = damage_in(exc)
+            if damage is not None:
+                raise _damaged(method.__name__, args, damage) from None
             log.exception("fault in %s", method.__name__)
             raise mfusepy.FuseOSError(errno.EIO) from None
 
     return call  # type: ignore[return-value]
+
+
+def _damaged(operation: str, args: tuple[Any, ...], damage: DamagedMetadata) -> mfusepy.FuseOSError:
+    """Damaged metadata met by a call: EIO, and a log line naming the call and its path
+    (the mount keeps serving what it can still read)."""
+    path = args[1] if len(args) > 1 and isinstance(args[1], str) else "-"
+    log.error("%s %s: %s", operation, path, damage)
+    return mfusepy.FuseOSError(errno.EIO)
 
 
 def caller() -> Actor:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from encfs.blobs.removal import remove
+from encfs.integrity import BlockSummer, Sums, fingerprint_bytes, fingerprint_fd
 
 if TYPE_CHECKING:
     from encfs.blobs.base import BlobReader, BlobStore
@@ -52,10 +53,12 @@ class Payload(Protocol):
 
 
 class InOrderHash:
-    """sha256 of the bytes written so far, valid while they came in order."""
+    """sha256 and block checksums of the bytes written so far, valid while they came
+    in order."""
 
     def __init__(self) -> None:
         self._sha = hashlib.sha256()
+        self._sums = BlockSummer()
         self.hashed = 0
         self.valid = True
         self._pending: Future | None = None
@@ -70,12 +73,16 @@ class InOrderHash:
         self.hashed += len(data)
         busy = self._pending is not None and not self._pending.done()
         if len(data) < ASYNC_HASH_MIN and not busy:
-            self._sha.update(data)
+            self._update(data)
             return
         if self._pending_bytes > MAX_PENDING_HASH:
             self.wait()
         self._pending_bytes += len(data)
-        self._pending = _hashing.submit(self._sha.update, data)
+        self._pending = _hashing.submit(self._update, data)
+
+    def _update(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+        self._sums.update(data)
 
     def wrote_file_range(self, fd: int, offset: int, length: int) -> None:
         """Like `wrote`, for bytes that went straight into the file `fd`."""
@@ -86,7 +93,7 @@ class InOrderHash:
         if self._pending_bytes > MAX_PENDING_HASH:
             self.wait()
         self._pending_bytes += length
-        self._pending = _hashing.submit(lambda: self._sha.update(os.pread(fd, length, offset)))
+        self._pending = _hashing.submit(lambda: self._update(os.pread(fd, length, offset)))
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -96,6 +103,10 @@ class InOrderHash:
     def hexdigest(self) -> str:
         self.wait()
         return self._sha.hexdigest()
+
+    def sums(self) -> Sums:
+        self.wait()
+        return self._sums.sums()
 
 
 @dataclass(frozen=True)
@@ -307,24 +318,20 @@ class Draft:
         self.fd, self.path = fd, Path(name)
 
     def digest(self) -> str:
+        return self.fingerprint()[0]
+
+    def fingerprint(self) -> tuple[str, Sums | None]:
+        """The content's sha256 and block checksums. A draft holding a whole stored
+        blob has that blob's sha and no checksums of its own (the blob has them)."""
         if self._taken is not None and self.size == self._taken.size:
-            return self._taken.sha
+            return self._taken.sha, None
         self._own_copy()  # part of a blob is hashed like any other content
         if self._hash.valid and self._hash.hashed == self.size:
-            return self._hash.hexdigest()
+            return self._hash.hexdigest(), self._hash.sums()
         self._hash.wait()
-        h = hashlib.sha256()
         if self.buffer is not None:
-            h.update(self.buffer)
-        else:
-            offset = 0
-            while offset < self.size:
-                chunk = os.pread(self.fd, min(HASH_CHUNK, self.size - offset), offset)
-                if not chunk:
-                    break
-                h.update(chunk)
-                offset += len(chunk)
-        return h.hexdigest()
+            return fingerprint_bytes(self.buffer)
+        return fingerprint_fd(self.fd, self.size)
 
     def head(self, size: int = 64 * 1024) -> bytes:
         return self.read(size, 0)
@@ -377,7 +384,8 @@ class Draft:
 
 def copy_reader_into(reader: BlobReader, fd: int, size: int) -> None:
     """Copy `size` bytes from a blob reader into the start of file `fd` (in the kernel
-    when the reader is a file)."""
+    when the reader is a file); the stored bytes are checked first (integrity.py)."""
+    reader.verify(0, size)
     source = reader.fileno()
     copied = 0
     while copied < size:

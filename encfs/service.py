@@ -40,6 +40,7 @@ from encfs.errors import (
     NotPermitted,
 )
 from encfs.grouping import Grouping
+from encfs.integrity import Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
 from encfs.media import probe
 from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -79,11 +80,24 @@ class BlobChanges:
     written: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class NewContent:
+    """A draft's content as a commit stores it: its name, size and block checksums
+    (None for a copy holding a stored blob), and whether the stored copy of the same
+    content, if there is one, is whole."""
+
+    sha: str
+    size: int
+    sums: Sums | None
+    sound: bool
+
+
 class FilesService(Grouping, Datasets, Views):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.meta = store.meta
         self.blobs = store.blobs
+        self.verifier = Verifier(self._sums_of, self._store_sums)
 
     # ----------------------------------------------------------------- lookups
 
@@ -673,21 +687,52 @@ class FilesService(Grouping, Datasets, Views):
     # ----------------------------------------------------------------- content
 
     def open_reader(self, actor: Actor, item: Item, known_content: bytes | None = None) -> BlobReader | None:
-        """A reader of the item's committed content (None for an empty item);
-        `known_content` is that content when the caller just wrote it."""
+        """A reader of the item's committed content (None for an empty item), whose
+        reads are checked (integrity.py); `known_content` is that content when the
+        caller just wrote it. A blob file missing from the store is damage (EIO)."""
         if known_content is not None:
             return MemoryBlobReader(known_content)
         for _ in range(3):
             if item.blob is None:
                 return None
             try:
-                return self.blobs.open_reader(item.blob)
+                return self._checked_reader(item)
             except FileNotFoundError:
                 fresh = self.node(actor, item.id)  # replaced between lookup and open
                 if not isinstance(fresh, Item):
                     raise NotFound("the file was removed", item.name) from None
+                if fresh.blob == item.blob:
+                    self.verifier.report(item.blob, self._describer(item), "the blob file is missing")
                 item = fresh
         raise NotFound("the file's content changed too often to be opened", item.name)
+
+    def _checked_reader(self, item: Item) -> BlobReader:
+        assert item.blob is not None
+        inner = self.blobs.open_reader(item.blob)
+        return VerifiedBlobReader(inner, item.blob, item.size, self.verifier, self._describer(item))
+
+    def _describer(self, item: Item) -> Callable[[], str]:
+        """How a log line names an item: its id and path (looked up only when needed)."""
+
+        def describe() -> str:
+            try:
+                where = self.path_of(Actor.from_ids(0, 0), item.id)
+            except Exception:  # the line must be written all the same
+                where = item.name
+            return f"item {item.id} ({where})"
+
+        return describe
+
+    def _sums_of(self, sha: str) -> Sums | None:
+        with self.meta.read() as r:
+            raw = r.sums(sha)
+        return None if raw is None else Sums.unpack(raw)
+
+    def _store_sums(self, sha: str, sums: Sums) -> None:
+        """Checksums of a blob stored before them, computed at its first full check."""
+        with self.meta.write() as w:
+            if w.blob(sha) is not None and w.sums(sha) is None:
+                w.put_sums(sha, sums.pack())
 
     def start_draft(self, actor: Actor, item: Item | None, keep_content: bool,
                     current: BlobReader | None = None) -> Draft:
@@ -698,7 +743,7 @@ class FilesService(Grouping, Datasets, Views):
         if not keep_content or item is None or item.blob is None:
             return draft
         try:
-            reader = current or self.blobs.open_reader(item.blob)
+            reader = current or self._checked_reader(item)
             try:
                 if item.size <= MEMORY_LIMIT:
                     draft.load(reader.pread(item.size, 0))
@@ -710,6 +755,9 @@ class FilesService(Grouping, Datasets, Views):
         except OSError as exc:
             draft.discard()
             raise self._os_refusal(exc, item.name) from exc
+        except BaseException:
+            draft.discard()
+            raise
         return draft
 
     @action("write")
@@ -733,7 +781,7 @@ class FilesService(Grouping, Datasets, Views):
         if source.blob is None:
             return False
         try:
-            reader = self.blobs.open_reader(source.blob)
+            reader = self._checked_reader(source)
         except FileNotFoundError:
             return False
         draft.take_content_of(TakenBlob(source.blob, source.size, reader), size)
@@ -777,19 +825,20 @@ class FilesService(Grouping, Datasets, Views):
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
     ) -> Item | None:
-        sha, size = draft.digest(), draft.size
-        head = draft.head()
+        sha, sums = draft.fingerprint()
+        size, head = draft.size, draft.head()
         with self.meta.read() as r:
             if r.attributes(item_id) is None:
                 return None
+        content = NewContent(sha, size, sums, sound=sums is None or self._stored_copy_sound(sha, size))
         try:
-            return self._commit_checked(item_id, draft, sha, size, head, durable, mtime_ns, path)
+            return self._commit_checked(item_id, draft, content, head, durable, mtime_ns, path)
         except EncfsError:
             self._forget_unwritten(item_id)
             raise
 
     def _commit_checked(
-        self, item_id: int, draft: Draft, sha: str, size: int, head: bytes, durable: bool,
+        self, item_id: int, draft: Draft, content: NewContent, head: bytes, durable: bool,
         mtime_ns: int | None, path: str,
     ) -> Item | None:
         dicom = self._dicom_header(draft.source(), path.rsplit("/", 1)[-1], head, path)
@@ -803,14 +852,10 @@ class FilesService(Grouping, Datasets, Views):
             self._check_writable(w, item, path)
             if dicom:
                 self._check_duplicate_slice(w, item, dicom, path)
-            if w.add_blob_ref(sha, size) == 1:
-                changes.written.append(sha)
-                draft.save_as_blob(self.blobs, sha, durable)
-            elif durable:  # stored already by a commit that was not fsynced: fsync it now
-                self.blobs.sync(sha)
+            self._store_draft(w, changes, draft, content, durable)
             if item.blob and w.drop_blob_ref(item.blob) == 0:
                 changes.obsolete.append(item.blob)
-            item.blob, item.size, item.media = sha, size, media
+            item.blob, item.size, item.media = content.sha, content.size, media
             item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
             item.ctime_ns = time.time_ns()
             self._update_series_of(w, item, dicom, changes)
@@ -818,6 +863,63 @@ class FilesService(Grouping, Datasets, Views):
         if durable:
             self.meta.sync()
         return item
+
+    def _store_draft(self, w: WriteTxn, changes: BlobChanges, draft: Draft, content: NewContent,
+                     durable: bool) -> None:
+        """Count the content once more and store its bytes if they are new. Content
+        stored already is shared, unless its stored copy is damaged: deduplication
+        never adopts a damaged blob, the draft's good copy replaces (repairs) it."""
+        sha = content.sha
+        if w.add_blob_ref(sha, content.size) == 1:
+            changes.written.append(sha)
+            draft.save_as_blob(self.blobs, sha, durable)
+            sums = content.sums or draft.fingerprint()[1]  # a copy of a blob removed meanwhile
+            assert sums is not None
+            w.put_sums(sha, sums.pack())
+        elif not content.sound and content.sums is not None:
+            draft.save_as_blob(self.blobs, sha, durable=True)  # other items rely on it: durable now
+            w.put_sums(sha, content.sums.pack())
+            self.verifier.forget(sha)
+            log.warning("repaired blob %s: its damaged stored copy was replaced by identical content "
+                        "just written", sha)
+        elif durable:  # stored already by a commit that was not fsynced: fsync it now
+            self.blobs.sync(sha)
+
+    def _stored_copy_sound(self, sha: str, size: int, txn: ReadTxn | None = None) -> bool:
+        """Whether the stored copy of content about to be shared is whole (True when
+        none is stored). Checked once per blob file by this process."""
+        with contextlib.nullcontext(txn) if txn is not None else self.meta.read() as r:
+            if r.blob(sha) is None:
+                return True
+            raw = r.sums(sha)
+        try:
+            reader = self.blobs.open_reader(sha)
+        except FileNotFoundError:
+            log.warning("blob %s is counted but its file is missing: the content just written "
+                        "replaces it", sha)
+            return False
+        try:
+            fd = reader.fileno()
+            problem = None if fd is None else self.verifier.damage_in(fd, sha, size, raw and Sums.unpack(raw))
+        finally:
+            reader.close()
+        if problem:
+            log.warning("the stored copy of blob %s is damaged (%s): the content just written "
+                        "replaces it", sha, problem)
+        return problem is None
+
+    def _store_generated(self, w: WriteTxn, changes: BlobChanges, content: bytes) -> str:
+        """Store a generated item's content (a manifest, an encoded video) in the
+        transaction, like a draft's: once, with its checksums, never onto a damaged copy."""
+        sha, sums = fingerprint_bytes(content)
+        fresh = w.add_blob_ref(sha, len(content)) == 1
+        if fresh or not self._stored_copy_sound(sha, len(content), w):
+            self.blobs.write(sha, content, durable=not fresh)
+            w.put_sums(sha, sums.pack())
+            self.verifier.forget(sha)
+            if fresh:
+                changes.written.append(sha)
+        return sha
 
     def _update_series_of(self, w: WriteTxn, item: Item, dicom: dict | None, changes: BlobChanges) -> None:
         """Record the item (with its DICOM header) and keep its series in step."""

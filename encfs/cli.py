@@ -36,6 +36,7 @@ def store_option(command: F) -> F:
 @contextmanager
 def service_for(store_dir: Path | None) -> Iterator[Any]:
     """Open the store and the service; turn domain errors into a message and exit code."""
+    from encfs.recovery import clear_abandoned_drafts
     from encfs.service import FilesService
 
     try:
@@ -43,6 +44,7 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
     except EncfsError as exc:
         fail(exc)
     setup_logging(store.log_path, to_stderr=False)
+    clear_abandoned_drafts(store.blobs)  # a CLI upload killed with kill -9 leaves its draft
     service = FilesService(store)
     try:
         yield service

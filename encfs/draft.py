@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ HASH_CHUNK = 4 << 20
 ASYNC_HASH_MIN = 256 << 10
 MAX_PENDING_HASH = 64 << 20
 WRITE_BEHIND = 64 << 20
+DRAFT_PREFIX, NEW_PREFIX = "draft-", "new-"
 
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-hash")
 _flushing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-flush")
@@ -313,9 +315,19 @@ class Draft:
             view = view[os.write(self.fd, view) :]
 
     def _new_spool_file(self) -> None:
-        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="draft-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
-        self.fd, self.path = fd, Path(name)
+        """A spool file, locked by this process before it takes the name `draft-…`:
+        a sweeper removes a `draft-` file nobody locks at once, and a `new-` one (not
+        locked yet, or left by a crash in between) only once it is some seconds old."""
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix=NEW_PREFIX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = self.spool_dir / f"{DRAFT_PREFIX}{uuid.uuid4().hex}"
+            os.rename(name, path)
+        except BaseException:
+            os.close(fd)
+            Path(name).unlink(missing_ok=True)
+            raise
+        self.fd, self.path = fd, path
 
     def digest(self) -> str:
         return self.fingerprint()[0]

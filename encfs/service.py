@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.names import check_name, is_text, printable, split_path
+from encfs.recovery import recover
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
@@ -1125,37 +1125,10 @@ class FilesService(Grouping, Datasets, Views):
         return os.statvfs(self.store.path)
 
     def recover(self) -> tuple[int, int]:
-        """Remove what a killed process left: drafts nobody holds, blob files no
-        record counts (in a write transaction, so no commit is half-way) and what it
-        was still unlinking in `trash/`."""
-        drafts = 0
-        spool = self.blobs.spool_dir()
-        for entry in spool.iterdir() if spool.exists() else ():
-            if _unowned(entry):
-                entry.unlink(missing_ok=True)
-                drafts += 1
-        with self.meta.write() as w:
-            orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
-            for sha in orphans:
-                self.blobs.delete(sha)
-        drafts += self.blobs.empty_trash()
-        if drafts or orphans:
-            log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
-        return drafts, len(orphans)
-
-
-def _unowned(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
+        """Clear what a killed process left (recovery.py): (drafts removed, uncounted
+        blob files deleted); nothing any item names is ever deleted."""
+        done = recover(self.meta, self.blobs)
+        return done.drafts, len(done.deleted)
 
 
 def _iso(ns: int) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,3 +200,104 @@ def test_blobs_stored_before_checksums_are_checked_by_their_sha256(
             assert r.sums(sha(BIG)) is not None  # computed at the first full check
     finally:
         opened.close()
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def blob_files(store: Path) -> set[str]:
+    return {sub.name + entry.name for sub in (store / "blobs").iterdir() for entry in sub.iterdir()}
+
+
+def quarantined(store: Path) -> set[str]:
+    folder = store / "quarantine"
+    if not folder.exists():
+        return set()
+    return {p.name.split(".")[0] for p in folder.iterdir() if not p.name.endswith(".txt")}
+
+
+def drop_blobs_table(store: Path) -> None:
+    opened = open_store(store)
+    try:
+        with opened.meta.write() as w:
+            w.txn.drop(w.dbs["blobs"], delete=False)
+    finally:
+        opened.close()
+
+
+def test_a_lost_blobs_table_deletes_no_content_at_the_next_mount(
+    store: Path, tmp_path: Path, mount_factory: Callable[[Path, str], Mounted],
+) -> None:
+    contents = {f"f{n:02d}.bin": os.urandom(3000 + n) for n in range(30)}
+    contents["copy.bin"] = contents["f00.bin"]  # two items, one blob
+    for name, content in contents.items():
+        upload(store, tmp_path, name, content)
+    stray = os.urandom(500)  # a blob file nothing names
+    blob_path(store, stray).write_bytes(stray)
+    before = blob_files(store)
+    drop_blobs_table(store)
+
+    mount = mount_factory(store, "mnt")
+
+    assert blob_files(store) | quarantined(store) == before  # nothing deleted
+    assert sha(stray) in quarantined(store)
+    for name, content in contents.items():
+        assert read_all(mount / "data" / name) == content
+    opened = open_store(store)
+    try:
+        with opened.meta.read() as r:
+            assert r.blob(sha(contents["f00.bin"]))[0] == 2  # counted again from the items
+    finally:
+        opened.close()
+    assert "counted again" in log_of(store) and "quarantined blob" in log_of(store)
+
+
+def test_one_stray_blob_file_is_still_removed_at_the_next_mount(
+    store: Path, tmp_path: Path, mount_factory: Callable[[Path, str], Mounted],
+) -> None:
+    upload(store, tmp_path, "kept.bin", SMALL)
+    stray = os.urandom(500)
+    blob_path(store, stray).write_bytes(stray)
+    mount_factory(store, "mnt")
+    assert sha(stray) not in blob_files(store) | quarantined(store)
+    assert sha(SMALL) in blob_files(store)
+
+
+def test_a_killed_cli_upload_leaves_no_draft_after_the_next_command(store: Path, tmp_path: Path) -> None:
+    spool = store / "spool"
+    source = tmp_path / "huge.bin"
+    with open(source, "wb") as f:
+        f.truncate(16 << 30)  # sparse: read fast, written slowly into the spool
+    upload(store, tmp_path, "seed.bin", SMALL)  # makes /data
+    command = [sys.executable, "-m", "encfs", "upload", "/data", str(source), "--store", str(store)]
+    uploading = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith("draft-") for p in spool.iterdir()):
+            assert time.monotonic() < deadline and uploading.poll() is None, "no draft was started"
+            time.sleep(0.01)
+    finally:
+        uploading.kill()
+        uploading.wait()
+    assert os.listdir(spool)
+
+    listed = subprocess.run([sys.executable, "-m", "encfs", "ls", "/data", "--store", str(store)],
+                            capture_output=True, text=True)
+
+    assert listed.returncode == 0, listed.stderr
+    assert os.listdir(spool) == []
+    assert "huge.bin" not in listed.stdout
+
+
+def test_a_running_mount_clears_a_killed_cli_uploads_draft(
+    store: Path, tmp_path: Path, mount_factory: Callable[[Path, str], Mounted],
+) -> None:
+    spool = store / "spool"
+    mount_factory(store, "mnt")
+    (tmp_path / "mnt" / "data").mkdir()
+    abandoned = spool / "draft-left-by-a-killed-upload"
+    abandoned.write_bytes(b"x" * 5000)  # written, then its writer died: nobody holds its lock
+    deadline = time.monotonic() + 40
+    while abandoned.exists():
+        assert time.monotonic() < deadline, "the running mount never cleared the abandoned draft"
+        time.sleep(0.2)

@@ -123,6 +123,12 @@ class ReadTxn:
             for key in cur.iternext(keys=True, values=False):
                 yield key.hex()
 
+    def node_records(self) -> Iterator[tuple[int, bytes]]:
+        """(id, raw record) of every folder and item, in id order (recovery, fsck)."""
+        with self.txn.cursor(db=self.dbs["nodes"]) as cur:
+            for key, value in cur:
+                yield U64.unpack(key)[0], value
+
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
 

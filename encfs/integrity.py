@@ -146,12 +146,36 @@ def damage_in_file(fd: int, size: int, sha: str, sums: Sums | None) -> str | Non
 def _block_damage(fd: int, sums: Sums, index: int, size: int) -> str | None:
     start = index * sums.block
     length = min(sums.block, size - start)
-    data = os.pread(fd, length, start)
-    if len(data) != length:
+    buffer = _block_buffer(sums.block)
+    view = memoryview(buffer)[:length]
+    got = _read_into(fd, view, start)
+    if got != length:
         return f"the blob file ends inside block {index}"
-    if index >= len(sums.values) or block_sum(data) != sums.values[index]:
+    if index >= len(sums.values) or block_sum(view) != sums.values[index]:
         return f"block {index} (bytes {start}-{start + length - 1}) differs from its checksum"
     return None
+
+
+_buffers = threading.local()
+
+
+def _block_buffer(size: int) -> bytearray:
+    """One block-sized buffer per thread: a block read allocates nothing (a fresh 1 MiB
+    bytes object would be mapped and faulted in on every read)."""
+    buffer = getattr(_buffers, "block", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers.block = bytearray(size)
+    return buffer
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
 
 
 # ---------------------------------------------------------------- verified reads
@@ -193,6 +217,8 @@ class Verifier:
         for index in range(first_block, last_block + 1):
             if isinstance(good, set) and index in good:
                 continue
+            if index < last:  # the disk fetches the next block while this one is answered
+                os.posix_fadvise(fd, (index + 1) * sums.block, sums.block, os.POSIX_FADV_WILLNEED)
             problem = _block_damage(fd, sums, index, size)
             if problem:
                 self._damaged(identity, describe, problem)

@@ -17,6 +17,7 @@ blob against its sha256 and stores its checksums then.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -25,6 +26,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,10 @@ READ_CHUNK = 4 << 20
 _HEADER = struct.Struct(">I")
 _SUM = struct.Struct(">Q")
 FILES_REMEMBERED = 65_536
+SUMS_REMEMBERED = 1_024
+AHEAD_BLOCKS = 2
+
+_verifying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-verify")
 
 
 class DamagedContent(EncfsError):
@@ -194,35 +200,81 @@ class Verifier:
         self._store_sums = store_sums
         self._good: OrderedDict[FileIdentity, set[int] | bool] = OrderedDict()
         self._reported: set[FileIdentity] = set()
+        self._sums_cache: OrderedDict[str, Sums] = OrderedDict()
+        self._ahead: dict[tuple[FileIdentity, int], Future] = {}
         self._lock = threading.Lock()
 
     def check(self, fd: int, identity: FileIdentity, size: int, offset: int, length: int,
               describe: Callable[[], str]) -> None:
         """Check the blocks of [offset, offset + length) of blob file `fd`, unless
         found good before; raise DamagedContent (logged once) if one is damaged."""
-        sha = identity[0]
         if identity[3] != size:
             self._damaged(identity, describe, f"the blob file has {identity[3]} bytes instead of {size}")
-        with self._lock:
-            good = self._good.get(identity)
-            if good is True:
-                return
-        sums = self._sums_of(sha)
+        if self._good_blocks(identity) is True:
+            return
+        sums = self._sums(identity[0])
         if sums is None:
             self._check_whole(fd, identity, size, describe)
             return
-        last = sums.blocks_for(size) - 1
+        blocks = sums.blocks_for(size)
         first_block = offset // sums.block
-        last_block = min(last, (offset + max(length, 1) - 1) // sums.block)
+        last_block = min(blocks - 1, (offset + max(length, 1) - 1) // sums.block)
         for index in range(first_block, last_block + 1):
-            if isinstance(good, set) and index in good:
-                continue
-            if index < last:  # the disk fetches the next block while this one is answered
-                os.posix_fadvise(fd, (index + 1) * sums.block, sums.block, os.POSIX_FADV_WILLNEED)
-            problem = _block_damage(fd, sums, index, size)
-            if problem:
-                self._damaged(identity, describe, problem)
-            good = self._mark(identity, index, last + 1)
+            self._wait_ahead(identity, index)
+            good = self._good_blocks(identity)
+            if good is not True and not (good and index in good):
+                problem = _block_damage(fd, sums, index, size)
+                if problem:
+                    self._damaged(identity, describe, problem)
+                good = self._mark(identity, index, blocks)
+            if index == 0 or (isinstance(good, set) and index - 1 in good):  # read in order
+                self._read_ahead(fd, identity, sums, size, index + 1)
+
+    def _good_blocks(self, identity: FileIdentity) -> set[int] | bool:
+        with self._lock:
+            return self._good.get(identity, False)
+
+    def _sums(self, sha: str) -> Sums | None:
+        with self._lock:
+            sums = self._sums_cache.get(sha)
+        if sums is None:
+            sums = self._sums_of(sha)
+            if sums is not None:
+                with self._lock:
+                    self._sums_cache[sha] = sums
+                    while len(self._sums_cache) > SUMS_REMEMBERED:
+                        self._sums_cache.popitem(last=False)
+        return sums
+
+    def _read_ahead(self, fd: int, identity: FileIdentity, sums: Sums, size: int, first: int) -> None:
+        """Check the next blocks of a file read in order on the verifier's thread, so
+        that they are found good (and in the page cache) by the time they are asked
+        for. It reads a duplicate descriptor: the reader may close its own meanwhile."""
+        for index in range(first, min(first + AHEAD_BLOCKS, sums.blocks_for(size))):
+            key = (identity, index)
+            good = self._good_blocks(identity)
+            with self._lock:
+                if good is True or (good and index in good) or key in self._ahead:
+                    continue
+                own = os.dup(fd)
+                self._ahead[key] = _verifying.submit(self._check_ahead, own, identity, sums, size, index)
+
+    def _check_ahead(self, fd: int, identity: FileIdentity, sums: Sums, size: int, index: int) -> None:
+        """A damaged block is left unmarked: the read that asks for it reports it."""
+        try:
+            if _block_damage(fd, sums, index, size) is None:
+                self._mark(identity, index, sums.blocks_for(size))
+        finally:
+            os.close(fd)
+            with self._lock:
+                self._ahead.pop((identity, index), None)
+
+    def _wait_ahead(self, identity: FileIdentity, index: int) -> None:
+        with self._lock:
+            pending = self._ahead.get((identity, index))
+        if pending is not None:
+            with contextlib.suppress(Exception):  # it failed: the caller checks the block itself
+                pending.result()
 
     def _check_whole(self, fd: int, identity: FileIdentity, size: int, describe: Callable[[], str]) -> None:
         """A blob stored before checksums: its sha256 once, then its checksums stored."""

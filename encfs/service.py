@@ -830,7 +830,10 @@ class FilesService(Grouping, Datasets, Views):
         with self.meta.read() as r:
             if r.attributes(item_id) is None:
                 return None
-        content = NewContent(sha, size, sums, sound=sums is None or self._stored_copy_sound(sha, size))
+            counted = sums is not None and r.blob(sha) is not None
+            stored_sums = r.sums(sha) if counted else None
+        sound = not counted or self._stored_copy_sound(sha, size, stored_sums)
+        content = NewContent(sha, size, sums, sound)
         try:
             return self._commit_checked(item_id, draft, content, head, durable, mtime_ns, path)
         except EncfsError:
@@ -885,13 +888,9 @@ class FilesService(Grouping, Datasets, Views):
         elif durable:  # stored already by a commit that was not fsynced: fsync it now
             self.blobs.sync(sha)
 
-    def _stored_copy_sound(self, sha: str, size: int, txn: ReadTxn | None = None) -> bool:
-        """Whether the stored copy of content about to be shared is whole (True when
-        none is stored). Checked once per blob file by this process."""
-        with contextlib.nullcontext(txn) if txn is not None else self.meta.read() as r:
-            if r.blob(sha) is None:
-                return True
-            raw = r.sums(sha)
+    def _stored_copy_sound(self, sha: str, size: int, raw_sums: bytes | None) -> bool:
+        """Whether the stored copy of content about to be shared (it is counted) is
+        whole. Checked once per blob file by this process."""
         try:
             reader = self.blobs.open_reader(sha)
         except FileNotFoundError:
@@ -900,7 +899,8 @@ class FilesService(Grouping, Datasets, Views):
             return False
         try:
             fd = reader.fileno()
-            problem = None if fd is None else self.verifier.damage_in(fd, sha, size, raw and Sums.unpack(raw))
+            sums = None if raw_sums is None else Sums.unpack(raw_sums)
+            problem = None if fd is None else self.verifier.damage_in(fd, sha, size, sums)
         finally:
             reader.close()
         if problem:
@@ -913,7 +913,7 @@ class FilesService(Grouping, Datasets, Views):
         transaction, like a draft's: once, with its checksums, never onto a damaged copy."""
         sha, sums = fingerprint_bytes(content)
         fresh = w.add_blob_ref(sha, len(content)) == 1
-        if fresh or not self._stored_copy_sound(sha, len(content), w):
+        if fresh or not self._stored_copy_sound(sha, len(content), w.sums(sha)):
             self.blobs.write(sha, content, durable=not fresh)
             w.put_sums(sha, sums.pack())
             self.verifier.forget(sha)

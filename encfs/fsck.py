@@ -382,19 +382,31 @@ class ContentCheck:
             self.check_blob(sha, size)
             self.progress(size)
         for sha in sorted(set(self.blobs.list()) - set(named)):
-            detail = "a blob file no item names"
+            self.check_unnamed(sha)
+
+    def check_unnamed(self, sha: str) -> None:
+        """A blob file no item named when the metadata was checked. A mount may have
+        stored it since: it is judged again in a write transaction (no commit is
+        half-way), and quarantined in it."""
+        detail = "a blob file no item names"
+        with self.store.meta.write() as w:
+            if w.blob(sha) is not None:
+                return
             if self.repair:
                 moved = self.blobs.quarantine(sha, "encfs fsck: no item names this blob")
-                self.report.add("unnamed blob file", f"blob {sha}", detail, f"quarantined: {moved}")
-            else:
-                self.report.add("unnamed blob file", f"blob {sha}", detail)
+                if moved is not None:
+                    self.report.add("unnamed blob file", f"blob {sha}", detail, f"quarantined: {moved}")
+                return
+        self.report.add("unnamed blob file", f"blob {sha}", detail)
 
     def check_blob(self, sha: str, size: int) -> None:
         path = self.blobs.path(sha)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            self.report.add("missing content", f"blob {sha}", f"no blob file; {self.items_of(sha)}")
+            owners = self.items_of(sha)
+            if owners:  # else its last item went since the metadata was checked
+                self.report.add("missing content", f"blob {sha}", f"no blob file; content of {owners}")
             return
         try:
             actual = os.fstat(fd).st_size
@@ -424,11 +436,13 @@ class ContentCheck:
         return ""
 
     def damaged(self, sha: str, problem: str) -> None:
-        detail = f"{problem}; {self.items_of(sha)} (write identical content again to repair it)"
+        owners = self.items_of(sha)
+        detail = f"{problem}; content of {owners or 'no item'} (write identical content again to repair it)"
         if self.repair:
             moved = self.blobs.quarantine(sha, f"encfs fsck: damaged content: {problem}")
             self.report.add("damaged content", f"blob {sha}", detail, f"quarantined: {moved}")
-            self.report.add("missing content", f"blob {sha}", f"moved to quarantine; {self.items_of(sha)}")
+            if owners:
+                self.report.add("missing content", f"blob {sha}", f"moved to quarantine; content of {owners}")
         else:
             self.report.add("damaged content", f"blob {sha}", detail)
 
@@ -449,6 +463,7 @@ class ContentCheck:
             self.report.add("checksums out of step", f"blob {sha}", detail, "fixed")
 
     def items_of(self, sha: str) -> str:
+        """The paths of the items naming the blob now ("" if none)."""
         with self.store.meta.read() as r:
             ids = [node_id for node_id, raw in r.node_records()
                    if (node := _decode(raw)) is not None and isinstance(node, Item) and node.blob == sha]
@@ -456,7 +471,7 @@ class ContentCheck:
             for node_id in ids[:5]:
                 paths.append(_path(r, node_id))
         more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
-        return "content of " + ", ".join(paths) + more if paths else "named by no item"
+        return ", ".join(paths) + more
 
 
 def _path(r: ReadTxn, node_id: int) -> str:

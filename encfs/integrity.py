@@ -35,7 +35,7 @@ import xxhash
 from encfs.errors import EncfsError
 
 if TYPE_CHECKING:
-    from encfs.blobs.base import BlobReader
+    from encfs.blobs.base import BlobReader, BlobStore
 
 log = logging.getLogger("encfs")
 
@@ -315,6 +315,20 @@ class Verifier:
             with self._lock:
                 self._remember(identity, True)
         return problem
+
+    def stored_copy_damage(self, blobs: BlobStore, sha: str, size: int, raw_sums: bytes | None) -> str | None:
+        """What is wrong with the stored copy of a blob (None if nothing): checked
+        before new identical content shares it, so deduplication never adopts damage."""
+        try:
+            reader = blobs.open_reader(sha)
+        except FileNotFoundError:
+            return "the blob file is missing"
+        try:
+            fd = reader.fileno()
+            sums = None if raw_sums is None else Sums.unpack(raw_sums)
+            return None if fd is None else self.damage_in(fd, sha, size, sums)
+        finally:
+            reader.close()
 
     def report(self, sha: str, describe: Callable[[], str], problem: str) -> None:
         """Damage found outside a read (a blob file missing): logged once, raised."""

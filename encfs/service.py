@@ -890,19 +890,8 @@ class FilesService(Grouping, Datasets, Views):
 
     def _stored_copy_sound(self, sha: str, size: int, raw_sums: bytes | None) -> bool:
         """Whether the stored copy of content about to be shared (it is counted) is
-        whole. Checked once per blob file by this process."""
-        try:
-            reader = self.blobs.open_reader(sha)
-        except FileNotFoundError:
-            log.warning("blob %s is counted but its file is missing: the content just written "
-                        "replaces it", sha)
-            return False
-        try:
-            fd = reader.fileno()
-            sums = None if raw_sums is None else Sums.unpack(raw_sums)
-            problem = None if fd is None else self.verifier.damage_in(fd, sha, size, sums)
-        finally:
-            reader.close()
+        whole; a damaged or missing one is logged."""
+        problem = self.verifier.stored_copy_damage(self.blobs, sha, size, raw_sums)
         if problem:
             log.warning("the stored copy of blob %s is damaged (%s): the content just written "
                         "replaces it", sha, problem)

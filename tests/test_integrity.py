@@ -301,3 +301,22 @@ def test_a_running_mount_clears_a_killed_cli_uploads_draft(
     while abandoned.exists():
         assert time.monotonic() < deadline, "the running mount never cleared the abandoned draft"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("content", [SMALL, BIG], ids=["small", "big"])
+def test_changing_a_damaged_file_in_place_is_eio_and_stores_no_damaged_version(
+    store: Path, tmp_path: Path, mount_factory: Callable[[Path, str], Mounted], content: bytes,
+) -> None:
+    """A write into a file keeps its other bytes: from a damaged blob they cannot be
+    vouched for, so the write is refused rather than stored as a new version."""
+    upload(store, tmp_path, "scan.bin", content)
+    flip(blob_path(store, content), len(content) // 2)
+    mount = mount_factory(store, "mnt")
+    before = blob_files(store)
+    with pytest.raises(OSError) as raised, open(mount / "data" / "scan.bin", "r+b") as f:
+        f.write(b"new start")
+    assert raised.value.errno == errno.EIO
+    assert blob_files(store) == before
+    with open(mount / "data" / "scan.bin", "wb") as f:  # writing it whole anew works
+        f.write(content)
+    assert read_all(mount / "data" / "scan.bin") == content

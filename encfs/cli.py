@@ -44,6 +44,7 @@ def store_option(command: F) -> F:
 def service_for(store_dir: Path | None) -> Iterator[Any]:
     """Open the store and the service; turn domain errors into a message and exit code,
     and damaged metadata met on the way into the sentence that says so."""
+    from encfs.recovery import clear_abandoned_drafts
     from encfs.service import FilesService
 
     path = locate(store_dir)
@@ -56,6 +57,7 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
         fail(exc)
     setup_logging(store.log_path, to_stderr=False)
     log_fatal_signals(store.log_path)
+    clear_abandoned_drafts(store.blobs)  # a CLI upload killed with kill -9 leaves its draft
     service = FilesService(store)
     try:
         yield service
@@ -712,6 +714,27 @@ def errors(store_dir: Path | None) -> None:
     with service_for(store_dir) as service:
         for line in service.refusals(Actor.local()):
             click.echo(line)
+
+
+@main.command()
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed; move damaged and unnamed blob files to STORE/quarantine/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@store_option
+def fsck(repair: bool, as_json: bool, store_dir: Path | None) -> None:
+    """Check the store: metadata invariants, and every blob's content read in full.
+    Exits 1 if problems remain (after --repair: those it could not fix)."""
+    from encfs.fsck import content_size
+    from encfs.fsck import fsck as check_store
+
+    with service_for(store_dir) as service:
+        bar = click.progressbar(length=content_size(service.store), label="checking content",
+                                file=sys.stderr, show_pos=False)
+        with bar:
+            report = check_store(service.store, repair, bar.update)
+    click.echo(report.as_json() if as_json else report.text())
+    if report.remaining:
+        sys.exit(1)
 
 
 logging.getLogger("encfs").addHandler(logging.NullHandler())

@@ -19,12 +19,14 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from encfs.blobs.removal import remove
+from encfs.integrity import BlockSummer, Sums, fingerprint_bytes, fingerprint_fd
 
 if TYPE_CHECKING:
     from encfs.blobs.base import BlobReader, BlobStore
@@ -34,6 +36,7 @@ HASH_CHUNK = 4 << 20
 ASYNC_HASH_MIN = 256 << 10
 MAX_PENDING_HASH = 64 << 20
 WRITE_BEHIND = 64 << 20
+DRAFT_PREFIX, NEW_PREFIX = "draft-", "new-"
 
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-hash")
 _flushing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-flush")
@@ -52,10 +55,12 @@ class Payload(Protocol):
 
 
 class InOrderHash:
-    """sha256 of the bytes written so far, valid while they came in order."""
+    """sha256 and block checksums of the bytes written so far, valid while they came
+    in order."""
 
     def __init__(self) -> None:
         self._sha = hashlib.sha256()
+        self._sums = BlockSummer()
         self.hashed = 0
         self.valid = True
         self._pending: Future | None = None
@@ -70,12 +75,16 @@ class InOrderHash:
         self.hashed += len(data)
         busy = self._pending is not None and not self._pending.done()
         if len(data) < ASYNC_HASH_MIN and not busy:
-            self._sha.update(data)
+            self._update(data)
             return
         if self._pending_bytes > MAX_PENDING_HASH:
             self.wait()
         self._pending_bytes += len(data)
-        self._pending = _hashing.submit(self._sha.update, data)
+        self._pending = _hashing.submit(self._update, data)
+
+    def _update(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+        self._sums.update(data)
 
     def wrote_file_range(self, fd: int, offset: int, length: int) -> None:
         """Like `wrote`, for bytes that went straight into the file `fd`."""
@@ -86,7 +95,7 @@ class InOrderHash:
         if self._pending_bytes > MAX_PENDING_HASH:
             self.wait()
         self._pending_bytes += length
-        self._pending = _hashing.submit(lambda: self._sha.update(os.pread(fd, length, offset)))
+        self._pending = _hashing.submit(lambda: self._update(os.pread(fd, length, offset)))
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -96,6 +105,10 @@ class InOrderHash:
     def hexdigest(self) -> str:
         self.wait()
         return self._sha.hexdigest()
+
+    def sums(self) -> Sums:
+        self.wait()
+        return self._sums.sums()
 
 
 @dataclass(frozen=True)
@@ -302,29 +315,35 @@ class Draft:
             view = view[os.write(self.fd, view) :]
 
     def _new_spool_file(self) -> None:
-        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="draft-")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a sweeper that a live process owns it
-        self.fd, self.path = fd, Path(name)
+        """A spool file, locked by this process before it takes the name `draft-…`:
+        a sweeper removes a `draft-` file nobody locks at once, and a `new-` one (not
+        locked yet, or left by a crash in between) only once it is some seconds old."""
+        fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix=NEW_PREFIX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = self.spool_dir / f"{DRAFT_PREFIX}{uuid.uuid4().hex}"
+            os.rename(name, path)
+        except BaseException:
+            os.close(fd)
+            Path(name).unlink(missing_ok=True)
+            raise
+        self.fd, self.path = fd, path
 
     def digest(self) -> str:
+        return self.fingerprint()[0]
+
+    def fingerprint(self) -> tuple[str, Sums | None]:
+        """The content's sha256 and block checksums. A draft holding a whole stored
+        blob has that blob's sha and no checksums of its own (the blob has them)."""
         if self._taken is not None and self.size == self._taken.size:
-            return self._taken.sha
+            return self._taken.sha, None
         self._own_copy()  # part of a blob is hashed like any other content
         if self._hash.valid and self._hash.hashed == self.size:
-            return self._hash.hexdigest()
+            return self._hash.hexdigest(), self._hash.sums()
         self._hash.wait()
-        h = hashlib.sha256()
         if self.buffer is not None:
-            h.update(self.buffer)
-        else:
-            offset = 0
-            while offset < self.size:
-                chunk = os.pread(self.fd, min(HASH_CHUNK, self.size - offset), offset)
-                if not chunk:
-                    break
-                h.update(chunk)
-                offset += len(chunk)
-        return h.hexdigest()
+            return fingerprint_bytes(self.buffer)
+        return fingerprint_fd(self.fd, self.size)
 
     def head(self, size: int = 64 * 1024) -> bytes:
         return self.read(size, 0)
@@ -377,7 +396,8 @@ class Draft:
 
 def copy_reader_into(reader: BlobReader, fd: int, size: int) -> None:
     """Copy `size` bytes from a blob reader into the start of file `fd` (in the kernel
-    when the reader is a file)."""
+    when the reader is a file); the stored bytes are checked first (integrity.py)."""
+    reader.verify(0, size)
     source = reader.fileno()
     copied = 0
     while copied < size:

@@ -15,7 +15,6 @@ their own module so that each part of the service stays readable:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -84,10 +83,7 @@ class Grouping:
         changes: BlobChanges,
     ) -> None:
         """Give a generated item new content inside the transaction."""
-        sha = hashlib.sha256(content).hexdigest()
-        if w.add_blob_ref(sha, len(content)) == 1:
-            self.blobs.write(sha, content, durable=False)
-            changes.written.append(sha)
+        sha = self._store_generated(w, changes, content)
         if item.blob and w.drop_blob_ref(item.blob) == 0:
             changes.obsolete.append(item.blob)
         now = time.time_ns()
@@ -323,7 +319,7 @@ class Grouping:
     def _content_of(self: FilesService, item: Item) -> bytes:
         if item.blob is None:
             return b""
-        reader = self.blobs.open_reader(item.blob)
+        reader = self._checked_reader(item)
         try:
             return reader.pread(item.size, 0)
         finally:

@@ -39,6 +39,7 @@ from encfs.errors import (
     NotPermitted,
 )
 from encfs.grouping import Grouping
+from encfs.integrity import Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
 from encfs.meta.search import query_grams
@@ -53,6 +54,7 @@ from encfs.metadata import (
 )
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
 from encfs.names import check_name, is_text, printable, split_path
+from encfs.recovery import recover
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
@@ -86,11 +88,24 @@ class BlobChanges:
     written: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class NewContent:
+    """A draft's content as a commit stores it: its name, size and block checksums
+    (None for a copy holding a stored blob), and whether the stored copy of the same
+    content, if there is one, is whole."""
+
+    sha: str
+    size: int
+    sums: Sums | None
+    sound: bool
+
+
 class FilesService(Grouping, Datasets, Views):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.meta = store.meta
         self.blobs = store.blobs
+        self.verifier = Verifier(self._sums_of, self._store_sums)
 
     # ----------------------------------------------------------------- lookups
 
@@ -677,21 +692,52 @@ class FilesService(Grouping, Datasets, Views):
     # ----------------------------------------------------------------- content
 
     def open_reader(self, actor: Actor, item: Item, known_content: bytes | None = None) -> BlobReader | None:
-        """A reader of the item's committed content (None for an empty item);
-        `known_content` is that content when the caller just wrote it."""
+        """A reader of the item's committed content (None for an empty item), whose
+        reads are checked (integrity.py); `known_content` is that content when the
+        caller just wrote it. A blob file missing from the store is damage (EIO)."""
         if known_content is not None:
             return MemoryBlobReader(known_content)
         for _ in range(3):
             if item.blob is None:
                 return None
             try:
-                return self.blobs.open_reader(item.blob)
+                return self._checked_reader(item)
             except FileNotFoundError:
                 fresh = self.node(actor, item.id)  # replaced between lookup and open
                 if not isinstance(fresh, Item):
                     raise NotFound("the file was removed", item.name) from None
+                if fresh.blob == item.blob:
+                    self.verifier.report(item.blob, self._describer(item), "the blob file is missing")
                 item = fresh
         raise NotFound("the file's content changed too often to be opened", item.name)
+
+    def _checked_reader(self, item: Item) -> BlobReader:
+        assert item.blob is not None
+        inner = self.blobs.open_reader(item.blob)
+        return VerifiedBlobReader(inner, item.blob, item.size, self.verifier, self._describer(item))
+
+    def _describer(self, item: Item) -> Callable[[], str]:
+        """How a log line names an item: its id and path (looked up only when needed)."""
+
+        def describe() -> str:
+            try:
+                where = self.path_of(Actor.from_ids(0, 0), item.id)
+            except Exception:  # the line must be written all the same
+                where = item.name
+            return f"item {item.id} ({where})"
+
+        return describe
+
+    def _sums_of(self, sha: str) -> Sums | None:
+        with self.meta.read() as r:
+            raw = r.sums(sha)
+        return None if raw is None else Sums.unpack(raw)
+
+    def _store_sums(self, sha: str, sums: Sums) -> None:
+        """Checksums of a blob stored before them, computed at its first full check."""
+        with self.meta.write() as w:
+            if w.blob(sha) is not None and w.sums(sha) is None:
+                w.put_sums(sha, sums.pack())
 
     def start_draft(self, actor: Actor, item: Item | None, keep_content: bool,
                     current: BlobReader | None = None) -> Draft:
@@ -702,7 +748,7 @@ class FilesService(Grouping, Datasets, Views):
         if not keep_content or item is None or item.blob is None:
             return draft
         try:
-            reader = current or self.blobs.open_reader(item.blob)
+            reader = current or self._checked_reader(item)
             try:
                 if item.size <= MEMORY_LIMIT:
                     draft.load(reader.pread(item.size, 0))
@@ -714,6 +760,9 @@ class FilesService(Grouping, Datasets, Views):
         except OSError as exc:
             draft.discard()
             raise self._os_refusal(exc, item.name) from exc
+        except BaseException:
+            draft.discard()
+            raise
         return draft
 
     @action("write")
@@ -737,7 +786,7 @@ class FilesService(Grouping, Datasets, Views):
         if source.blob is None:
             return False
         try:
-            reader = self.blobs.open_reader(source.blob)
+            reader = self._checked_reader(source)
         except FileNotFoundError:
             return False
         draft.take_content_of(TakenBlob(source.blob, source.size, reader), size)
@@ -781,40 +830,40 @@ class FilesService(Grouping, Datasets, Views):
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
     ) -> Item | None:
-        sha, size = draft.digest(), draft.size
-        head = draft.head()
+        sha, sums = draft.fingerprint()
+        size, head = draft.size, draft.head()
         with self.meta.read() as r:
             if r.attributes(item_id) is None:
                 return None
+            counted = sums is not None and r.blob(sha) is not None
+            stored_sums = r.sums(sha) if counted else None
+        sound = not counted or self._stored_copy_sound(sha, size, stored_sums)
+        content = NewContent(sha, size, sums, sound)
         try:
-            return self._commit_checked(item_id, draft, sha, size, head, durable, mtime_ns, path)
+            return self._commit_checked(item_id, draft, content, head, durable, mtime_ns, path)
         except EncfsError:
             self._forget_unwritten(item_id)
             raise
 
     def _commit_checked(
-        self, item_id: int, draft: Draft, sha: str, size: int, head: bytes, durable: bool,
+        self, item_id: int, draft: Draft, content: NewContent, head: bytes, durable: bool,
         mtime_ns: int | None, path: str,
     ) -> Item | None:
         dicom = self._dicom_header(draft.source(), path.rsplit("/", 1)[-1], head, path)
         media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
-        with self._changing(freeing=size == 0) as (w, changes):  # emptying a file works on a full disk
+        with self._changing(freeing=content.size == 0) as (w, changes):  # emptying a file works on a full disk
             item = w.node(item_id)
             if not isinstance(item, Item):
                 return None
             self._check_writable(w, item, path)
             if dicom:
                 self._check_duplicate_slice(w, item, dicom, path)
-            if w.add_blob_ref(sha, size) == 1:
-                changes.written.append(sha)
-                draft.save_as_blob(self.blobs, sha, durable)
-            elif durable:  # stored already by a commit that was not fsynced: fsync it now
-                self.blobs.sync(sha)
+            self._store_draft(w, changes, draft, content, durable)
             if item.blob and w.drop_blob_ref(item.blob) == 0:
                 changes.obsolete.append(item.blob)
-            item.blob, item.size, item.media = sha, size, media
+            item.blob, item.size, item.media = content.sha, content.size, media
             item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
             item.ctime_ns = time.time_ns()
             self._update_series_of(w, item, dicom, changes)
@@ -822,6 +871,49 @@ class FilesService(Grouping, Datasets, Views):
         if durable:
             self.meta.sync()
         return item
+
+    def _store_draft(self, w: WriteTxn, changes: BlobChanges, draft: Draft, content: NewContent,
+                     durable: bool) -> None:
+        """Count the content once more and store its bytes if they are new. Content
+        stored already is shared, unless its stored copy is damaged: deduplication
+        never adopts a damaged blob, the draft's good copy replaces (repairs) it."""
+        sha = content.sha
+        if w.add_blob_ref(sha, content.size) == 1:
+            changes.written.append(sha)
+            draft.save_as_blob(self.blobs, sha, durable)
+            sums = content.sums or draft.fingerprint()[1]  # a copy of a blob removed meanwhile
+            assert sums is not None
+            w.put_sums(sha, sums.pack())
+        elif not content.sound and content.sums is not None:
+            draft.save_as_blob(self.blobs, sha, durable=True)  # other items rely on it: durable now
+            w.put_sums(sha, content.sums.pack())
+            self.verifier.forget(sha)
+            log.warning("repaired blob %s: its damaged stored copy was replaced by identical content "
+                        "just written", sha)
+        elif durable:  # stored already by a commit that was not fsynced: fsync it now
+            self.blobs.sync(sha)
+
+    def _stored_copy_sound(self, sha: str, size: int, raw_sums: bytes | None) -> bool:
+        """Whether the stored copy of content about to be shared (it is counted) is
+        whole; a damaged or missing one is logged."""
+        problem = self.verifier.stored_copy_damage(self.blobs, sha, size, raw_sums)
+        if problem:
+            log.warning("the stored copy of blob %s is damaged (%s): the content just written "
+                        "replaces it", sha, problem)
+        return problem is None
+
+    def _store_generated(self, w: WriteTxn, changes: BlobChanges, content: bytes) -> str:
+        """Store a generated item's content (a manifest, an encoded video) in the
+        transaction, like a draft's: once, with its checksums, never onto a damaged copy."""
+        sha, sums = fingerprint_bytes(content)
+        fresh = w.add_blob_ref(sha, len(content)) == 1
+        if fresh or not self._stored_copy_sound(sha, len(content), w.sums(sha)):
+            self.blobs.write(sha, content, durable=not fresh)
+            w.put_sums(sha, sums.pack())
+            self.verifier.forget(sha)
+            if fresh:
+                changes.written.append(sha)
+        return sha
 
     def _update_series_of(self, w: WriteTxn, item: Item, dicom: dict | None, changes: BlobChanges) -> None:
         """Record the item (with its DICOM header) and keep its series in step."""
@@ -1027,23 +1119,10 @@ class FilesService(Grouping, Datasets, Views):
         return os.statvfs(self.store.path)
 
     def recover(self) -> tuple[int, int]:
-        """Remove what a killed process left: drafts nobody holds, blob files no
-        record counts (in a write transaction, so no commit is half-way) and what it
-        was still unlinking in `trash/`."""
-        drafts = 0
-        spool = self.blobs.spool_dir()
-        for entry in spool.iterdir() if spool.exists() else ():
-            if _unowned(entry):
-                entry.unlink(missing_ok=True)
-                drafts += 1
-        with self.meta.write(reserve=True) as w:
-            orphans = [sha for sha in self.blobs.list() if w.blob(sha) is None]
-            for sha in orphans:
-                self.blobs.delete(sha)
-        drafts += self.blobs.empty_trash()
-        if drafts or orphans:
-            log.info("recovery removed %d abandoned drafts and %d unreferenced blobs", drafts, len(orphans))
-        return drafts, len(orphans)
+        """Clear what a killed process left (recovery.py): (drafts removed, uncounted
+        blob files deleted); nothing any item names is ever deleted."""
+        done = recover(self.meta, self.blobs)
+        return done.drafts, len(done.deleted)
 
 
 def upload_target(arguments: dict[str, Any]) -> str:

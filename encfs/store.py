@@ -6,6 +6,7 @@
       blobs/ab/cdef…     file bytes by sha256
       spool/             drafts being written (same disk as blobs: adopting one is a rename)
       trash/             big deleted blobs, being unlinked in the background
+      quarantine/        content set aside by recovery or fsck --repair, with a note each
       log/encfs.log      one line per refusal or fault (rotated: encfs.log.1, .2, .3)
 
 The store is private: its directories are 0700 and its files 0600, whatever a file's

@@ -13,6 +13,10 @@ class BlobReader(Protocol):
     def fileno(self) -> int | None:
         """An OS file descriptor libfuse may read from directly, if there is one."""
 
+    def verify(self, offset: int, length: int) -> None:
+        """Raise if the stored bytes of that range are damaged (before they are
+        handed out by descriptor, which Python never reads)."""
+
     def close(self) -> None: ...
 
 
@@ -27,6 +31,9 @@ class MemoryBlobReader:
 
     def fileno(self) -> None:
         return None
+
+    def verify(self, offset: int, length: int) -> None:
+        """Bytes just written, held in memory: nothing to check."""
 
     def close(self) -> None:
         self.content = b""

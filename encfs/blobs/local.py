@@ -23,6 +23,9 @@ class LocalBlobReader:
     def fileno(self) -> int:
         return self.fd
 
+    def verify(self, offset: int, length: int) -> None:
+        """Unchecked: the service wraps the readers of items (integrity.py)."""
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -95,6 +98,21 @@ class LocalBlobStore:
         except FileNotFoundError:
             return
         remove(gone, size)
+
+    def quarantine(self, sha: str | None, note: str, path: str | None = None) -> Path | None:
+        """Move a blob file (or another file of the store, `path`) into
+        `STORE/quarantine/`, beside a note saying why: content encfs cannot account
+        for is set aside, never deleted. None if the file is not there."""
+        source = path or self.path(sha or "")
+        folder = self.root.parent / "quarantine"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        target = folder / f"{sha or os.path.basename(source)}.{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            return None
+        target.with_name(target.name + ".txt").write_text(f"{source}\n{note}\n")
+        return target
 
     def empty_trash(self) -> int:
         """Unlink what a killed process left in `trash/`; returns how many."""

@@ -4,7 +4,8 @@ All descriptors of one item in this mount share one `OpenFile`, as they share on
 inode on a local disk: a write through one is read at once through the others. The
 first write starts a draft (see draft.py); `flush` (every close) and `fsync` hand it
 to the service, which commits it. The committed content is read through a blob
-reader opened at `open`, so a file removed while open stays readable until closed.
+reader opened at `open`, so a file removed while open stays readable until closed;
+its reads are checked against the blob's checksums (integrity.py): damage is EIO.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class OpenFile:
         if fd is None or size == 0:
             data = self.reader.pread(size, offset)
             return data, len(data)
+        self.reader.verify(offset, size)  # libfuse copies from fd: checked here, not by Python
         return fd, size
 
     def replace_reader(self, reader: BlobReader | None) -> None:

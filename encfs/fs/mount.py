@@ -21,6 +21,7 @@ log = logging.getLogger("encfs")
 CACHE_SECONDS = 1.0  # how long another mount's change may take to show
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
 SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet this long
+SWEEP_SECONDS = 10.0  # how often a running mount clears drafts abandoned by killed processes
 FUSE_FILL_DIR_PLUS = 2
 READ_AHEAD_KB = 4096
 
@@ -249,14 +250,20 @@ def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
 
 
 def upkeep(service: Any, stop: threading.Event) -> None:
-    """Settle changed DICOM series often; flush committed changes to disk now and then."""
-    last_sync = time.monotonic()
+    """Settle changed DICOM series often; flush committed changes to disk now and then;
+    clear drafts a killed process (a CLI upload) left in the spool."""
+    from encfs.recovery import clear_abandoned_drafts
+
+    last_sync = last_sweep = time.monotonic()
     while not stop.wait(SETTLE_SECONDS):
         try:
             service.settle_series(quiet_for=SETTLE_SECONDS)
             if time.monotonic() - last_sync > SYNC_SECONDS:
                 service.sync()
                 last_sync = time.monotonic()
+            if time.monotonic() - last_sweep > SWEEP_SECONDS:
+                clear_abandoned_drafts(service.blobs)
+                last_sweep = time.monotonic()
         except Exception:
             log.exception("upkeep failed")
 

@@ -7,6 +7,8 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     stats    id:u64 -> packed Attributes (what stat shows), written with every record
     dirents  parent:u64 + name:utf8 -> child:u64 + b"d" | b"f"
     blobs    sha256:32 bytes -> refcount:u64 + size:u64
+    sums     sha256:32 bytes -> block size:u32 + xxh3-64:u64 per block (integrity.py;
+             written with the blob's first reference, gone with its last)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
@@ -70,7 +72,7 @@ REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
-        "attached", "attachments")
+        "attached", "attachments", "sums")
 
 
 def u64(n: int) -> bytes:
@@ -124,10 +126,20 @@ class ReadTxn:
         raw = self.txn.get(bytes.fromhex(sha), db=self.dbs["blobs"])
         return None if raw is None else BLOB.unpack(raw)
 
+    def sums(self, sha: str) -> bytes | None:
+        """The packed block checksums of a blob (None for one stored before them)."""
+        return self.txn.get(bytes.fromhex(sha), db=self.dbs["sums"])
+
     def all_blobs(self) -> Iterator[str]:
         with self.txn.cursor(db=self.dbs["blobs"]) as cur:
             for key in cur.iternext(keys=True, values=False):
                 yield key.hex()
+
+    def node_records(self) -> Iterator[tuple[int, bytes]]:
+        """(id, raw record) of every folder and item, in id order (recovery, fsck)."""
+        with self.txn.cursor(db=self.dbs["nodes"]) as cur:
+            for key, value in cur:
+                yield U64.unpack(key)[0], value
 
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
@@ -296,9 +308,21 @@ class WriteTxn(ReadTxn):
         count, size = BLOB.unpack(raw)
         if count <= 1:
             self.txn.delete(key, db=self.dbs["blobs"])
+            self.txn.delete(key, db=self.dbs["sums"])
             return 0
         self.txn.put(key, BLOB.pack(count - 1, size), db=self.dbs["blobs"])
         return count - 1
+
+    def put_sums(self, sha: str, packed: bytes) -> None:
+        self.txn.put(bytes.fromhex(sha), packed, db=self.dbs["sums"])
+
+    def set_blob(self, sha: str, count: int, size: int) -> None:
+        """Set a blob's count outright (recovery and fsck recount); 0 drops the record."""
+        key = bytes.fromhex(sha)
+        if count <= 0:
+            self.txn.delete(key, db=self.dbs["blobs"])
+        else:
+            self.txn.put(key, BLOB.pack(count, size), db=self.dbs["blobs"])
 
     def index_name(self, item_id: int, name: str) -> None:
         lowered = name.casefold()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from encfs.errors import StoreError
+from encfs.fs.rename_guard import RenameGuard
 
 log = logging.getLogger("encfs")
 
@@ -158,7 +159,8 @@ def keep_thread_state() -> None:
         _kept_thread_states.add(ident)
 
 
-def make_fuse_class(mfusepy: Any) -> type:
+def make_fuse_class(mfusepy: Any, mountpoint: str = "") -> type:
+    """The FUSE class for a mount at `mountpoint` (resolved: libfuse keeps it so)."""
     from encfs.fs.operations import IO_BLOCK, KEPT_NAMESPACE
     kept_namespace = KEPT_NAMESPACE.encode()
     libfuse = mfusepy._libfuse
@@ -168,9 +170,16 @@ def make_fuse_class(mfusepy: Any) -> type:
     libfuse.fuse_buf_size.restype = ctypes.c_size_t
 
     class EncfsFUSE(mfusepy.FUSE):
+        rename_guard = RenameGuard(libfuse, keep_thread_state)
+
         def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
             keep_thread_state()
             return super()._wrapper(func, *args, **kwargs)
+
+        def init_fuse_3(self, conn, config):  # type: ignore[no-untyped-def]
+            super().init_fuse_3(conn, config)
+            fuse = libfuse.fuse_get_context().contents.fuse
+            self.rename_guard.install(fuse, mountpoint)
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
@@ -303,7 +312,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     threading.Thread(target=warm_up_parsers, daemon=True).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
     try:
-        make_fuse_class(mfusepy)(
+        make_fuse_class(mfusepy, os.path.realpath(mountpoint))(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
             auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,

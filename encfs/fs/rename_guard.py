@@ -2,24 +2,28 @@
 
 libfuse's high-level layer (3.x) locks a rename's source and target names before it
 calls the file system: each name's node gets a write lock, and the folders above each
-a read lock. When the source and the target are the same libfuse node (the same
-folder and the same name), the second lock waits for the first, which the same
-request holds: the request waits for itself for ever, the kernel keeps the folder
-locked for the rename, and every process that touches the folder hangs with it.
+a read lock. When the two sets overlap (the source and the target are the same node,
+or one of them is a folder above the other), the second lock waits for the first,
+which the same request holds: the request waits for itself for ever, the kernel keeps
+the folders locked for the rename, and every process that touches them hangs with it.
 
-The kernel sends such a rename when its cached source name is stale: `rename(X, X)`
-of a name another mount (or the CLI) has just moved away or replaced. The kernel
-always looks the target up again, finds the name gone or changed, and so sees two
-different names where libfuse sees one node.
+The kernel refuses or skips such renames itself, except when its cached names are
+stale: `rename(X, X)`, or `rename(X/Y, X)`, of a name another mount (or the CLI) has
+just moved away or replaced. The kernel always looks the target up again, finds the
+name gone or changed, and goes on, while libfuse still holds a node under that name.
 
-The guard answers that rename before libfuse locks anything: ESTALE, which makes the
-kernel look both names up afresh and try once more (the rename of a name onto itself
-is then a no-op, or ENOENT when the name is gone). Every other rename goes on to
-libfuse unchanged.
+The guard answers those renames before libfuse locks anything, as if the call had
+happened just after the other mount's change: ENOENT for a name renamed onto itself
+(the item it stood for is no longer there under that name), ENOTEMPTY for a target
+that is a folder above the source, EINVAL for a source that is a folder above the
+target (what the kernel answers when its names are fresh). Every other rename goes on
+to libfuse unchanged.
 
 libfuse has no hook before its locks, so the guard replaces the rename entry of the
-session's low-level operation table (a private structure whose layout is stable for
-the libfuse versions below, and which is checked before it is changed)."""
+session's low-level operation table, and reads libfuse's node table under libfuse's
+own lock to see the overlap: private structures whose layout is the same in the
+libfuse versions below, checked before use. A libfuse that does not match keeps only
+the same-name check (which needs no node table), or no guard, with a log line."""
 
 from __future__ import annotations
 
@@ -37,6 +41,17 @@ FD_OFFSET = 12
 RENAME_SLOT = 12  # init, destroy, lookup, forget, getattr, setattr, readlink, mknod,
 #                   mkdir, unlink, rmdir, symlink, rename
 
+ROOT_NODE = 1
+# struct fuse: se, name_table {array, use, size, split}, id_table {…}, lru_table,
+# ctr, generation, hidectr, then the lock; struct node: name_next, id_next, nodeid,
+# generation, refctr, parent, name
+FUSE_NAME_TABLE, FUSE_ID_TABLE, FUSE_LOCK = 8, 40, 104
+NODE_NAME_NEXT, NODE_ID_NEXT, NODE_ID, NODE_PARENT, NODE_NAME = 0, 8, 16, 32, 40
+MASK64 = (1 << 64) - 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.pthread_mutex_lock.argtypes = [ctypes.c_void_p]
+_libc.pthread_mutex_unlock.argtypes = [ctypes.c_void_p]
+
 RenameFunction = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
                                   ctypes.c_void_p, ctypes.c_uint)
 
@@ -49,7 +64,7 @@ class RenameGuard:
         self.on_thread = on_thread
         self.original: Any = None
         self.callback = RenameFunction(self._rename)  # kept alive as long as the mount
-        self.stale_answers = 0
+        self.nodes: NodeTable | None = None
         libfuse.fuse_get_session.argtypes = [ctypes.c_void_p]
         libfuse.fuse_get_session.restype = ctypes.c_void_p
         libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
@@ -73,6 +88,10 @@ class RenameGuard:
         slot = ctypes.c_void_p.from_address(session + OPS_OFFSET + RENAME_SLOT * POINTER)
         if not slot.value:
             return False
+        nodes = NodeTable(fuse)
+        self.nodes = nodes if nodes.looks_right(session) else None
+        if self.nodes is None:
+            log.warning("libfuse %s: unexpected node table, the rename guard checks same names only", version)
         self.original = RenameFunction(slot.value)
         slot.value = ctypes.cast(self.callback, ctypes.c_void_p).value
         log.info("libfuse %s: rename guard installed", version)
@@ -88,10 +107,97 @@ class RenameGuard:
                 flags: int) -> None:
         if self.on_thread is not None:
             self.on_thread()
-        if parent == new_parent and ctypes.string_at(name) == ctypes.string_at(new_name):
-            self.stale_answers += 1
-            log.debug("rename of %r onto itself through a stale name: ESTALE (the kernel looks again)",
-                      ctypes.string_at(name))
-            self.libfuse.fuse_reply_err(request, errno.ESTALE)
+        old, new = ctypes.string_at(name), ctypes.string_at(new_name)
+        if parent == new_parent and old == new:
+            refusal: int | None = errno.ENOENT
+        elif self.nodes is not None:
+            refusal = self.nodes.overlap(parent, old, new_parent, new)
+        else:
+            refusal = None
+        if refusal is not None:
+            log.debug("rename of %r to %r through stale names: %s", old, new, errno.errorcode[refusal])
+            self.libfuse.fuse_reply_err(request, refusal)
             return
         self.original(request, parent, name, new_parent, new_name, flags)
+
+
+class NodeTable:
+    """Read-only look at libfuse's nodes (struct fuse's name and id tables)."""
+
+    def __init__(self, fuse: int) -> None:
+        self.fuse = fuse
+
+    def _word(self, address: int) -> int:
+        return ctypes.c_uint64.from_address(address).value
+
+    def looks_right(self, session: int) -> bool:
+        if self._word(self.fuse) != session:
+            return False
+        size = self._word(self.fuse + FUSE_ID_TABLE + 16)
+        if size < 2 or size & (size - 1):
+            return False
+        self._lock()
+        try:
+            root = self._node(ROOT_NODE)
+            return root != 0 and self._word(root + NODE_PARENT) == 0
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        _libc.pthread_mutex_lock(self.fuse + FUSE_LOCK)
+
+    def _unlock(self) -> None:
+        _libc.pthread_mutex_unlock(self.fuse + FUSE_LOCK)
+
+    def _slot(self, table: int, hash_value: int) -> int:
+        """libfuse's linear-hashing bucket for a hash value."""
+        size, split = self._word(table + 16), self._word(table + 24)
+        hash_value %= size
+        older = hash_value % (size // 2)
+        return older if older >= split else hash_value
+
+    def _node(self, nodeid: int) -> int:
+        table = self.fuse + FUSE_ID_TABLE
+        slot = self._slot(table, ((nodeid & 0xFFFFFFFF) * 2654435761) & 0xFFFFFFFFFFFFFFFF)
+        node = self._word(self._word(table) + slot * 8)
+        while node and self._word(node + NODE_ID) != nodeid:
+            node = self._word(node + NODE_ID_NEXT)
+        return node
+
+    def _named(self, parent: int, name: bytes) -> int:
+        table = self.fuse + FUSE_NAME_TABLE
+        hash_value = parent
+        for byte in name:
+            hash_value = (hash_value * 31 + byte) & MASK64
+        node = self._word(self._word(table) + self._slot(table, hash_value) * 8)
+        while node:
+            above = self._word(node + NODE_PARENT)
+            if above and self._word(above + NODE_ID) == parent \
+                    and ctypes.string_at(self._word(node + NODE_NAME)) == name:
+                return node
+            node = self._word(node + NODE_NAME_NEXT)
+        return 0
+
+    def _chain(self, nodeid: int) -> list[int]:
+        """The folder's node and the nodes above it, below the root (what libfuse
+        read-locks for a name in that folder)."""
+        chain, node = [], self._node(nodeid)
+        while node and self._word(node + NODE_ID) != ROOT_NODE and len(chain) < 4096:
+            chain.append(node)
+            node = self._word(node + NODE_PARENT)
+        return chain
+
+    def overlap(self, parent: int, name: bytes, new_parent: int, new_name: bytes) -> int | None:
+        """The errno for a rename whose locks in libfuse would overlap, else None."""
+        self._lock()
+        try:
+            source, target = self._named(parent, name), self._named(new_parent, new_name)
+            if source and source == target:
+                return errno.ENOENT
+            if target and target in self._chain(parent):
+                return errno.ENOTEMPTY
+            if source and source in self._chain(new_parent):
+                return errno.EINVAL
+            return None
+        finally:
+            self._unlock()

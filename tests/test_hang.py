@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mounted
+from conftest import Mounted
 
 STRESS_SECONDS = 4.0
 HANG_BOUND = 60.0

@@ -46,10 +46,11 @@ def run_workers(mounts: list[Mounted], workers: list[str]) -> list[str]:
     """Run each worker (Python source, given SECONDS) in its own process; return their
     outputs. A worker still running after HANG_BOUND fails the test, after the mounts'
     connections are aborted so that nothing stays blocked."""
+    sources = [textwrap.dedent(code).replace("SECONDS", repr(STRESS_SECONDS)) for code in workers]
     processes = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code).replace("SECONDS", str(STRESS_SECONDS))],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for code in workers
+        subprocess.Popen([sys.executable, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+        for source in sources
     ]
     outputs, hung = [], []
     try:
@@ -136,7 +137,7 @@ def test_rename_of_a_file_onto_itself_while_another_mount_replaces_it(two_mounts
     assert (m2 / "A" / "f").read_bytes().startswith(b"next")
 
 
-def test_rename_onto_its_own_folder_while_another_mount_replaces_the_folder(two_mounts: list[Mounted]) -> None:
+def test_rename_onto_its_own_folder_while_another_mount_replaces_it(two_mounts: list[Mounted]) -> None:
     """`mv A/s/t A/s` is always refused; through a name another mount keeps replacing,
     it must still be answered."""
     m1, m2 = two_mounts

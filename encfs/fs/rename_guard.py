@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import threading
 from typing import Any
 
 log = logging.getLogger("encfs")
@@ -38,8 +39,8 @@ SUPPORTED_VERSIONS = range(313, 318)  # struct fuse_session starts the same in 3
 POINTER = ctypes.sizeof(ctypes.c_void_p)
 OPS_OFFSET = 40  # mountpoint, exited, fd, io, mo, debug, deny_others, then the op table
 FD_OFFSET = 12
-RENAME_SLOT = 12  # init, destroy, lookup, forget, getattr, setattr, readlink, mknod,
-#                   mkdir, unlink, rmdir, symlink, rename
+UNLINK_SLOT, RENAME_SLOT = 9, 12  # init, destroy, lookup, forget, getattr, setattr,
+#                                   readlink, mknod, mkdir, unlink, rmdir, symlink, rename
 
 ROOT_NODE = 1
 # struct fuse: se, name_table {array, use, size, split}, id_table {…}, lru_table,
@@ -54,6 +55,15 @@ _libc.pthread_mutex_unlock.argtypes = [ctypes.c_void_p]
 
 RenameFunction = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
                                   ctypes.c_void_p, ctypes.c_uint)
+UnlinkFunction = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
+_unlinking = threading.local()
+
+
+def in_unlink() -> bool:
+    """Whether this thread is answering an unlink request: a rename libfuse makes
+    then (to `.fuse_hidden…`, for a file removed while open) is libfuse's, never a
+    user's, who cannot rename during an unlink."""
+    return getattr(_unlinking, "active", False)
 
 
 class RenameGuard:
@@ -64,7 +74,10 @@ class RenameGuard:
         self.on_thread = on_thread
         self.original: Any = None
         self.callback = RenameFunction(self._rename)  # kept alive as long as the mount
+        self.unlink_callback = UnlinkFunction(self._unlink)
+        self.original_unlink: Any = None
         self.nodes: NodeTable | None = None
+        self.session: int | None = None
         libfuse.fuse_get_session.argtypes = [ctypes.c_void_p]
         libfuse.fuse_get_session.restype = ctypes.c_void_p
         libfuse.fuse_session_fd.argtypes = [ctypes.c_void_p]
@@ -72,6 +85,12 @@ class RenameGuard:
         libfuse.fuse_reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
         libfuse.fuse_reply_err.restype = ctypes.c_int
         libfuse.fuse_version.restype = ctypes.c_int
+        libfuse.fuse_session_exited.argtypes = [ctypes.c_void_p]
+        libfuse.fuse_session_exited.restype = ctypes.c_int
+
+    def exiting(self) -> bool:
+        """Whether libfuse was asked to stop (SIGTERM, SIGINT, SIGHUP or unmount)."""
+        return self.session is not None and bool(self.libfuse.fuse_session_exited(self.session))
 
     def install(self, fuse: int, mountpoint: str) -> bool:
         """Put the guard in front of libfuse's rename; False (and a log line) if this
@@ -82,6 +101,7 @@ class RenameGuard:
             log.warning("libfuse %s: the rename guard is not installed (a rename onto itself of a name "
                         "another mount changed can hang this mount)", version)
             return False
+        self.session = session
         if not self._looks_like_session(session, mountpoint):
             log.warning("libfuse %s: unexpected session layout, the rename guard is not installed", version)
             return False
@@ -94,6 +114,10 @@ class RenameGuard:
             log.warning("libfuse %s: unexpected node table, the rename guard checks same names only", version)
         self.original = RenameFunction(slot.value)
         slot.value = ctypes.cast(self.callback, ctypes.c_void_p).value
+        unlink = ctypes.c_void_p.from_address(session + OPS_OFFSET + UNLINK_SLOT * POINTER)
+        if unlink.value:
+            self.original_unlink = UnlinkFunction(unlink.value)
+            unlink.value = ctypes.cast(self.unlink_callback, ctypes.c_void_p).value
         log.info("libfuse %s: rename guard installed", version)
         return True
 
@@ -119,6 +143,15 @@ class RenameGuard:
             self.libfuse.fuse_reply_err(request, refusal)
             return
         self.original(request, parent, name, new_parent, new_name, flags)
+
+    def _unlink(self, request: int, parent: int, name: int) -> None:
+        if self.on_thread is not None:
+            self.on_thread()
+        _unlinking.active = True
+        try:
+            self.original_unlink(request, parent, name)
+        finally:
+            _unlinking.active = False
 
 
 class NodeTable:

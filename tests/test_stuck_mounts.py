@@ -112,3 +112,29 @@ def test_a_request_not_answered_in_time_is_logged(store: Path, tmp_path: Path,
         assert "not answered after" in log and "mkdir" in log and "/waiting" in log
     finally:
         stop_mount(mounted)
+
+
+def test_a_daemon_with_a_stuck_request_still_stops_on_sigterm(store: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that cannot finish (it waits for the store's write lock, held here)
+    does not keep the daemon alive after SIGTERM, nor its caller blocked."""
+    monkeypatch.setenv("ENCFS_REQUEST_SECONDS", "1")
+    mounted = start_mount(store, tmp_path / "mnt")
+    environment = lmdb.open(str(store / "meta.lmdb"), max_dbs=64, subdir=True)
+    caller = None
+    try:
+        with environment.begin(write=True):
+            caller = subprocess.Popen([sys.executable, "-c", f"import os; os.mkdir({str(mounted / 'x')!r})"],
+                                      stderr=subprocess.PIPE, text=True)
+            time.sleep(1)
+            mounted.process.terminate()
+            mounted.process.wait(timeout=UMOUNT_BOUND)
+            assert caller.wait(timeout=UMOUNT_BOUND) != 0
+        log = (store / "log" / "encfs.log").read_text()
+        assert "did not stop when asked" in log
+    finally:
+        if caller is not None and caller.poll() is None:
+            caller.kill()
+            caller.wait()
+        environment.close()
+        stop_mount(mounted)

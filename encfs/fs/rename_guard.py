@@ -48,7 +48,7 @@ ROOT_NODE = 1
 # generation, refctr, parent, name
 FUSE_NAME_TABLE, FUSE_ID_TABLE, FUSE_LOCK = 8, 40, 104
 NODE_NAME_NEXT, NODE_ID_NEXT, NODE_ID, NODE_PARENT, NODE_NAME = 0, 8, 16, 32, 40
-MASK64 = (1 << 64) - 1
+MASK64, MASK32 = (1 << 64) - 1, (1 << 32) - 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.pthread_mutex_lock.argtypes = [ctypes.c_void_p]
 _libc.pthread_mutex_unlock.argtypes = [ctypes.c_void_p]
@@ -191,7 +191,7 @@ class NodeTable:
 
     def _node(self, nodeid: int) -> int:
         table = self.fuse + FUSE_ID_TABLE
-        slot = self._slot(table, ((nodeid & 0xFFFFFFFF) * 2654435761) & 0xFFFFFFFFFFFFFFFF)
+        slot = self._slot(table, ((nodeid & MASK32) * 2654435761) & MASK32)  # 32-bit product, as in C
         node = self._word(self._word(table) + slot * 8)
         while node and self._word(node + NODE_ID) != nodeid:
             node = self._word(node + NODE_ID_NEXT)

@@ -50,15 +50,9 @@ def is_mounted(path: Path) -> bool:
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
             fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == target:
+            if len(fields) > 1 and connection.unescape(fields[1]) == target:
                 return True
     return False
-
-
-def _unescape(field: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
 
 
 def check_mountpoint(mountpoint: Path) -> None:

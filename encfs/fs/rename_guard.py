@@ -132,12 +132,14 @@ class RenameGuard:
         if self.on_thread is not None:
             self.on_thread()
         old, new = ctypes.string_at(name), ctypes.string_at(new_name)
-        if parent == new_parent and old == new:
-            refusal: int | None = errno.ENOENT
-        elif self.nodes is not None:
-            refusal = self.nodes.overlap(parent, old, new_parent, new)
-        else:
-            refusal = None
+        refusal: int | None = None
+        try:  # an exception here would leave the request unanswered: never let one out
+            if parent == new_parent and old == new:
+                refusal = errno.ENOENT
+            elif self.nodes is not None:
+                refusal = self.nodes.overlap(parent, old, new_parent, new)
+        except Exception:
+            log.exception("rename guard failed; the rename goes on to libfuse")
         if refusal is not None:
             log.debug("rename of %r to %r through stale names: %s", old, new, errno.errorcode[refusal])
             self.libfuse.fuse_reply_err(request, refusal)

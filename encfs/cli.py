@@ -316,16 +316,18 @@ def wait_for_silenced_stderr(pid: int) -> None:
 
 
 @main.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
-def umount(mountpoint: Path) -> None:
-    """Unmount a mounted store (also one whose daemon died)."""
-    from encfs.fs.mount import is_mounted
+@click.argument("mountpoint")  # a plain string: click.Path would stat it, which blocks on a hung mount
+def umount(mountpoint: str) -> None:
+    """Unmount a mounted store (also one whose daemon hangs or died)."""
+    from encfs.fs.unmount import UnmountError, unmount
 
-    if not is_mounted(mountpoint):
-        fail(StoreError(f"{mountpoint} is not mounted"))
-    done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
-    if done.returncode != 0:
-        fail(StoreError(f"could not unmount {mountpoint}: {done.stderr.strip()}"))
+    try:
+        forced = unmount(Path(mountpoint))
+    except UnmountError as exc:
+        fail(exc)
+    if forced:
+        click.echo(f"encfs: the daemon of {mountpoint} did not answer (hung or gone): its FUSE "
+                   "connection was aborted", err=True)
     click.echo(f"unmounted {mountpoint}")
 
 

@@ -853,7 +853,8 @@ class FilesService(Grouping, Datasets, Views):
         media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
         if durable:
             draft.fsync()
-        with self._changing(freeing=content.size == 0) as (w, changes):  # emptying a file works on a full disk
+        emptied = content.size == 0  # emptying a file works on a full disk, like deleting
+        with self._changing(freeing=emptied) as (w, changes):
             item = w.node(item_id)
             if not isinstance(item, Item):
                 return None

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from encfs.errors import StoreError
+from encfs.fs import connection
+from encfs.fs.rename_guard import RenameGuard
+from encfs.fs.watchdog import Watchdog
 
 log = logging.getLogger("encfs")
 
@@ -24,6 +27,7 @@ SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet
 SWEEP_SECONDS = 10.0  # how often a running mount clears drafts abandoned by killed processes
 FUSE_FILL_DIR_PLUS = 2
 READ_AHEAD_KB = 4096
+EXIT_GRACE_SECONDS = 5.0  # after aborting a stuck mount's connection, before exiting anyway
 
 
 def load_mfusepy() -> Any:
@@ -47,15 +51,9 @@ def is_mounted(path: Path) -> bool:
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
             fields = line.split()
-            if len(fields) > 1 and _unescape(fields[1]) == target:
+            if len(fields) > 1 and connection.unescape(fields[1]) == target:
                 return True
     return False
-
-
-def _unescape(field: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -159,7 +157,9 @@ def keep_thread_state() -> None:
         _kept_thread_states.add(ident)
 
 
-def make_fuse_class(mfusepy: Any) -> type:
+def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | None = None) -> type:
+    """The FUSE class for a mount at `mountpoint` (resolved: libfuse keeps it so);
+    every request it answers is noted by the watchdog."""
     from encfs.fs.operations import IO_BLOCK, KEPT_NAMESPACE
     kept_namespace = KEPT_NAMESPACE.encode()
     libfuse = mfusepy._libfuse
@@ -169,9 +169,22 @@ def make_fuse_class(mfusepy: Any) -> type:
     libfuse.fuse_buf_size.restype = ctypes.c_size_t
 
     class EncfsFUSE(mfusepy.FUSE):
+        rename_guard = RenameGuard(libfuse, keep_thread_state)
+
         def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
             keep_thread_state()
-            return super()._wrapper(func, *args, **kwargs)
+            if watchdog is None:
+                return super()._wrapper(func, *args, **kwargs)
+            watchdog.started(func.__name__, args[0] if args else None)
+            try:
+                return super()._wrapper(func, *args, **kwargs)
+            finally:
+                watchdog.finished()
+
+        def init_fuse_3(self, conn, config):  # type: ignore[no-untyped-def]
+            super().init_fuse_3(conn, config)
+            fuse = libfuse.fuse_get_context().contents.fuse
+            self.rename_guard.install(fuse, mountpoint)
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
@@ -291,6 +304,22 @@ def allow_many_open_files() -> None:
         log.info("open files allowed: %s (was %s)", hard, soft)
 
 
+def exit_stuck(service: Any, mountpoint: Path, stop: threading.Event) -> None:
+    """libfuse was asked to stop and has not: a worker is stuck. Abort the mount's
+    connection (its callers get errors, the workers are freed); if the daemon still
+    does not stop, flush what is committed and exit."""
+    log.error("the mount at %s did not stop when asked: a request is stuck; aborting its FUSE connection",
+              mountpoint)
+    connection.abort(mountpoint)
+    if stop.wait(EXIT_GRACE_SECONDS):
+        return
+    log.error("the mount at %s still did not stop: exiting with the stuck request unanswered", mountpoint)
+    try:
+        service.sync()
+    finally:
+        os._exit(1)
+
+
 def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     """Mount and serve until unmounted (blocks)."""
     mfusepy = load_mfusepy()
@@ -308,9 +337,13 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     threading.Thread(target=upkeep, args=(service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
+    watchdog = Watchdog(mountpoint)
+    fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog)
+    threading.Thread(target=watchdog.watch, daemon=True, args=(
+        stop, fuse_class.rename_guard.exiting, lambda: exit_stuck(service, mountpoint, stop))).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
     try:
-        make_fuse_class(mfusepy)(
+        fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
             auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,

@@ -20,6 +20,7 @@ from encfs.draft import Payload
 from encfs.errors import DamagedMetadata, EncfsError, NotFound
 from encfs.fs.control import ControlEntry, ControlTree, control_inode
 from encfs.fs.handles import OpenFile, OpenFiles
+from encfs.fs.rename_guard import in_unlink
 from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
 from encfs.service import FilesService
@@ -30,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 BLOCK = 4096
 IO_BLOCK = 1 << 20
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-HIDDEN_PREFIX = ".fuse_hidden"  # libfuse's name for a file removed while open
+HIDDEN_PREFIX = ".fuse_hidden"  # libfuse's name for a file removed while open (in an unlink)
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 FUSE_CAP_SPLICE_WRITE = 1 << 7
 KEPT_NAMESPACE = "user."  # ACLs, capabilities, security labels are not kept: ENOTSUP
@@ -218,7 +219,7 @@ class EncfsOperations(mfusepy.Operations):
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         if flags & RENAME_EXCHANGE:
             raise mfusepy.FuseOSError(errno.EINVAL)
-        if os.path.basename(new).startswith(HIDDEN_PREFIX):
+        if in_unlink() and os.path.basename(new).startswith(HIDDEN_PREFIX):
             self._hide(old, new)
             return 0
         self.service.move(caller(), old, new, replace=not flags & RENAME_NOREPLACE)

@@ -1,0 +1,144 @@
+"""A mount whose daemon died or hangs: `encfs umount` still frees the mount point,
+and the daemon's watchdog logs a request that is not answered in time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from conftest import Mounted, start_mount, stop_mount
+
+UMOUNT_BOUND = 60.0
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == str(path) for line in mounts)
+
+
+def encfs_umount(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "encfs", "umount", str(path)], capture_output=True,
+                          text=True, timeout=UMOUNT_BOUND)
+
+
+def test_umount_of_a_mount_whose_daemon_was_killed(store: Path, tmp_path: Path) -> None:
+    mounted = start_mount(store, tmp_path / "mnt")
+    try:
+        mounted.process.kill()
+        mounted.process.wait(timeout=10)
+        done = encfs_umount(mounted.path)
+        assert done.returncode == 0, done.stderr
+        assert "unmounted" in done.stdout and "Traceback" not in done.stderr
+        assert not is_mounted(mounted.path)
+        assert os.listdir(mounted.path) == []
+    finally:
+        stop_mount(mounted)
+
+
+def test_umount_of_a_mount_whose_daemon_hangs(store: Path, tmp_path: Path) -> None:
+    mounted = start_mount(store, tmp_path / "mnt")
+    (mounted / "kept").mkdir()
+    os.kill(mounted.process.pid, signal.SIGSTOP)
+    blocked = subprocess.Popen(["ls", "-l", str(mounted / "kept")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # waits for the daemon, keeping the mount busy
+    try:
+        time.sleep(0.5)
+        assert blocked.poll() is None
+        started = time.monotonic()
+        done = encfs_umount(mounted.path)
+        assert done.returncode == 0, done.stderr
+        assert "did not answer" in done.stderr and "Traceback" not in done.stderr
+        assert time.monotonic() - started < UMOUNT_BOUND
+        assert not is_mounted(mounted.path)
+        assert os.listdir(mounted.path) == []  # the mount point is free again
+        assert blocked.wait(timeout=10) != 0  # and the waiting caller got an error
+    finally:
+        blocked.kill()
+        blocked.wait()
+        os.kill(mounted.process.pid, signal.SIGCONT)
+        mounted.process.kill()
+        mounted.process.wait(timeout=10)
+        stop_mount(mounted)
+        if is_mounted(mounted.path):
+            subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)
+    remounted = start_mount(store, tmp_path / "mnt")
+    try:
+        assert os.listdir(remounted.path) == ["kept"]
+    finally:
+        stop_mount(remounted)
+
+
+def test_umount_of_a_healthy_mount_in_use_is_refused(mount: Mounted) -> None:
+    (mount / "folder").mkdir()
+    holder = subprocess.Popen(["sleep", "60"], cwd=mount / "folder")
+    try:
+        done = encfs_umount(mount.path)
+        assert done.returncode == 1
+        assert "could not unmount" in done.stderr and "Traceback" not in done.stderr
+        assert (mount / "folder").is_dir()  # still served
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_umount_of_a_path_that_is_not_mounted(tmp_path: Path) -> None:
+    done = encfs_umount(tmp_path)
+    assert done.returncode == 1 and "is not mounted" in done.stderr
+
+
+def test_a_request_not_answered_in_time_is_logged(store: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the store's write lock (a long CLI change would): a
+    mkdir through the mount waits for it, and the watchdog logs it with its path."""
+    monkeypatch.setenv("ENCFS_REQUEST_SECONDS", "1")
+    mounted = start_mount(store, tmp_path / "mnt")
+    try:
+        environment = lmdb.open(str(store / "meta.lmdb"), max_dbs=64, subdir=True)
+        made: list[str] = []
+        with environment.begin(write=True):
+            maker = threading.Thread(target=lambda: made.append(str(os.mkdir(mounted / "waiting"))))
+            maker.start()
+            time.sleep(4)
+        maker.join(timeout=30)
+        environment.close()
+        assert made, "the mkdir never finished"
+        log = (store / "log" / "encfs.log").read_text()
+        assert "not answered after" in log and "mkdir" in log and "/waiting" in log
+    finally:
+        stop_mount(mounted)
+
+
+def test_a_daemon_with_a_stuck_request_still_stops_on_sigterm(store: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that cannot finish (it waits for the store's write lock, held here)
+    does not keep the daemon alive after SIGTERM, nor its caller blocked."""
+    monkeypatch.setenv("ENCFS_REQUEST_SECONDS", "1")
+    mounted = start_mount(store, tmp_path / "mnt")
+    environment = lmdb.open(str(store / "meta.lmdb"), max_dbs=64, subdir=True)
+    caller = None
+    try:
+        with environment.begin(write=True):
+            caller = subprocess.Popen([sys.executable, "-c", f"import os; os.mkdir({str(mounted / 'x')!r})"],
+                                      stderr=subprocess.PIPE, text=True)
+            time.sleep(1)
+            mounted.process.terminate()
+            mounted.process.wait(timeout=UMOUNT_BOUND)
+            assert caller.wait(timeout=UMOUNT_BOUND) != 0
+        log = (store / "log" / "encfs.log").read_text()
+        assert "did not stop when asked" in log
+    finally:
+        if caller is not None and caller.poll() is None:
+            caller.kill()
+            caller.wait()
+        environment.close()
+        stop_mount(mounted)
+        if is_mounted(mounted.path):  # aborted: stop_mount cannot tell it is still mounted
+            subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)

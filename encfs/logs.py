@@ -105,7 +105,10 @@ def note_in_log(log_file: Path, message: str) -> None:
     """One warning line in the store's log, whether or not this process logs there."""
     if not log_file.parent.is_dir():
         return
-    handler = StoreLogHandler(log_file)
+    try:
+        handler = StoreLogHandler(log_file)
+    except OSError:  # a store this user may not write: the warning on stderr is all
+        return
     try:
         handler.handle(logging.LogRecord("encfs", logging.WARNING, __file__, 0, message, None, None))
     finally:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from encfs.meta.check import used_size
+
 DAMAGED = "the store's metadata is damaged: run encfs fsck"
 PAGE = 4096
 
@@ -16,9 +18,8 @@ def data_file(store: Path) -> Path:
 
 
 def cut_short(store: Path, size: int) -> None:
-    """Truncate data.mdb to `size` bytes (negative: that many bytes less)."""
-    path = data_file(store)
-    os.truncate(path, size if size >= 0 else path.stat().st_size + size)
+    """Truncate data.mdb to `size` bytes (negative: that many bytes less than it uses)."""
+    os.truncate(data_file(store), size if size >= 0 else used_size(store.joinpath("meta.lmdb")) + size)
 
 
 def break_record(store: Path, needle: bytes) -> int:

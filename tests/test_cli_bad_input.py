@@ -22,8 +22,9 @@ from PIL import Image
 
 import encfs
 from encfs.cli import main
+from encfs.meta.check import used_size
 
-from damage import DAMAGED, break_page_headers, break_record, cut_short, data_file
+from damage import DAMAGED, break_page_headers, break_record, cut_short
 from damage import encfs as run_encfs
 
 MAX_MESSAGE_LINES = 5  # click's usage errors: "Usage", "Try --help", a blank line, "Error: ..."
@@ -120,7 +121,7 @@ def store_cases(world: World, place: Path) -> dict[str, tuple[Path, str]]:
     not_a_store.mkdir()
     (not_a_store / "something").write_text("x")
     cut, flipped, pages = (world.fresh() / "store" for _ in range(3))
-    cut_short(cut, data_file(cut).stat().st_size // 2)
+    cut_short(cut, used_size(cut / "meta.lmdb") // 2)
     break_record(flipped, b'"name":"img0.png"')
     break_page_headers(pages)
     return {
@@ -247,7 +248,7 @@ def python_for(user: str, deps: Path) -> tuple[str, str]:
     user may run it, else the system's of the same version with encfs's dependencies
     copied where the user can read them."""
     probe = ["runuser", "-u", user, "--"]
-    if subprocess.run([*probe, sys.executable, "-c", "import click, lmdb, platformdirs"],
+    if subprocess.run([*probe, sys.executable, "-c", "import click, lmdb, platformdirs, xxhash"],
                       capture_output=True).returncode == 0:
         return sys.executable, ""
     system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
@@ -255,8 +256,9 @@ def python_for(user: str, deps: Path) -> tuple[str, str]:
     import click as click_module
     import lmdb
     import platformdirs
+    import xxhash
 
-    for module in (click_module, lmdb, platformdirs):
+    for module in (click_module, lmdb, platformdirs, xxhash):
         source = Path(module.__file__).parent  # type: ignore[arg-type]
         shutil.copytree(source, deps / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     return system, str(deps)
@@ -290,6 +292,7 @@ def test_a_user_who_may_not_write_gets_a_message(user: tuple[str, Path]) -> None
     private.chmod(0o700)
     readable = shared / "readable"  # readable, but its metadata cannot be locked by this user
     assert run_encfs("init", "--store", readable).returncode == 0
+    subprocess.run(["chmod", "-R", "go+rX", str(readable)], check=True)  # stores are made private
     for args, phrase in ((("init", "--store", shared / "store"), "Permission denied"),
                          (("ls", "--store", private), "Permission denied"),
                          (("ls", "--store", readable), "cannot open the metadata"),

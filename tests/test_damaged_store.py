@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from encfs.meta.check import used_size
+
 from conftest import Mounted, start_mount, stop_mount
 from damage import DAMAGED, PAGE, break_page_headers, break_record, cut_short, data_file, encfs
 
@@ -57,7 +59,7 @@ CUTS = [0, 7, PAGE, 2 * PAGE, "half", 3 * PAGE + 1000, -1]
                                      ("dataset", "ls")])
 def test_a_data_file_cut_short_is_refused_without_a_bus_error(filled: Path, cut: int | str,
                                                               command: tuple[str, ...]) -> None:
-    size = data_file(filled).stat().st_size
+    size = used_size(filled / "meta.lmdb")
     cut_short(filled, size // 2 if cut == "half" else int(cut))
     before = digest(data_file(filled))
     assert_refused_as_damaged(encfs(*command, "--store", filled), filled)
@@ -72,7 +74,7 @@ def test_a_missing_data_file_is_refused_and_not_made_anew(filled: Path) -> None:
 
 @pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
 def test_mount_of_a_data_file_cut_short_is_refused(filled: Path, tmp_path: Path, background: bool) -> None:
-    cut_short(filled, data_file(filled).stat().st_size // 2)
+    cut_short(filled, used_size(filled / "meta.lmdb") // 2)
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
     args = ["mount", *([] if background else ["--foreground"]), str(mountpoint), "--store", str(filled)]

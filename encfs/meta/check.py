@@ -69,10 +69,22 @@ def check_data_file(meta_dir: Path) -> None:
         raise DamagedMetadata(f"{data} is not a file") from None
     except OSError as exc:
         raise StoreError(f"cannot read {data}: {exc.strerror}") from None
-    newer = max(first, second, key=lambda meta: meta.txn_id)
-    needed = (newer.last_page + 1) * newer.page_size
+    needed = _needed(first, second)
     if size < needed:
         raise DamagedMetadata(f"{data} is {size} bytes long but its header needs {needed}: it was cut short")
+
+
+def used_size(meta_dir: Path) -> int:
+    """The bytes of the data file its newer header says are in use (the file may be
+    longer: it is preallocated ahead of LMDB's writes)."""
+    with open(meta_dir / DATA_FILE, "rb") as file:
+        first = _meta_page(file, 0, "first")
+        return _needed(first, _meta_page(file, first.page_size, "second"))
+
+
+def _needed(first: MetaPage, second: MetaPage) -> int:
+    newer = max(first, second, key=lambda meta: meta.txn_id)
+    return (newer.last_page + 1) * newer.page_size
 
 
 def _meta_page(file: BinaryIO, offset: int, which: str) -> MetaPage:

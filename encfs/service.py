@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import stat
@@ -1132,19 +1131,6 @@ def upload_target(arguments: dict[str, Any]) -> str:
     name = arguments.get("name") or getattr(source, "name", "")
     return f"{arguments['folder'].rstrip('/')}/{name}"
 
-
-def _unowned(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _iso(ns: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import Result
 
 from encfs.model import Actor, Folder
@@ -115,3 +117,13 @@ def poll(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+def os_refused(expected: int, call: Callable[[], Any]) -> OSError:
+    with pytest.raises(OSError) as caught:
+        call()
+    assert caught.value.errno == expected, (
+        f"expected {errno.errorcode[expected]}, got "
+        f"{errno.errorcode.get(caught.value.errno or 0, caught.value.errno)}: {caught.value}"
+    )
+    return caught.value

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from encfs.model import Actor, Folder, Item
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import explain, poll, refused, service_of, sha, snapshot, sync_files
+from store_state import explain, os_refused, poll, refused, service_of, sha, snapshot, sync_files
 
 MiB = 1 << 20
 
@@ -47,15 +47,6 @@ def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
     return subprocess.run([sys.executable, "-m", "encfs", *(str(a) for a in args)],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
-
-def os_refused(expected: int, call: Callable[[], Any]) -> OSError:
-    with pytest.raises(OSError) as caught:
-        call()
-    assert caught.value.errno == expected, (
-        f"expected {errno.errorcode[expected]}, got "
-        f"{errno.errorcode.get(caught.value.errno or 0, caught.value.errno)}: {caught.value}"
-    )
-    return caught.value
 
 
 def create_file(path: Path) -> None:

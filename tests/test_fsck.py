@@ -22,10 +22,10 @@ import pytest
 
 from encfs.meta.store import WriteTxn, u64
 from encfs.model import Actor, Item
-from encfs.service import FilesService
 from encfs.store import open_store
 
 from conftest import Mounted
+from store_state import service_of
 
 A = b"first file's bytes\n" * 50
 B = os.urandom(3 << 20)  # spooled, several blocks
@@ -35,14 +35,6 @@ def fsck(store: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "encfs", "fsck", *options, "--store", str(store)],
                           capture_output=True, text=True, timeout=120)
 
-
-@contextmanager
-def service_of(store: Path) -> Iterator[FilesService]:
-    opened = open_store(store)
-    try:
-        yield FilesService(opened)
-    finally:
-        opened.close()
 
 
 @contextmanager

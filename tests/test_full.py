@@ -10,9 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import lmdb
 import pytest
@@ -22,7 +21,7 @@ from encfs.meta.store import MetaStore
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import explain, poll
+from store_state import explain, os_refused, poll
 
 MiB = 1 << 20
 
@@ -35,15 +34,6 @@ def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
     return subprocess.run([sys.executable, "-m", "encfs", *(str(a) for a in args)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
 
-
-def os_refused(expected: int, call: Callable[[], Any]) -> OSError:
-    with pytest.raises(OSError) as caught:
-        call()
-    assert caught.value.errno == expected, (
-        f"expected {errno.errorcode[expected]}, got "
-        f"{errno.errorcode.get(caught.value.errno or 0, caught.value.errno)}: {caught.value}"
-    )
-    return caught.value
 
 
 def create_file(path: Path) -> None:

@@ -4,10 +4,12 @@ and always unmounted and stopped (by its own pid) in teardown, pass or fail."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from encfs.store import init_store
+
+from seaweed import SeaweedS3
 
 REQUIRED_TOOLS = ("fusermount3", "getfattr", "setfattr", "rsync", "find")
 MOUNT_TIMEOUT = 20.0
@@ -115,6 +119,24 @@ def folder(mount: Mounted) -> Path:
     path = mount.path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the session; each test makes its own buckets."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket on the session's server, named after the test."""
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    return seaweed.make_bucket(f"t-{name}-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(autouse=True)

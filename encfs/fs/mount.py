@@ -346,7 +346,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
+            allow_other=os.geteuid() == 0, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
             negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
         )
     finally:

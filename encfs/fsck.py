@@ -10,6 +10,10 @@ Metadata (one LMDB transaction, a write transaction when repairing):
   - Dataset links are three rows (`links`, `linked`, `views`) in step, with the Dataset
     and the item there, and an item's `datasets` count is its number of links;
   - `members` and `contents` hold the same pairs;
+  - the rows that tie folders to groups (`sources`), DICOM series (`series`), changes
+    to settle (`unsettled`) and synced Datasets (`synced`), and Projects to Datasets
+    (`attached`, `attachments`), name folders, items, Datasets and Projects that are
+    there, and a synced Dataset has its `synced` row;
   - every item has its search postings, and every posting names an item of that name.
 Content: every blob an item names is a file of the right size whose bytes hash to its
 name, and whose stored block checksums match; blob files no item names are listed.
@@ -36,7 +40,7 @@ from encfs.integrity import Sums, fingerprint_fd
 from encfs.meta.codec import decode_attributes, decode_collection, decode_node
 from encfs.meta.search import grams_of
 from encfs.meta.store import U64, ReadTxn, WriteTxn, u64
-from encfs.model import ROOT_ID, Dataset, Folder, Item, Node, attributes_of
+from encfs.model import ROOT_ID, Dataset, Folder, Item, Node, Project, attributes_of
 from encfs.store import Store
 
 LOST_AND_FOUND = "lost+found"
@@ -126,6 +130,7 @@ class MetadataCheck:
     def __init__(self, r: ReadTxn, report: Report, w: WriteTxn | None) -> None:
         self.r, self.report, self.w = r, report, w
         self.nodes: dict[int, Node] = {}
+        self.collections: dict[int, Dataset | Project] = {}
 
     def fix(self, kind: str, where: str, detail: str, repair: Callable[[WriteTxn], None] | None) -> None:
         """Record a problem, and repair it now when repairing and it can be."""
@@ -154,6 +159,7 @@ class MetadataCheck:
         self.check_subfolders()
         self.check_links()
         self.check_group_pairs()
+        self.check_side_rows()
         self.check_postings()
         return self.check_blob_counts()
 
@@ -253,16 +259,18 @@ class MetadataCheck:
 
     # ------------------------------------------------------------ Datasets, groups, search
 
-    def check_links(self) -> None:
-        datasets = {}
+    def load_collections(self) -> None:
         for key, raw in self.rows("collections"):
             try:
                 collection = decode_collection(raw)
             except Exception:
                 self.report.add("unreadable record", f"collection {U64.unpack(key)[0]}", "cannot be decoded")
                 continue
-            if isinstance(collection, Dataset):
-                datasets[collection.id] = collection
+            self.collections[collection.id] = collection
+
+    def check_links(self) -> None:
+        self.load_collections()
+        datasets = {i: c for i, c in self.collections.items() if isinstance(c, Dataset)}
         links: dict[tuple[int, int], str] = {}
         for key, value in self.rows("links"):
             pair = (U64.unpack(key[:8])[0], U64.unpack(key[8:])[0])
@@ -317,6 +325,64 @@ class MetadataCheck:
             elif (member, group) not in members:
                 self.fix("group rows out of step", where, "no `members` row",
                          self.put("members", u64(member) + u64(group), b""))
+
+    def check_side_rows(self) -> None:
+        """Rows that only tie other things together: one naming something that is not
+        there is dropped (the records are the truth), and a synced Dataset's row is
+        written again from its record."""
+        def is_folder(node_id: int) -> bool:
+            return isinstance(self.nodes.get(node_id), Folder)
+
+        def is_item(node_id: int) -> bool:
+            return isinstance(self.nodes.get(node_id), Item)
+
+        def is_a(kind: type, collection_id: int) -> bool:
+            return isinstance(self.collections.get(collection_id), kind)
+
+        for key, _ in self.rows("sources"):
+            folder, group = U64.unpack(key[:8])[0], U64.unpack(key[8:16])[0]
+            if not (is_folder(folder) and is_item(group)):
+                self.dangling("sources", key, f"folder {folder}, group {group}")
+        for key, value in self.rows("series"):
+            folder, item = U64.unpack(key[:8])[0], U64.unpack(value[:8])[0]
+            if not (is_folder(folder) and is_item(item)):
+                self.dangling("series", key, f"folder {folder}, DICOM row naming item {item}")
+        for key, _ in self.rows("unsettled"):
+            if not is_item(U64.unpack(key)[0]):
+                self.dangling("unsettled", key, f"item {U64.unpack(key)[0]}")
+        for key, _ in self.rows("synced"):
+            folder, dataset = U64.unpack(key[:8])[0], U64.unpack(key[8:16])[0]
+            record = self.collections.get(dataset)
+            if not (is_folder(folder) and isinstance(record, Dataset) and record.synced_folder == folder):
+                self.dangling("synced", key, f"folder {folder}, Dataset {dataset}")
+        for dataset in self.collections.values():
+            folder = dataset.synced_folder if isinstance(dataset, Dataset) else None
+            if folder is not None and is_folder(folder) and self.r.txn.get(
+                    u64(folder) + u64(dataset.id), db=self.r.dbs["synced"]) is None:
+                self.fix("sync row missing", f"Dataset {dataset.name!r}", f"synced with folder {folder}",
+                         self.put("synced", u64(folder) + u64(dataset.id), b""))
+        self.check_attachments(is_a)
+
+    def check_attachments(self, is_a: Callable[[type, int], bool]) -> None:
+        attached = {(U64.unpack(k[:8])[0], U64.unpack(k[8:])[0]) for k, _ in self.rows("attached")}
+        attachments = {(U64.unpack(k[8:])[0], U64.unpack(k[:8])[0]) for k, _ in self.rows("attachments")}
+        for project, dataset in attached | attachments:
+            where = f"Project {project}, Dataset {dataset}"
+            if not (is_a(Project, project) and is_a(Dataset, dataset)):
+                def drop(w: WriteTxn, project: int = project, dataset: int = dataset) -> None:
+                    w.set_attached(project, dataset, False)
+
+                self.fix("dangling row", where, "names a Project or Dataset that is not there", drop)
+            elif (project, dataset) not in attachments:
+                self.fix("attachment rows out of step", where, "no `attachments` row",
+                         self.put("attachments", u64(dataset) + u64(project), b""))
+            elif (project, dataset) not in attached:
+                self.fix("attachment rows out of step", where, "no `attached` row",
+                         self.put("attached", u64(project) + u64(dataset), b""))
+
+    def dangling(self, db: str, key: bytes, where: str) -> None:
+        self.fix("dangling row", where, f"a `{db}` row naming something that is not there",
+                 self.delete(db, key))
 
     def check_postings(self) -> None:
         postings: dict[int, set[str]] = defaultdict(set)

@@ -289,3 +289,55 @@ def test_repair_while_a_mount_writes_and_removes_sets_nothing_aside(
     for name, body in written.items():
         assert (folder / name).read_bytes() == body
     assert fsck(filled).returncode == 0
+
+
+def ids(store: Path, path: str, dataset: str = "D") -> tuple[int, int]:
+    """The node id of `path` and the id of Dataset `dataset`."""
+    with service_of(store) as service, service.store.meta.read() as r:
+        node_id = service.lookup(Actor.local(), path).id
+        return node_id, r.collection_id(b"d", dataset)
+
+
+@pytest.mark.parametrize("row", ["sources", "series", "synced"])
+def test_a_row_tying_a_folder_to_nothing_is_dropped(filled: Path, row: str) -> None:
+    folder, dataset = ids(filled, "/data")
+    with metadata(filled) as w:
+        if row == "sources":
+            w.set_source(folder, 888_888, True)
+        elif row == "series":
+            w.set_series(folder, "1.2.840.99", 888_888)
+        else:
+            w.set_synced(folder, dataset, True)  # D is not synced with /data
+    output = repaired_and_clean(filled, "dangling row")
+    assert f"`{row}` row" in output
+    with service_of(filled) as service:
+        assert service.dataset_files(Actor.local(), "D") == [("a.txt", "/data/a.txt")]
+
+
+def test_a_synced_dataset_without_its_row_gets_it_back(filled: Path) -> None:
+    with service_of(filled) as service:
+        service.create_dataset(Actor.local(), "S")
+        service.set_sync(Actor.local(), "S", "/data/sub")
+    folder, dataset = ids(filled, "/data/sub", "S")
+    with metadata(filled) as w:
+        w.set_synced(folder, dataset, False)
+    repaired_and_clean(filled, "sync row missing")
+    with service_of(filled) as service, service.store.meta.read() as r:
+        assert r.synced_with(folder) == [dataset]
+
+
+@pytest.mark.parametrize("damage", ["dangling", "one side"])
+def test_project_attachment_rows_are_repaired(filled: Path, damage: str) -> None:
+    with service_of(filled) as service:
+        service.create_project(Actor.local(), "P")
+        service.attach_dataset(Actor.local(), "P", "D")
+    _, dataset = ids(filled, "/data")
+    with metadata(filled) as w:
+        project = w.collection_id(b"p", "P")
+        if damage == "dangling":
+            w.set_attached(777_777, dataset, True)
+        else:
+            w.txn.delete(u64(dataset) + u64(project), db=w.dbs["attachments"])
+    repaired_and_clean(filled, "dangling row" if damage == "dangling" else "attachment rows out of step")
+    with service_of(filled) as service, service.store.meta.read() as r:
+        assert r.attached_to(project) == [dataset] and r.projects_of(dataset) == [project]

@@ -67,9 +67,17 @@ def start_mount(store: Path, mountpoint: Path, preexec_fn: Callable[[], None] | 
     return mounted
 
 
+def in_mount_table(path: Path) -> bool:
+    """Whether `path` is a mount point, also one whose FUSE connection was aborted
+    (os.path.ismount says False there: stat fails with ENOTCONN)."""
+    wanted = os.path.abspath(path).replace(" ", "\\040")
+    with open("/proc/self/mountinfo") as table:
+        return any(line.split()[4] == wanted for line in table)
+
+
 def stop_mount(mounted: Mounted) -> None:
     """Unmount (lazily if busy), then stop the daemon by its own pid."""
-    if os.path.ismount(mounted.path):
+    if in_mount_table(mounted.path):
         done = subprocess.run(["fusermount3", "-u", str(mounted.path)], capture_output=True)
         if done.returncode != 0:
             subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)
@@ -78,7 +86,7 @@ def stop_mount(mounted: Mounted) -> None:
     except subprocess.TimeoutExpired:
         mounted.process.kill()
         mounted.process.wait(timeout=10)
-    if os.path.ismount(mounted.path):  # a killed daemon leaves a dead mount behind
+    if in_mount_table(mounted.path):  # a killed daemon or an aborted connection leaves it behind
         subprocess.run(["fusermount3", "-uz", str(mounted.path)], capture_output=True)
 
 

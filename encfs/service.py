@@ -853,9 +853,13 @@ class FilesService(Grouping, Datasets, Views):
         return True
 
     @action("fallocate")
-    def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int) -> None:
+    def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int,
+                       mode: int = 0) -> None:
         try:
-            draft.allocate(offset, length)
+            if mode:
+                draft.change_range(mode, offset, length)
+            else:
+                draft.allocate(offset, length)
         except OSError as exc:
             raise self._os_refusal(exc, path) from exc
 

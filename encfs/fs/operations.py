@@ -384,12 +384,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def fallocate(self, path: str | None, mode: int, offset: int, length: int, fi: Any) -> int:
-        """Mode 0 only (reserve and grow, what fallocate(1) and posix_fallocate ask);
-        keeping the size, punching or zeroing ranges are not supported."""
-        if mode != 0:
-            raise mfusepy.FuseOSError(errno.EOPNOTSUPP)
+        """Every mode the kernel passes on (reserve, keep size, punch, zero, collapse,
+        insert) changes the open file's draft (draft.Draft.change_range)."""
         opened = self.files.get(fi.fh)
-        self.files.allocate(caller(), path or opened.item.name, opened, offset, length)
+        self.files.allocate(caller(), path or opened.item.name, opened, offset, length, mode)
         return 0
 
     @translated

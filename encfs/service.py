@@ -31,6 +31,7 @@ from encfs.errors import (
     FolderNotEmpty,
     InvalidInput,
     IsAFolder,
+    NameTooLong,
     NoAttribute,
     NoSpace,
     NotAFolder,
@@ -145,8 +146,14 @@ class FilesService(Grouping, Datasets, Views):
         refuse_read_only(split_path(path))
 
     def stat(self, actor: Actor, path: str) -> Attributes:
-        """What `stat` shows, without decoding the whole record (the mount's hot path)."""
-        parts = split_path(path)
+        """What `stat` shows, without decoding the whole record (the mount's hot path).
+        A name over 255 bytes is refused here for every call on the mount (the kernel
+        looks each name up first), so the refusal is recorded here too."""
+        try:
+            parts = split_path(path)
+        except NameTooLong as exc:
+            self.record_refusal(actor, "lookup", exc)
+            raise
         if is_view(parts) and not is_view_entry(parts):
             return self.view_attributes(parts)
         return self._read_settled(parts, lambda r, node_id: self._attributes_or_missing(r, node_id, path))

@@ -322,6 +322,10 @@ class Draft:
     def _change_file(self, mode: int, offset: int, length: int, new_size: int) -> None:
         if mode & (COLLAPSE_RANGE | INSERT_RANGE) and self.size > os.fstat(self.fd).st_size:
             os.ftruncate(self.fd, self.size)  # the file holds every byte the range moves
+        if not mode & (PUNCH_HOLE | COLLAPSE_RANGE):  # takes space: refused before it fills the disk
+            disk = os.fstatvfs(self.fd)
+            if length > disk.f_bavail * disk.f_frsize:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if _libc.fallocate(self.fd, mode, offset, length) == 0:
             if not mode & KEEP_SIZE and os.fstat(self.fd).st_size != new_size:
                 os.ftruncate(self.fd, new_size)

@@ -14,7 +14,7 @@ import pytest
 
 from encfs.draft import COLLAPSE_RANGE, INSERT_RANGE, KEEP_SIZE, MEMORY_LIMIT, PUNCH_HOLE, ZERO_RANGE, Draft
 
-from conftest import Mounted
+from conftest import Mounted, errors_of
 from store_state import stored_bytes
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -147,3 +147,23 @@ def test_collapse_and_insert_outside_the_file_are_einval(tmp_path: Path, mode: i
         assert draft.read(SMALL, 0) == pattern(SMALL)
     finally:
         draft.discard()
+
+
+@pytest.mark.parametrize("mode", [KEEP_SIZE, ZERO_RANGE | KEEP_SIZE])
+def test_a_reservation_past_the_free_space_is_refused_and_takes_nothing(mount: Mounted, folder: Path,
+                                                                         mode: int) -> None:
+    target = folder / "f.bin"
+    target.write_bytes(pattern(LARGE))
+    vfs = os.statvfs(mount.store)
+    free = vfs.f_bavail * vfs.f_frsize
+    fd = os.open(target, os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as caught:
+            fallocate(fd, mode, 0, free + (64 << 20))
+        assert caught.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == pattern(LARGE)
+    vfs = os.statvfs(mount.store)
+    assert vfs.f_bavail * vfs.f_frsize > free - (256 << 20)  # nothing of it was kept
+    assert "no space left" in errors_of(mount)

@@ -115,6 +115,12 @@ def test_links_are_not_items_not_searched_and_never_join_a_dataset(mount: Mounte
     added = encfs(mount, "dataset", "add", "Pets", "/data")
     assert added.returncode == 0, added.stderr
     assert os.listdir(mount.path / ".datasets" / "Pets") == ["cat.jpg"]
+    moved = encfs(mount, "mv", "/data/cat-link.jpg", "/data/kitten-link.jpg")
+    assert moved.returncode == 0, moved.stderr
+    assert os.readlink(folder / "kitten-link.jpg") == "cat.jpg"
+    removed = encfs(mount, "rm", "/data/kitten-link.jpg")
+    assert removed.returncode == 0, removed.stderr
+    assert os.listdir(folder) == ["cat.jpg"]
 
 
 def test_hard_links_between_folders_stay_refused(mount: Mounted, folder: Path) -> None:
@@ -170,6 +176,12 @@ def test_mknod_as_root_makes_device_nodes_with_their_numbers(mount: Mounted, fol
     with service_of(mount.store) as service:  # stored, not only cached by the kernel
         stored = service.stat(Actor.local(), "/data/disk-ish")
     assert stored.rdev == block.st_rdev
+    os.symlink("disk-ish", folder / "link")
+    os.mkfifo(folder / "pipe")
+    fsck = encfs(mount, "fsck")
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    os.unlink(folder / "link")
+    os.unlink(folder / "pipe")
     os.unlink(folder / "null-ish")
     assert sorted(os.listdir(folder)) == ["disk-ish"]
 

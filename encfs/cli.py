@@ -7,6 +7,7 @@ import faulthandler
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,9 @@ from encfs.logs import setup_logging
 from encfs.meta.check import damage_in
 from encfs.meta.room import DEFAULT_MAX_METADATA, parse_size
 from encfs.metadata import parse_client_metadata
-from encfs.model import Actor, Folder, Item, Kind
+from encfs.model import Actor, Folder, Item, Kind, Special
 from encfs.names import printable
+from encfs.special import TYPE_NAMES
 from encfs.store import init_store, locate, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -627,6 +629,9 @@ def describe_line(node: Folder | Item, name: str) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.mtime_ns / 1e9))
     if isinstance(node, Folder):
         return f"{'folder':<14} {'-':>10}  {when}  {name}/"
+    if isinstance(node, Special):
+        shown = f"{name} -> {node.target}" if node.target else name
+        return f"{TYPE_NAMES[stat.S_IFMT(node.mode)]:<14} {node.size:>10}  {when}  {shown}"
     return f"{node.media.kind.value:<14} {node.size:>10}  {when}  {name}"
 
 

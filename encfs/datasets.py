@@ -280,6 +280,9 @@ class Datasets:
                     yield item
 
     def _check_linkable(self: FilesService, item: Item, path: str) -> None:
+        if not isinstance(item, Item):
+            raise NotPermitted("only files join Datasets; symbolic links, FIFOs, sockets and devices "
+                               "stay in their folder", path)
         if is_slice(item):
             raise NotPermitted("a DICOM slice is linked through its series: link the folder's "
                                ".dcmseries file", path)

@@ -14,6 +14,7 @@ writer is still sending, and an fsync at the end finds little left to do.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -37,6 +38,9 @@ ASYNC_HASH_MIN = 256 << 10
 MAX_PENDING_HASH = 64 << 20
 WRITE_BEHIND = 64 << 20
 DRAFT_PREFIX, NEW_PREFIX = "draft-", "new-"
+KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x01, 0x02, 0x08, 0x10, 0x20
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-hash")
 _flushing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-flush")
@@ -275,6 +279,81 @@ class Draft:
                 raise
         if end > self.size:
             self.truncate(end)
+
+    def change_range(self, mode: int, offset: int, length: int) -> None:
+        """fallocate with a mode (the kernel has checked the flags go together):
+        KEEP_SIZE reserves, PUNCH_HOLE and ZERO_RANGE zero [offset, offset + length)
+        (ZERO_RANGE grows the file unless KEEP_SIZE), COLLAPSE_RANGE removes it and
+        INSERT_RANGE inserts that many zero bytes at `offset`. A spool file does it
+        with its own fallocate, so holes stay holes in the stored blob; one its disk
+        cannot do (unaligned, or not supported there) is done by copying. Any
+        alignment is accepted."""
+        self._own_copy()
+        end = offset + length
+        if mode & (COLLAPSE_RANGE | INSERT_RANGE):
+            limit = self.size if mode & INSERT_RANGE else self.size - 1
+            if offset > limit or (mode & COLLAPSE_RANGE and end >= self.size):
+                raise OSError(errno.EINVAL, "the range must lie inside the file (and end before its end)")
+        new_size = {COLLAPSE_RANGE: self.size - length, INSERT_RANGE: self.size + length}.get(
+            mode, self.size if mode & KEEP_SIZE else max(self.size, end))
+        if self.buffer is not None and new_size > MEMORY_LIMIT:
+            self._spill()
+        if mode != KEEP_SIZE:
+            self._hash.valid = False
+        if self.buffer is not None:
+            self._change_buffer(mode, offset, end, new_size)
+        else:
+            self._change_file(mode, offset, length, new_size)
+        self.size = new_size
+
+    def _change_buffer(self, mode: int, offset: int, end: int, new_size: int) -> None:
+        assert self.buffer is not None
+        if mode & COLLAPSE_RANGE:
+            del self.buffer[offset:end]
+        elif mode & INSERT_RANGE:
+            self.buffer[offset:offset] = bytes(end - offset)
+        elif mode & (PUNCH_HOLE | ZERO_RANGE):
+            stop = min(end, new_size)
+            if stop > len(self.buffer):
+                self.buffer.extend(bytes(stop - len(self.buffer)))
+            if stop > offset:
+                self.buffer[offset:stop] = bytes(stop - offset)
+
+    def _change_file(self, mode: int, offset: int, length: int, new_size: int) -> None:
+        if mode & (COLLAPSE_RANGE | INSERT_RANGE) and self.size > os.fstat(self.fd).st_size:
+            os.ftruncate(self.fd, self.size)  # the file holds every byte the range moves
+        if not mode & (PUNCH_HOLE | COLLAPSE_RANGE):  # takes space: refused before it fills the disk
+            disk = os.fstatvfs(self.fd)
+            if length > disk.f_bavail * disk.f_frsize:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if _libc.fallocate(self.fd, mode, offset, length) == 0:
+            if not mode & KEEP_SIZE and os.fstat(self.fd).st_size != new_size:
+                os.ftruncate(self.fd, new_size)
+            return
+        failure = ctypes.get_errno()
+        if failure not in (errno.EOPNOTSUPP, errno.EINVAL) or mode == KEEP_SIZE:
+            raise OSError(failure, os.strerror(failure))
+        if mode & COLLAPSE_RANGE:
+            self._move_tail(offset + length, offset)
+        elif mode & INSERT_RANGE:
+            self._move_tail(offset, offset + length)
+            self._write_zeros(offset, length)
+        else:
+            self._write_zeros(offset, max(0, min(offset + length, new_size) - offset))
+        os.ftruncate(self.fd, new_size)
+
+    def _move_tail(self, source: int, target: int) -> None:
+        """Move the bytes from `source` to the end so that they start at `target`
+        (last piece first when moving up, so nothing is overwritten before it is read)."""
+        tail = self.size - source
+        pieces = range(0, tail, HASH_CHUNK)
+        for start in reversed(pieces) if target > source else pieces:
+            data = os.pread(self.fd, min(HASH_CHUNK, tail - start), source + start)
+            os.pwrite(self.fd, data, target + start)
+
+    def _write_zeros(self, offset: int, length: int) -> None:
+        for start in range(offset, offset + length, HASH_CHUNK):
+            os.pwrite(self.fd, bytes(min(HASH_CHUNK, offset + length - start)), start)
 
     def load(self, content: bytes) -> None:
         """Start from existing (small) content."""

@@ -99,11 +99,34 @@ class Item(Node):
     source_folder: int | None = None  # the folder of an image group's or sequence's frames
     dicom: dict[str, Any] | None = None  # the header fields of a DICOM file
     datasets: int = 0  # how many Datasets hold it ("Linked to"); st_nlink is 1 + this
+    identity: int | None = None  # the Encord identity, when a save handed one over (saving.py)
 
     @property
     def is_generated(self) -> bool:
         """Groups, sequences and series are made by encfs, not written by people."""
         return self.media.kind in GENERATED_KINDS
+
+
+SPECIAL_TYPES = frozenset({stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
+
+
+def is_special_mode(mode: int) -> bool:
+    """Symbolic links, FIFOs, sockets and device nodes: entries of their own."""
+    return stat.S_IFMT(mode) in SPECIAL_TYPES
+
+
+@dataclass
+class Special(Node):
+    """A symbolic link, FIFO, socket or device node in a folder: an entry of its own,
+    not an item of Encord's kinds (never probed, searched or linked into a Dataset).
+    `target` is a symbolic link's text as given; `rdev` a device node's number."""
+
+    target: str = ""
+    rdev: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.target.encode("utf-8", "surrogateescape"))
 
 
 class Attributes(NamedTuple):
@@ -119,6 +142,7 @@ class Attributes(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     nlink: int
+    rdev: int = 0  # device nodes only
 
 
 @dataclass
@@ -134,6 +158,9 @@ def attributes_of(node: Node) -> Attributes:
     if isinstance(node, Folder):
         return Attributes(node.id, node.mode, node.uid, node.gid, FOLDER_SIZE, node.atime_ns,
                           node.mtime_ns, node.ctime_ns, 2 + node.subfolders)
+    if isinstance(node, Special):
+        return Attributes(node.id, node.mode, node.uid, node.gid, node.size, node.atime_ns, node.mtime_ns,
+                          node.ctime_ns, 1, node.rdev)
     assert isinstance(node, Item)
     return Attributes(node.id, node.mode, node.uid, node.gid, node.size, node.atime_ns, node.mtime_ns,
                       node.ctime_ns, 1 + node.datasets)

@@ -8,11 +8,15 @@ NAME_MAX = 255
 
 
 def split_path(path: str) -> list[str]:
-    """'/A/b/' -> ['A', 'b']. '.' and '..' are not names in Files."""
+    """'/A/b/' -> ['A', 'b']. '.' and '..' are not names in Files. A component over
+    NAME_MAX bytes is ENAMETOOLONG before anything else is looked at, for every call
+    (the kernel passes FUSE names of up to 1,024 bytes on)."""
     parts = [p for p in path.split("/") if p]
     for part in parts:
         if part in (".", ".."):
             raise InvalidInput(f"'{part}' is not allowed in a Files path")
+        if len(part) > NAME_MAX // 4 and len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise NameTooLong(f"a name is at most {NAME_MAX} bytes", path)
     return parts
 
 

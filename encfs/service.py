@@ -31,6 +31,7 @@ from encfs.errors import (
     FolderNotEmpty,
     InvalidInput,
     IsAFolder,
+    NameTooLong,
     NoAttribute,
     NoSpace,
     NotAFolder,
@@ -51,9 +52,11 @@ from encfs.metadata import (
     metadata_text,
     parse_client_metadata,
 )
-from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit, Special
 from encfs.names import check_name, is_text, printable, split_path
 from encfs.recovery import recover
+from encfs.saving import hand_over, keeps_place
+from encfs.special import SpecialEntries
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
 
@@ -105,6 +108,7 @@ class FilesService(Grouping, Datasets, Views):
         self.meta = store.meta
         self.blobs = store.blobs
         self.verifier = Verifier(self._sums_of, self._store_sums)
+        self.specials = SpecialEntries()
 
     # ----------------------------------------------------------------- lookups
 
@@ -142,8 +146,14 @@ class FilesService(Grouping, Datasets, Views):
         refuse_read_only(split_path(path))
 
     def stat(self, actor: Actor, path: str) -> Attributes:
-        """What `stat` shows, without decoding the whole record (the mount's hot path)."""
-        parts = split_path(path)
+        """What `stat` shows, without decoding the whole record (the mount's hot path).
+        A name over 255 bytes is refused here for every call on the mount (the kernel
+        looks each name up first), so the refusal is recorded here too."""
+        try:
+            parts = split_path(path)
+        except NameTooLong as exc:
+            self.record_refusal(actor, "lookup", exc)
+            raise
         if is_view(parts) and not is_view_entry(parts):
             return self.view_attributes(parts)
         return self._read_settled(parts, lambda r, node_id: self._attributes_or_missing(r, node_id, path))
@@ -325,20 +335,58 @@ class FilesService(Grouping, Datasets, Views):
     @action("link", where=lambda a: [a["path"], None if a["symbolic"] else a["target"]])
     def create_link(self, actor: Actor, path: str, target: str, symbolic: bool) -> None:
         """`ln TARGET PATH` adds a file to a Dataset; `ln -s TARGET PATH` syncs a new
-        Dataset with a folder or attaches a Dataset to a Project."""
+        Dataset with a folder or attaches a Dataset to a Project. In a folder,
+        `ln -s` makes a symbolic link; a hard link is refused (a file is in one folder)."""
         parts = split_path(path)
         if is_view(parts) and symbolic:
             self.view_symlink(actor, parts, target)
         elif is_view(parts):
             self.view_link(actor, parts, target)
+        elif symbolic:
+            self.specials.check_target(target, path)
+            self._make_special(actor, path, stat.S_IFLNK | 0o777, target=target)
         else:
-            what = "symbolic links" if symbolic else "hard links"
-            raise NotPermitted(f"Files holds folders and files; {what} cannot be stored in a folder "
+            raise NotPermitted("a file is in one folder, so hard links between folders are refused "
                                "(ln adds a file to a Dataset: ln FOLDER/FILE /.datasets/NAME/)", path)
 
     @action("mknod")
-    def create_special(self, actor: Actor, path: str) -> None:
-        raise NotPermitted("Files holds folders and regular files only", path)
+    def create_special(self, actor: Actor, path: str, mode: int, rdev: int = 0) -> Special:
+        """A FIFO, socket or device node in a folder (`mkfifo`, `bind`, `mknod`)."""
+        self.specials.check_mode(mode, path)
+        return self._make_special(actor, path, mode, rdev=rdev)
+
+    def _make_special(self, actor: Actor, path: str, mode: int, target: str = "", rdev: int = 0) -> Special:
+        parts = split_path(path)
+        if is_view(parts):
+            raise NotPermitted(self._what_view_holds(parts[:-1]), path)
+        with self.meta.write() as w:
+            parent = self._resolve_parent(w, parts)
+            if parent.id == ROOT_ID:
+                raise NotPermitted("the root holds folders only; put links and special files in a folder",
+                                   path)
+            self._check_free(w, parent, parts[-1], path)
+            fields = self._new_node_fields(w, actor, parent, parts[-1], mode)
+            node = self.specials.new(fields, mode, target, rdev)
+            w.put_node(node)
+            w.link(parent.id, node.name, node.id, False)
+            self._touch(parent, node.ctime_ns)
+            w.put_node(parent)
+        return node
+
+    def read_link(self, actor: Actor, path: str) -> str:
+        """A symbolic link's text as it was given; in /.datasets and /.projects, the
+        folder a synced Dataset shows or the Dataset a Project holds."""
+        parts = split_path(path)
+        if is_view(parts):
+            return super().read_link(actor, path)
+        node = self.lookup(actor, path)
+        if not isinstance(node, Special):
+            raise InvalidInput("not a symbolic link", path)
+        return self.specials.target_of(node, path)
+
+    def _drop_special(self, w: WriteTxn, node: Special) -> None:
+        w.unlink(node.parent, node.name)
+        w.delete_node(node.id)
 
     # ----------------------------------------------------------------- removal
 
@@ -352,7 +400,10 @@ class FilesService(Grouping, Datasets, Views):
             node = self._resolve(w, parts)
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
-            self._drop_item(w, node, changes)
+            if isinstance(node, Special):
+                self._drop_special(w, node)
+            else:
+                self._drop_item(w, node, changes)
             parent = self._resolve_parent(w, parts)
             self._touch(parent, time.time_ns())
             w.put_node(parent)
@@ -400,6 +451,8 @@ class FilesService(Grouping, Datasets, Views):
         for child in children:
             if isinstance(child, Folder):
                 removed += self._drop_tree(w, child, changes)
+            elif isinstance(child, Special):
+                self._drop_special(w, child)
             elif isinstance(child, Item) and w.node(child.id) is not None:
                 self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
                 removed += 1
@@ -453,14 +506,15 @@ class FilesService(Grouping, Datasets, Views):
             name = dst_parts[-1]
             check_name(name)
             self._check_not_reserved(dst_parent, name, target)
-            if isinstance(node, Item) and dst_parent.id == ROOT_ID:
+            if not isinstance(node, Folder) and dst_parent.id == ROOT_ID:
                 raise NotPermitted("files cannot be stored at the root; put them in a folder", target)
             if isinstance(node, Folder) and self._is_within(w, dst_parent, node.id):
                 raise InvalidInput("a folder cannot be moved into itself or its own subfolder", target)
             existing_id = w.child_id(dst_parent.id, name)
             if existing_id == node.id:
                 return node
-            self._before_move(w, node, dst_parent, name, target)
+            if not isinstance(node, Special):
+                self._before_move(w, node, dst_parent, name, target)
             if existing_id is not None:
                 self._replace_target(w, node, w.node(existing_id), replace, target, changes)
                 dst_parent = w.node(dst_parent.id)  # type: ignore[assignment]
@@ -494,10 +548,15 @@ class FilesService(Grouping, Datasets, Views):
             return
         if not replace:
             raise AlreadyExists("the target exists", target)
-        if isinstance(node, Folder) and isinstance(existing, Item):
+        if isinstance(node, Folder) and not isinstance(existing, Folder):
             raise NotAFolder("cannot replace a file with a folder", target)
-        if isinstance(node, Item) and isinstance(existing, Folder):
+        if not isinstance(node, Folder) and isinstance(existing, Folder):
             raise IsAFolder("cannot replace a folder with a file", target)
+        if isinstance(existing, Special):
+            self._drop_special(w, existing)
+            return
+        if keeps_place(node, existing):
+            self._keep_place(w, node, existing, target)  # type: ignore[arg-type]
         if isinstance(existing, Folder):
             if w.has_children(existing.id):
                 raise FolderNotEmpty("the target folder is not empty", target)
@@ -508,6 +567,14 @@ class FilesService(Grouping, Datasets, Views):
             w.put_node(parent)
         elif isinstance(existing, Item):
             self._drop_item(w, existing, changes)
+
+    def _keep_place(self, w: WriteTxn, source: Item, replaced: Item, target: str) -> None:
+        """An atomic save (saving.py): the file taking the name takes its Datasets."""
+        handed = hand_over(w, source, replaced)
+        if handed:
+            names = [getattr(w.collection(d), "name", str(d)) for d in handed]
+            log.info("rename over %s: the new file keeps its place in Dataset(s) %s", target,
+                     ", ".join(names))
 
     def _relink(self, w: WriteTxn, node: Folder | Item, src: Folder, dst: Folder, name: str) -> None:
         now = time.time_ns()
@@ -586,7 +653,8 @@ class FilesService(Grouping, Datasets, Views):
         raise NoAttribute(f"no attribute {name}", path)
 
     def _encord_attributes(self, node: Node) -> dict[str, str]:
-        attrs: dict[str, str] = {ENCORD + "id": str(node.id)}
+        identity = node.identity if isinstance(node, Item) and node.identity is not None else node.id
+        attrs: dict[str, str] = {ENCORD + "id": str(identity)}
         if isinstance(node, Folder):
             attrs[ENCORD + "description"] = node.description
         elif isinstance(node, Item):
@@ -792,9 +860,13 @@ class FilesService(Grouping, Datasets, Views):
         return True
 
     @action("fallocate")
-    def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int) -> None:
+    def allocate_draft(self, actor: Actor, path: str, draft: Draft, offset: int, length: int,
+                       mode: int = 0) -> None:
         try:
-            draft.allocate(offset, length)
+            if mode:
+                draft.change_range(mode, offset, length)
+            else:
+                draft.allocate(offset, length)
         except OSError as exc:
             raise self._os_refusal(exc, path) from exc
 
@@ -1046,6 +1118,8 @@ class FilesService(Grouping, Datasets, Views):
             }
             if isinstance(node, Folder):
                 details.update(self._folder_details(r, node))
+            elif isinstance(node, Special):
+                details.update(self.specials.details(node))
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
                 details.update(self.group_details(r, node))

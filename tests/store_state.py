@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from encfs.model import Actor, Folder
+from encfs.model import Actor, Folder, Special
 from encfs.service import FilesService
 from encfs.store import open_store
 
@@ -62,6 +62,8 @@ def snapshot(store: Path) -> dict[str, Any]:
                     metadata = json.dumps(node.client_metadata)
                     tree[child] = ("folder", node.description, metadata, node.subfolders)
                     walk(child)
+                elif isinstance(node, Special):
+                    tree[child] = ("special", node.mode, node.target, node.rdev)
                 else:
                     tree[child] = ("file", node.size, node.blob, node.media.kind.value)
 

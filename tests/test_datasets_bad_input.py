@@ -200,7 +200,7 @@ def test_links_that_cannot_be_made(tree: Mounted) -> None:
         tree,
         errno.EPERM,
         lambda: os.link(root / ".datasets" / "Pets" / "a.jpg", root / "cats" / "a2.jpg"),
-        "hard links cannot be stored in a folder",
+        "hard links between folders are refused",
     )
     before = snapshot(tree.store)
     refused(cli(tree, "dataset", "add", "Synced", "cats/a.jpg"), "synced with a folder")

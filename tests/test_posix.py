@@ -195,7 +195,6 @@ def test_rename_replaces_existing_file_atomically(folder: Path) -> None:
 
 
 def test_rename_noreplace_refuses_existing_target(folder: Path) -> None:
-    import ctypes
 
     (folder / "a").write_text("a")
     (folder / "b").write_text("b")
@@ -452,24 +451,6 @@ def test_fallocate_reserves_and_grows_the_file(mount: Mounted, folder: Path) -> 
         os.posix_fallocate(f.fileno(), (3 << 20) - 10, 20)
     assert path.stat().st_size == (3 << 20) + 10
     assert stored_bytes(mount.store, "/data/reserved.bin") == b"head" + bytes((3 << 20) + 6)
-
-
-FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
-
-
-@pytest.mark.parametrize("mode", [FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                  FALLOC_FL_ZERO_RANGE])
-def test_fallocate_modes_other_than_reserve_and_grow_are_not_supported(folder: Path, mode: int) -> None:
-    path = folder / "modes.bin"
-    path.write_bytes(b"x" * 8192)
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        result = libc.fallocate(fd, mode, ctypes.c_int64(0), ctypes.c_int64(4096))
-        assert (result, ctypes.get_errno()) == (-1, errno.EOPNOTSUPP)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"x" * 8192
 
 
 def _blob_files(store: Path) -> list[Path]:

@@ -17,6 +17,8 @@ from conftest import Mounted
 NAMES = ["a", "b", "c"]
 PATHS = [*NAMES, *(f"{d}/{n}" for d in NAMES for n in NAMES)]
 paths = st.sampled_from(PATHS)
+# what a symbolic link may say: names beside it, up and down, missing, itself
+link_targets = st.sampled_from(["a", "b", "../a", "../c/b", "a/b", "missing", "../missing/x", "."])
 payloads = st.binary(max_size=300)
 offsets = st.integers(min_value=0, max_value=400)
 
@@ -32,10 +34,17 @@ def outcome(action, root: Path) -> str:
 def snapshot(root: Path) -> dict[str, tuple[str, int, bytes]]:
     tree: dict[str, tuple[str, int, bytes]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                tree[os.path.relpath(full, root)] = ("link", 0, os.readlink(full).encode())
         for name in dirnames:
-            tree[os.path.relpath(os.path.join(dirpath, name), root)] = ("dir", 0, b"")
+            if not os.path.islink(os.path.join(dirpath, name)):
+                tree[os.path.relpath(os.path.join(dirpath, name), root)] = ("dir", 0, b"")
         for name in filenames:
             full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                continue
             with open(full, "rb") as f:
                 data = f.read()
             tree[os.path.relpath(full, root)] = ("file", os.stat(full).st_size, data)
@@ -86,6 +95,22 @@ def copy_file(src: str, dst: str):
     return act
 
 
+def replace_atomically(rel: str, data: bytes):
+    """What editors, `sed -i` and `os.replace` do: a new file beside, renamed over."""
+
+    def act(root: Path) -> None:
+        temporary = root / f"{rel}.new"
+        with open(temporary, "wb") as f:
+            f.write(data)
+        try:
+            os.replace(temporary, root / rel)
+        except OSError:
+            os.unlink(temporary)
+            raise
+
+    return act
+
+
 def reserve(rel: str, offset: int, length: int):
     return on_descriptor(rel, lambda fd: os.posix_fallocate(fd, offset, length))
 
@@ -98,7 +123,7 @@ class MountMatchesLocalDisk(RuleBasedStateMachine):
         super().__init__()
         for root in (self.mount_root, self.local_root):
             for child in list(root.iterdir()):
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
     def both(self, action) -> None:
         on_mount = outcome(action, self.mount_root)
@@ -132,6 +157,18 @@ class MountMatchesLocalDisk(RuleBasedStateMachine):
     @rule(rel=paths, offset=offsets, length=st.integers(min_value=1, max_value=400))
     def fallocate(self, rel: str, offset: int, length: int) -> None:
         self.both(reserve(rel, offset, length))
+
+    @rule(rel=paths, data=payloads)
+    def atomic_replace(self, rel: str, data: bytes) -> None:
+        self.both(replace_atomically(rel, data))
+
+    @rule(text=link_targets, rel=paths)
+    def symlink(self, text: str, rel: str) -> None:
+        self.both(lambda root: os.symlink(text, root / rel))
+
+    @rule(rel=paths)
+    def read_through(self, rel: str) -> None:
+        self.both(lambda root: (root / rel).read_bytes())
 
     @rule(rel=paths)
     def unlink(self, rel: str) -> None:

@@ -136,10 +136,11 @@ class OpenFiles:
             self.service.truncate_draft(actor, path, draft, length)
             opened.mtime_override = None
 
-    def allocate(self, actor: Actor, path: str, opened: OpenFile, offset: int, length: int) -> None:
+    def allocate(self, actor: Actor, path: str, opened: OpenFile, offset: int, length: int,
+                 mode: int = 0) -> None:
         with opened.lock:
             draft = self._ensure_draft(actor, opened, keep_content=True)
-            self.service.allocate_draft(actor, path, draft, offset, length)  # a refusal loses no bytes
+            self.service.allocate_draft(actor, path, draft, offset, length, mode)  # a refusal loses no bytes
             opened.mtime_override = None
 
     def copy_stored(self, actor: Actor, path: str, target: OpenFile, source: OpenFile, offset_in: int,

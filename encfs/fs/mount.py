@@ -133,6 +133,7 @@ class SplicedPayload:
 
 def fill_stat(st: Any, attributes: Any, block_size: int = 0) -> None:
     st.st_ino, st.st_mode, st.st_nlink = attributes.id, attributes.mode, attributes.nlink
+    st.st_rdev = attributes.rdev
     st.st_blksize = block_size
     st.st_uid, st.st_gid, st.st_size = attributes.uid, attributes.gid, attributes.size
     st.st_blocks = (attributes.size + 511) // 512

@@ -39,6 +39,7 @@ KEPT_NAMESPACE = "user."  # ACLs, capabilities, security labels are not kept: EN
 # a buffer) only if it fits its pipe, and a pipe cannot grow past 1 MiB without
 # CAP_SYS_RESOURCE: so a read asks for at most 1 MiB less libfuse's 16 KiB margin.
 MAX_READ = (1 << 20) - (16 << 10)
+VIEWS = ("/.datasets/", "/.projects/")  # where a link's text names a Dataset or a folder
 FIRST_CONTROL_HANDLE = 1 << 62  # control files' handles; the open files' count up from 1
 
 
@@ -245,9 +246,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def symlink(self, target: str, source: str) -> int:
-        """`ln -s SOURCE TARGET`. A SOURCE inside this mount given as an absolute path
+        """`ln -s SOURCE TARGET`. In a folder the text is kept as given. Into
+        /.datasets or /.projects, a SOURCE inside this mount given as an absolute path
         is made relative, so the service reads every link's text the same way."""
-        if self.mountpoint and (source + "/").startswith(self.mountpoint + "/"):
+        if self.mountpoint and (source + "/").startswith(self.mountpoint + "/") and target.startswith(VIEWS):
             inside = "/" + source[len(self.mountpoint) :].lstrip("/")
             source = os.path.relpath(inside, os.path.dirname(target))
         self.service.create_link(caller(), target, source, symbolic=True)
@@ -260,9 +262,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def mknod(self, path: str, mode: int, dev: int) -> int:
-        if not stat.S_ISREG(mode):
-            self.service.create_special(caller(), path)
-        self.service.create_item(caller(), path, mode)
+        if stat.S_ISREG(mode):
+            self.service.create_item(caller(), path, mode)
+        else:
+            self.service.create_special(caller(), path, mode, dev)
         return 0
 
     @translated
@@ -381,12 +384,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def fallocate(self, path: str | None, mode: int, offset: int, length: int, fi: Any) -> int:
-        """Mode 0 only (reserve and grow, what fallocate(1) and posix_fallocate ask);
-        keeping the size, punching or zeroing ranges are not supported."""
-        if mode != 0:
-            raise mfusepy.FuseOSError(errno.EOPNOTSUPP)
+        """Every mode the kernel passes on (reserve, keep size, punch, zero, collapse,
+        insert) changes the open file's draft (draft.Draft.change_range)."""
         opened = self.files.get(fi.fh)
-        self.files.allocate(caller(), path or opened.item.name, opened, offset, length)
+        self.files.allocate(caller(), path or opened.item.name, opened, offset, length, mode)
         return 0
 
     @translated

@@ -10,7 +10,18 @@ import struct
 from typing import Any
 
 from encfs.metadata import nesting_depth
-from encfs.model import Attributes, Dataset, Folder, Item, Kind, Media, Node, Project
+from encfs.model import (
+    Attributes,
+    Dataset,
+    Folder,
+    Item,
+    Kind,
+    Media,
+    Node,
+    Project,
+    Special,
+    is_special_mode,
+)
 
 _NODE_FIELDS = (
     "id", "parent", "name", "mode", "uid", "gid", "owner",
@@ -38,6 +49,8 @@ def encode_node(node: Node) -> bytes:
     if isinstance(node, Folder):
         record["description"] = node.description
         record["subfolders"] = node.subfolders
+    elif isinstance(node, Special):
+        record["target"], record["rdev"] = node.target, node.rdev
     elif isinstance(node, Item):
         record["size"] = node.size
         if node.members or node.source_folder is not None:
@@ -46,6 +59,8 @@ def encode_node(node: Node) -> bytes:
             record["dicom"] = node.dicom
         if node.datasets:
             record["datasets"] = node.datasets
+        if node.identity is not None:
+            record["identity"] = node.identity
         record["blob"] = node.blob
         record["kind"] = node.media.kind.value
         for name in _MEDIA_FIELDS:
@@ -53,16 +68,18 @@ def encode_node(node: Node) -> bytes:
     return _ENCODER.encode(record).encode()
 
 
-def decode_node(raw: bytes) -> Folder | Item:
+def decode_node(raw: bytes) -> Folder | Item | Special:
     record = _node_record(raw)
     common = {name: record[name] for name in _NODE_FIELDS}
     if stat.S_ISDIR(record["mode"]):
         return Folder(**common, description=record["description"], subfolders=record["subfolders"])
+    if is_special_mode(record["mode"]):
+        return Special(**common, target=record["target"], rdev=record["rdev"])
     media = Media(kind=Kind(record["kind"]), **{name: record[name] for name in _MEDIA_FIELDS})
     return Item(
         **common, size=record["size"], blob=record["blob"], media=media, members=record.get("members", []),
         source_folder=record.get("source_folder"), dicom=record.get("dicom"),
-        datasets=record.get("datasets", 0),
+        datasets=record.get("datasets", 0), identity=record.get("identity"),
     )
 
 
@@ -135,14 +152,19 @@ def decode_collection(raw: bytes) -> Dataset | Project:
 
 
 ATTRIBUTES = struct.Struct(">QIIIQqqqI")
+DEVICE_ATTRIBUTES = struct.Struct(">QIIIQqqqIQ")  # a device node's: with its rdev
 
 
 def encode_attributes(attributes: Attributes) -> bytes:
-    return ATTRIBUTES.pack(*attributes)
+    if attributes.rdev:
+        return DEVICE_ATTRIBUTES.pack(*attributes)
+    return ATTRIBUTES.pack(*attributes[:-1])
 
 
 def decode_attributes(raw: bytes) -> Attributes:
-    return Attributes._make(ATTRIBUTES.unpack(raw))
+    if len(raw) == DEVICE_ATTRIBUTES.size:
+        return Attributes._make(DEVICE_ATTRIBUTES.unpack(raw))
+    return Attributes(*ATTRIBUTES.unpack(raw))
 
 
 def xattr_to_text(value: bytes) -> str:

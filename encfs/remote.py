@@ -239,13 +239,18 @@ def mount_for(argv: list[str]) -> RunningMount | None:
     if os.geteuid() == 0 or caller() is not None:
         return None
     command = next((arg for arg in argv if not arg.startswith("-")), "")
-    if not command or command in LOCAL_COMMANDS or "--help" in argv or "--version" in argv:
+    if not command or command == "umount" or "--help" in argv or "--version" in argv:
         return None
     explicit = _store_given(argv)
     if explicit is not None:
         if _can_open(explicit):
             return None
+        if command in LOCAL_COMMANDS:
+            raise StoreError(f"the store {explicit} belongs to another user: encfs {command} is only for the "
+                             "store's owner")
         return _mount_of(explicit)
+    if command in LOCAL_COMMANDS:
+        return None
     if os.access(_default_store() / "encfs-store.json", os.R_OK):
         return None
     mounts = running_mounts()
@@ -281,20 +286,18 @@ def _store_given(argv: list[str]) -> Path | None:
 
 
 def _can_open(store: Path) -> bool:
-    if os.access(store / "encfs-store.json", os.R_OK):
-        return True
-    return not store.exists() and not _is_someone_elses(store)
-
-
-def _is_someone_elses(store: Path) -> bool:
-    """A store path below a folder this user may not search (root's 0700 store)."""
+    """Whether this user's encfs should open the store itself: theirs, or not a store
+    at all (the usual message follows). Root's store is in a folder only root enters."""
     try:
-        store.stat()
-    except PermissionError:
+        os.stat(store)
+    except FileNotFoundError:
         return True
     except OSError:
         return False
-    return False
+    marker = store / "encfs-store.json"
+    if not os.access(store, os.R_OK | os.X_OK):
+        return False
+    return os.access(marker, os.R_OK) or not os.path.lexists(marker)
 
 
 def _is_inside(arg: str, mountpoint: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from encfs.errors import EncfsError, NotFound, NotPermitted, PermissionDenied
 from encfs.model import Actor, Attributes, Folder
 from encfs.names import split_path
-from encfs.posix import READ, SEARCH, WRITE, Credentials, may, may_remove
+from encfs.posix import READ, SEARCH, WRITE, Credentials, findable, may, may_remove
 
 REFUSED = "not available to a user other than the store's owner through a mount"
 LOCAL_FILES = ("is not available through a mount (it would read local files with the daemon's rights); "
@@ -129,14 +129,8 @@ class CallerGate:
     def search(self, actor: Actor, *args: Any, **kwargs: Any) -> Any:
         """Only the files a walk could find: every folder above searchable, the
         file's own folder readable."""
-        return [hit for hit in self.service.search(actor, *args, **kwargs) if self._findable(actor, hit.path)]
-
-    def _findable(self, actor: Actor, path: str) -> bool:
-        try:
-            self._reach(actor, "search", path)
-            return may(self.who, self._attributes(actor, parent_of(path)), READ)
-        except (PermissionDenied, NotFound):
-            return False
+        hits = self.service.search(actor, *args, **kwargs)
+        return [hit for hit in hits if findable(self.who, self.service.stat, actor, hit.path)]
 
     # ------------------------------------------------------------ changes
 

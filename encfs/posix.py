@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from encfs.errors import EncfsError
 from encfs.model import Actor, Attributes, Folder
 
 READ, WRITE, SEARCH = os.R_OK, os.W_OK, os.X_OK
@@ -94,3 +96,17 @@ def may_chown(who: Credentials, node: Attributes, uid: int, gid: int) -> bool:
     if uid not in (-1, node.uid) or node.uid != who.uid:
         return False
     return gid in (-1, node.gid) or who.in_group(gid)
+
+
+def findable(who: Credentials, stat_of: Callable[[Actor, str], Attributes], actor: Actor, path: str) -> bool:
+    """Whether a walk of the folders (`find`) could reach the file at `path`: every
+    folder above it searchable, its own folder readable (what search may show)."""
+    parts = [part for part in path.split("/") if part]
+    try:
+        for depth in range(len(parts)):
+            wanted = SEARCH | READ if depth == len(parts) - 1 else SEARCH
+            if not may(who, stat_of(actor, "/" + "/".join(parts[:depth])), wanted):
+                return False
+    except EncfsError:
+        return False
+    return True

@@ -371,3 +371,19 @@ def test_the_daemon_decides_who_asks_and_which_store(shared: Mounted, people: Pe
     assert "status 0" in elsewhere.stdout and "shared/" in elsewhere.stdout
     private = ask("ls", "/private")
     assert "status 1" in private.stdout and "permission denied" in private.stderr
+
+
+def test_search_shows_only_what_the_caller_could_find(shared: Mounted, people: People) -> None:
+    hidden = shared.path / "shared" / "alice-home"
+    assert run_as(people.alice, "mkdir", "-m", "700", str(hidden)).returncode == 0
+    assert run_as(people.alice, "sh", "-c", f"echo x > {hidden}/quarterly-secret.txt").returncode == 0
+    public = shared.path / "shared" / "quarterly-public.txt"
+    assert run_as(people.alice, "sh", "-c", f"echo x > {public}").returncode == 0
+
+    searched = shared.path / ".search" / "quarterly"
+    assert run_as(people.alice, "ls", str(searched)).stdout.split() == ["quarterly-public.txt",
+                                                                          "quarterly-secret.txt"]
+    assert run_as(people.bob, "ls", str(searched)).stdout.split() == ["quarterly-public.txt"]
+    by_cli = encfs_as(people.bob, shared.store, "search", "quarterly")
+    assert "quarterly-public.txt" in by_cli.stdout and "secret" not in by_cli.stdout
+    assert "secret" in encfs_as(people.alice, shared.store, "search", "quarterly").stdout

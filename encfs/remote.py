@@ -310,8 +310,8 @@ def _mount_of(store: Path) -> RunningMount:
     for mount in running_mounts():
         if os.path.normpath(mount.store) in wanted:
             return mount
-    raise StoreError(f"the store {store} belongs to another user and no mount of it is running; "
-                     "ask its owner to mount it (a mount run by root serves every user)")
+    raise StoreError(f"cannot open the store {store}: Permission denied (it belongs to another user), and "
+                     "no mount of it is running; ask its owner to mount it (a root mount serves every user)")
 
 
 def forward_if_needed(argv: list[str]) -> None:

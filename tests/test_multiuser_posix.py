@@ -324,6 +324,7 @@ def test_a_user_cannot_open_the_store_and_needs_a_running_mount(store: Path, peo
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
     without_mount = encfs_as(people.alice, store, "ls", "/")
     assert without_mount.returncode != 0
+    assert without_mount.returncode == 3 and "Permission denied" in without_mount.stderr
     assert "no mount of it is running" in without_mount.stderr and "Traceback" not in without_mount.stderr
 
 

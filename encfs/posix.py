@@ -88,16 +88,6 @@ def may_remove(who: Credentials, folder: Attributes, node: Attributes) -> bool:
     return not sticky or who.owns(node) or who.owns(folder)
 
 
-def may_chown(who: Credentials, node: Attributes, uid: int, gid: int) -> bool:
-    """Only root gives a node away; its owner may change its group to one of their
-    own groups (-1: unchanged)."""
-    if who.is_root:
-        return True
-    if uid not in (-1, node.uid) or node.uid != who.uid:
-        return False
-    return gid in (-1, node.gid) or who.in_group(gid)
-
-
 def findable(who: Credentials, stat_of: Callable[[Actor, str], Attributes], actor: Actor, path: str) -> bool:
     """Whether a walk of the folders (`find`) could reach the file at `path`: every
     folder above it searchable, its own folder readable (what search may show)."""

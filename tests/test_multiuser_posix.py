@@ -388,3 +388,77 @@ def test_search_shows_only_what_the_caller_could_find(shared: Mounted, people: P
     by_cli = encfs_as(people.bob, shared.store, "search", "quarterly")
     assert "quarterly-public.txt" in by_cli.stdout and "secret" not in by_cli.stdout
     assert "secret" in encfs_as(people.alice, shared.store, "search", "quarterly").stdout
+
+
+def test_a_users_commands_count_their_groups(shared: Mounted, people: People) -> None:
+    team = shared.path / "team"
+    team.mkdir()
+    os.chown(team, 0, people.team_gid)
+    team.chmod(0o2770)
+
+    made = encfs_as(people.bob, shared.store, "folder", "create", "/team/plans")
+    assert made.returncode == 0, made.stderr
+    assert owner_of(team / "plans") == (people.bob.uid, people.team_gid, 0o2755)
+    assert "plans/" in encfs_as(people.alice, shared.store, "ls", "/team").stdout
+    refused = encfs_as(people.carol, shared.store, "ls", "/team")
+    assert refused.returncode == 1 and "permission denied" in refused.stderr
+
+
+def test_only_root_or_user_allow_other_serves_other_users(people: People) -> None:
+    from test_cli_bad_input import python_for
+
+    fuse_conf = Path("/etc/fuse.conf")
+    lines = fuse_conf.read_text().splitlines() if fuse_conf.exists() else []
+    assert "user_allow_other" not in [line.split("#")[0].strip() for line in lines], \
+        "this test expects /etc/fuse.conf without user_allow_other"
+    place = Path(tempfile.mkdtemp(prefix="encfs-mu-"))
+    try:
+        place.chmod(0o777)
+        deps = place / "deps"
+        deps.mkdir()
+        interpreter, extra = python_for(people.carol.name, deps)
+        env = [f"PYTHONPATH={REPOSITORY}{os.pathsep + extra if extra else ''}", "HOME=/nonexistent"]
+        as_carol = ["runuser", "-u", people.carol.name, "--", "env", *env, interpreter, "-m", "encfs"]
+        store, mountpoint = place / "carol-store", place / "mnt"
+        assert subprocess.run([*as_carol, "init", "--store", str(store)], capture_output=True).returncode == 0
+        run_as(people.carol, "mkdir", str(mountpoint))
+        refused = subprocess.run([*as_carol, "mount", "--multi-user", "--store", str(store), str(mountpoint)],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 3 and "user_allow_other" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and not os.path.ismount(mountpoint)
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the rules, without a mount
+
+
+def test_the_rules_read_modes_as_the_kernel_does() -> None:
+    from encfs.model import Attributes, Folder
+    from encfs.posix import READ, SEARCH, WRITE, Credentials, may, may_remove, new_ownership
+
+    def attrs(mode: int, uid: int, gid: int) -> Attributes:
+        return Attributes(1, mode, uid, gid, 0, 0, 0, 0, 1)
+
+    alice, bob = Credentials(1000, 100, frozenset({500})), Credentials(1001, 100)
+    root = Credentials(0, 0)
+    private, team = attrs(0o100600, 1000, 100), attrs(0o040770, 0, 500)
+    assert may(alice, private, READ | WRITE) and not may(bob, private, READ)
+    assert may(alice, team, WRITE | SEARCH) and not may(bob, team, SEARCH)
+    assert may(root, private, READ | WRITE) and not may(root, private, SEARCH)  # x on no one's file
+    sticky = attrs(0o041777, 0, 0)
+    assert may_remove(alice, sticky, private) and not may_remove(bob, sticky, private)
+    assert may_remove(root, sticky, private)
+    owner_only = attrs(0o100400, 1000, 100)
+    assert may(bob, owner_only, 0) and not may(alice, owner_only, WRITE)  # the owner's bits, not others'
+
+    def folder(mode: int, gid: int) -> Folder:
+        return Folder(id=2, parent=1, name="f", mode=mode, uid=0, gid=gid, owner="", created_ns=0,
+                      mtime_ns=0, ctime_ns=0, atime_ns=0)
+
+    from encfs.model import Actor
+
+    actor = Actor.from_ids(1000, 100)
+    assert new_ownership(actor, folder(0o040755, 0), 0o040755) == (1000, 100, 0o040755)
+    assert new_ownership(actor, folder(0o042775, 500), 0o040755) == (1000, 500, 0o042755)
+    assert new_ownership(actor, folder(0o042775, 500), 0o100644) == (1000, 500, 0o100644)

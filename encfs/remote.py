@@ -41,6 +41,10 @@ RUN_DIR = Path("/run/encfs")
 CALLER_ENV = "ENCFS_CALLER"
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 LOCAL_COMMANDS = ("init", "mount", "umount", "fsck")  # never run for another user
+# What the daemon runs for other users; CallerGate holds the rule of each service call
+# they make. A command not listed here may read local files or act on the whole store.
+REMOTE_COMMANDS = ("ls", "info", "search", "folder", "rm", "mv", "errors", "batch", "upload", "dataset",
+                   "project")
 MAX_REQUEST = 1 << 20
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
@@ -117,8 +121,9 @@ class CommandServer:
         if len(fds) != 3:
             return 1
         command = next((arg for arg in argv if not arg.startswith("-")), "")
-        if command in LOCAL_COMMANDS or not command:
-            os.write(fds[2], f"encfs: encfs {command or argv} is only for the store's owner\n".encode())
+        if command not in REMOTE_COMMANDS:
+            os.write(fds[2], f"encfs: encfs {command or ' '.join(argv)} is only for the store's owner "
+                             "(root), not run for other users through a mount\n".encode(errors="replace"))
             return 1
         cwd = str(request.get("cwd", "/"))
         env = {**os.environ, "ENCFS_STORE": str(self.store_path), CALLER_ENV: json.dumps(

@@ -91,13 +91,13 @@ class ControlTree:
         """Link name -> relative target. Names repeat across folders, so a repeated
         name gets the item's id before its extension: `a~17.jpg` (its stem shortened if
         that would pass 255 bytes)."""
-        who = self.who() if self.who is not None else None
         key = f"{actor.name}:{query}"
         with self._lock:
             cached = self._searches.get(key)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
                 return cached[1]
         hits = self.service.search(actor, query)
+        who = self.who() if self.who is not None else None
         if who is not None and not who.is_root:  # only what a walk of the folders could find
             hits = [hit for hit in hits if findable(who, self.service.stat, actor, hit.path)]
         counts: dict[str, int] = {}

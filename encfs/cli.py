@@ -20,6 +20,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
+from encfs import remote
 from encfs.errors import AlreadyExists, DamagedMetadata, EncfsError, InvalidInput, NotFound, StoreError
 from encfs.logs import setup_logging
 from encfs.meta.check import damage_in
@@ -49,7 +50,7 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
     from encfs.recovery import clear_abandoned_drafts
     from encfs.service import FilesService
 
-    path = locate(store_dir)
+    path = locate(None if remote.caller() else store_dir)  # run for a user by a mount: its store
     try:
         store = open_store(path)
     except DamagedMetadata as exc:
@@ -60,7 +61,7 @@ def service_for(store_dir: Path | None) -> Iterator[Any]:
     setup_logging(store.log_path, to_stderr=False)
     log_fatal_signals(store.log_path)
     clear_abandoned_drafts(store.blobs)  # a CLI upload killed with kill -9 leaves its draft
-    service = FilesService(store)
+    service = remote.gated(FilesService(store))
     try:
         yield service
         service.settle_series()
@@ -149,6 +150,12 @@ class EncfsGroup(click.Group):
     """The top command: whatever a command lets escape becomes one line on stderr and
     a non-zero exit, never a Python traceback."""
 
+    def main(self, args: Any = None, *rest: Any, **extra: Any) -> Any:
+        """A non-root user's command on a store only root may open goes to a mount of it."""
+        remote.forward_if_needed(list(sys.argv[1:] if args is None else args))
+        remote.act_for_caller()
+        return super().main(args, *rest, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -214,13 +221,19 @@ def init(store_dir: Path | None, max_metadata: str | None) -> None:
 @click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
 @click.option("--debug", is_flag=True, help="Print every FUSE call (with --foreground).")
 @click.option("--daemon", is_flag=True, hidden=True, help="Started by a background mount.")
-def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool) -> None:
+@click.option("--multi-user/--single-user", "multi_user", default=None,
+              help="Serve every Linux user of the machine, modes checked per caller (default when run "
+                   "as root), or only yourself.")
+def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool,
+          multi_user: bool | None) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
-    from encfs.fs.mount import check_mountpoint
+    from encfs.fs.mount import check_mountpoint, check_multi_user
 
     store_path = locate(store_dir)
     mountpoint = mountpoint.absolute()
+    multi_user = os.geteuid() == 0 if multi_user is None else multi_user
     try:
+        check_multi_user(multi_user)
         open_store(store_path).close()
         check_mountpoint(mountpoint)
         if foreground or daemon:
@@ -228,14 +241,14 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
             log_fatal_signals(store_path / "log" / "encfs.log")
             if daemon:
                 silence_stderr_once_mounted(mountpoint)
-            serve_logged(store_path, mountpoint, debug)
+            serve_logged(store_path, mountpoint, debug, multi_user)
             return
     except DamagedMetadata as exc:
         log_damage(store_path, exc)
         fail(exc)
     except EncfsError as exc:
         fail(exc)
-    start_background_mount(store_path, mountpoint)
+    start_background_mount(store_path, mountpoint, multi_user)
 
 
 def cannot_create(path: Path, exc: OSError) -> str:
@@ -248,26 +261,26 @@ def cannot_create(path: Path, exc: OSError) -> str:
     return f"cannot create a store at {path}: {exc.strerror} ({culprit})"
 
 
-def serve_logged(store_path: Path, mountpoint: Path, debug: bool) -> None:
+def serve_logged(store_path: Path, mountpoint: Path, debug: bool, multi_user: bool) -> None:
     """Serve the mount; a refusal at start-up (no libfuse3, say) goes to the store's log
     too, which is where one looks when a background mount did not come up."""
     from encfs.fs.mount import serve
 
     try:
-        serve(store_path, mountpoint, debug=debug)
+        serve(store_path, mountpoint, debug=debug, multi_user=multi_user)
     except EncfsError as exc:
         logging.getLogger("encfs").error("could not mount at %s: %s", mountpoint, exc)
         raise
 
 
-def start_background_mount(store_path: Path, mountpoint: Path) -> None:
+def start_background_mount(store_path: Path, mountpoint: Path, multi_user: bool) -> None:
     """Start the mount's daemon detached and return once the mount answers. Until then
     the daemon's stderr is a temporary file, read back to say why a mount did not come
     up; once it is up the daemon points its stderr at /dev/null (the log has it all)."""
     with tempfile.TemporaryFile() as startup_log:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "encfs", "mount", "--daemon", "--store", str(store_path),
-             str(mountpoint)],
+             "--multi-user" if multi_user else "--single-user", str(mountpoint)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=startup_log,
             start_new_session=True,
         )

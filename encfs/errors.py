@@ -95,3 +95,9 @@ class DamagedMetadata(StoreError):
 
 class ReadOnly(EncfsError):
     errno = errno.EROFS
+
+
+class PermissionDenied(EncfsError):
+    """The modes (or, later, the roles) do not let the caller do this."""
+
+    errno = errno.EACCES

@@ -38,12 +38,25 @@ class Actor:
 
     @classmethod
     def local(cls) -> Actor:
+        """Who runs this process, or the caller it runs a command for (`act_for`)."""
+        if _acting_for is not None:
+            return _acting_for
         uid, gid = os.getuid(), os.getgid()
         return cls(name=f"uid:{uid}", uid=uid, gid=gid)
 
     @classmethod
     def from_ids(cls, uid: int, gid: int) -> Actor:
         return cls(name=f"uid:{uid}", uid=uid, gid=gid)
+
+
+_acting_for: Actor | None = None
+
+
+def act_for(actor: Actor) -> None:
+    """From now on this process acts for `actor`: a command a mount's daemon runs for
+    a non-root caller (remote.py)."""
+    global _acting_for
+    _acting_for = actor
 
 
 @dataclass

@@ -54,6 +54,7 @@ from encfs.metadata import (
 )
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit, Special
 from encfs.names import check_name, is_text, printable, split_path
+from encfs.posix import new_ownership
 from encfs.recovery import recover
 from encfs.saving import hand_over, keeps_place
 from encfs.special import SpecialEntries
@@ -254,8 +255,9 @@ class FilesService(Grouping, Datasets, Views):
 
     def _new_node_fields(self, w: WriteTxn, actor: Actor, parent: Folder, name: str, mode: int) -> dict:
         now = time.time_ns()
+        uid, gid, mode = new_ownership(actor, parent, mode)
         return dict(
-            id=w.next_id(), parent=parent.id, name=name, mode=mode, uid=actor.uid, gid=actor.gid,
+            id=w.next_id(), parent=parent.id, name=name, mode=mode, uid=uid, gid=gid,
             owner=actor.name, created_ns=now, mtime_ns=now, ctime_ns=now, atime_ns=now,
         )
 

@@ -11,11 +11,13 @@ import stat
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from encfs.errors import NotFound
 from encfs.model import Actor
 from encfs.names import tagged_name
+from encfs.posix import Credentials, findable
 from encfs.service import FilesService
 
 CONTROL_NAMES = (".encfs", ".search")
@@ -37,8 +39,10 @@ class ControlEntry:
 
 
 class ControlTree:
-    def __init__(self, service: FilesService) -> None:
+    def __init__(self, service: FilesService, who: Callable[[], Credentials] | None = None) -> None:
+        """`who` tells the calling process's credentials (for what /.search may show it)."""
         self.service = service
+        self.who = who
         self._searches: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
         self.mounted_ns = time.time_ns()
@@ -87,11 +91,15 @@ class ControlTree:
         """Link name -> relative target. Names repeat across folders, so a repeated
         name gets the item's id before its extension: `a~17.jpg` (its stem shortened if
         that would pass 255 bytes)."""
+        key = f"{actor.name}:{query}"
         with self._lock:
-            cached = self._searches.get(query)
+            cached = self._searches.get(key)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
                 return cached[1]
         hits = self.service.search(actor, query)
+        who = self.who() if self.who is not None else None
+        if who is not None and not who.is_root:  # only what a walk of the folders could find
+            hits = [hit for hit in hits if findable(who, self.service.stat, actor, hit.path)]
         counts: dict[str, int] = {}
         for hit in hits:
             counts[hit.item.name] = counts.get(hit.item.name, 0) + 1
@@ -102,7 +110,7 @@ class ControlTree:
                 name = tagged_name(name, f"~{hit.item.id}")
             links[name] = "../.." + hit.path
         with self._lock:
-            self._searches[query] = (time.monotonic(), links)
+            self._searches[key] = (time.monotonic(), links)
             if len(self._searches) > 64:
                 self._searches.pop(next(iter(self._searches)))
         return links

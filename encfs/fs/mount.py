@@ -69,6 +69,19 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise StoreError(f"mountpoint {mountpoint} is not empty; mount on an empty directory")
 
 
+def check_multi_user(multi_user: bool) -> None:
+    """Serving other users needs root, or `user_allow_other` in /etc/fuse.conf."""
+    if not multi_user or os.geteuid() == 0:
+        return
+    try:
+        lines = Path("/etc/fuse.conf").read_text().splitlines()
+    except OSError:
+        lines = []
+    if "user_allow_other" not in (line.split("#", 1)[0].strip() for line in lines):
+        raise StoreError("--multi-user needs root, or user_allow_other in /etc/fuse.conf (mount as root to "
+                         "serve every user, or without --multi-user to serve only yourself)")
+
+
 class FuseBuf(ctypes.Structure):
     """libfuse 3's struct fuse_buf (before 3.17)."""
 
@@ -321,10 +334,13 @@ def exit_stuck(service: Any, mountpoint: Path, stop: threading.Event) -> None:
         os._exit(1)
 
 
-def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
-    """Mount and serve until unmounted (blocks)."""
+def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: bool = False) -> None:
+    """Mount and serve until unmounted (blocks). A multi-user mount serves every Linux
+    user (the kernel checks modes per caller); run by root, it also runs their `encfs`
+    commands (remote.py)."""
     mfusepy = load_mfusepy()
     from encfs.fs.operations import MAX_READ, EncfsOperations
+    from encfs.remote import CommandServer
     from encfs.service import FilesService
     from encfs.store import open_store
 
@@ -343,14 +359,18 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     threading.Thread(target=watchdog.watch, daemon=True, args=(
         stop, fuse_class.rename_guard.exiting, lambda: exit_stuck(service, mountpoint, stop))).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
+    commands = CommandServer(store_path, mountpoint)
+    if multi_user and os.geteuid() == 0:
+        commands.start()
     try:
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            allow_other=os.geteuid() == 0, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
+            allow_other=multi_user, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
             negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
         )
     finally:
+        commands.stop()
         stop.set()
         service.settle_series()
         service.sync()

@@ -23,6 +23,7 @@ from encfs.fs.handles import OpenFile, OpenFiles
 from encfs.fs.rename_guard import in_unlink
 from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
+from encfs.posix import Credentials, groups_of_process
 from encfs.service import FilesService
 
 log = logging.getLogger("encfs")
@@ -82,6 +83,12 @@ def caller() -> Actor:
     return Actor.from_ids(uid, gid)
 
 
+def caller_credentials() -> Credentials:
+    """The caller with its supplementary groups (read from /proc: only where needed)."""
+    uid, gid, pid = mfusepy.fuse_get_context()
+    return Credentials(uid, gid, groups_of_process(pid) if uid else frozenset())
+
+
 def stat_of(attributes: Attributes) -> dict[str, int]:
     return {
         "st_ino": attributes.id, "st_mode": attributes.mode, "st_uid": attributes.uid,
@@ -98,7 +105,7 @@ class EncfsOperations(mfusepy.Operations):
         self.service = service
         self.mountpoint = mountpoint.rstrip("/")
         self.files = OpenFiles(service)
-        self.control = ControlTree(service)
+        self.control = ControlTree(service, caller_credentials)
         self._dir_listings: dict[int, list[tuple[str, Attributes]]] = {}
         self._control_reads: dict[int, bytes] = {}
         self._control_numbers = itertools.count(FIRST_CONTROL_HANDLE)

@@ -95,3 +95,9 @@ class DamagedMetadata(StoreError):
 
 class ReadOnly(EncfsError):
     errno = errno.EROFS
+
+
+class AccessDenied(EncfsError):
+    """The caller's role on a folder, Dataset or Project is too low for the action."""
+
+    errno = errno.EACCES

@@ -747,6 +747,10 @@ def _register_collections() -> None:
 
     main.add_command(dataset)
     main.add_command(project)
+    from encfs.cli_access import access, group, user
+
+    for command in (user, group, access):
+        main.add_command(command)
 
 
 _register_collections()

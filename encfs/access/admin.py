@@ -53,7 +53,7 @@ class AccessAdmin:
         if actor.uid != 0 and not (person.admin and person.email is not None):
             raise AccessDenied(f"{MANAGE} is for org admins and root", path)
 
-    @action("user add", where=lambda a: [a["email"]])
+    @action("user add", where=lambda a: [])
     def add_user(self, actor: Actor, email: str, name: str = "", uid: int | None = None,
                  linux_user: str | None = None, org_admin: bool = False) -> User:
         _check_email(email)
@@ -76,7 +76,7 @@ class AccessAdmin:
         if holder is not None and holder != email.lower():
             raise AlreadyExists(f"uid {uid} is already user {holder}'s", email)
 
-    @action("user set", where=lambda a: [a["email"]])
+    @action("user set", where=lambda a: [])
     def set_user(self, actor: Actor, email: str, name: str | None = None, uid: int | None = None,
                  linux_user: str | None = None, org_admin: bool | None = None) -> User:
         new_uid = _uid_of(uid, linux_user, email) if uid is not None or linux_user else None
@@ -87,12 +87,13 @@ class AccessAdmin:
                 raise NotPermitted(f"{email} is an org admin: their role cannot be changed (root can)",
                                    email)
             self._check_uid_free(w, new_uid, email)
-            user = User(old.email, old.name if name is None else name, old.uid if new_uid is None else new_uid,
+            user = User(old.email, old.name if name is None else name,
+                        old.uid if new_uid is None else new_uid,
                         old.org_admin if org_admin is None else org_admin)
             records.put_user(w, user.record(), old_uid=old.uid)
         return user
 
-    @action("user rm", where=lambda a: [a["email"]])
+    @action("user rm", where=lambda a: [])
     def remove_user(self, actor: Actor, email: str) -> None:
         with self.meta.write(reserve=True) as w:
             self._require_org_admin(w, actor, email)
@@ -113,7 +114,7 @@ class AccessAdmin:
 
     # ------------------------------------------------------------ groups
 
-    @action("group add", where=lambda a: [group_path(a["name"])])
+    @action("group add", where=lambda a: [])
     def add_group(self, actor: Actor, name: str) -> None:
         _check_group_name(name)
         with self.meta.write() as w:
@@ -122,14 +123,14 @@ class AccessAdmin:
                 raise AlreadyExists(f"group {name} exists", group_path(name))
             records.put_group(w, name)
 
-    @action("group rm", where=lambda a: [group_path(a["name"])])
+    @action("group rm", where=lambda a: [])
     def remove_group(self, actor: Actor, name: str) -> None:
         with self.meta.write(reserve=True) as w:
             self._require_org_admin(w, actor, group_path(name))
             self._group(w, name)
             records.delete_group(w, name)
 
-    @action("group members", where=lambda a: [group_path(a["name"])])
+    @action("group members", where=lambda a: [])
     def change_members(self, actor: Actor, name: str, add: list[str], remove: list[str]) -> list[str]:
         with self.meta.write() as w:
             if add or remove:

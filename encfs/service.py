@@ -176,7 +176,7 @@ class FilesService(Grouping, Datasets, Views):
         attributes = r.attributes(node_id)
         if attributes is None:
             raise NotFound("no such file or folder", path)
-        return attributes
+        return self.access.shown(r, attributes)
 
     def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
         """A folder's entries with what `stat` shows of each: one prefix scan."""
@@ -195,7 +195,7 @@ class FilesService(Grouping, Datasets, Views):
                     continue
                 attributes = r.attributes(child_id)
                 if attributes is not None:
-                    entries.append((name, attributes))
+                    entries.append((name, self.access.shown(r, attributes)))
             return entries
 
     def node(self, actor: Actor, node_id: int) -> Folder | Item | None:
@@ -382,6 +382,9 @@ class FilesService(Grouping, Datasets, Views):
     @action("unlink")
     def remove_item(self, actor: Actor, path: str) -> None:
         parts = split_path(path)
+        if parts and parts[-1] == ACCESS_FILE:
+            raise NotPermitted(f"{ACCESS_FILE} is the folder's access list and cannot be removed; write it "
+                               "to change who may do what here", path)
         if is_view(parts):
             self.view_unlink(actor, parts)
             return

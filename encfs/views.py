@@ -200,7 +200,7 @@ class Views:
                 continue
             attributes = r.attributes(item_id)
             if attributes is not None:
-                entries.append((view_name, attributes))
+                entries.append((view_name, self.access.shown(r, attributes)))
         return entries
 
     def _link_text(self: FilesService, r: ReadTxn, parts: list[str]) -> str:

@@ -254,6 +254,25 @@ class AccessAdmin:
                                "nothing was changed", path)
         return subject, role
 
+    @action("access write", where=lambda a: [a["folder"], a["source"]])
+    def write_from_file(self, actor: Actor, source: str, folder: str) -> None:
+        """`mv FOLDER/tmp FOLDER/.access` (how editors save): the file's content is
+        written as the folder's access list, and the file goes; refused, both stay."""
+        item = self.service.lookup(actor, source)
+        if isinstance(item, Folder):
+            raise InvalidInput("a folder cannot become an access list", source)
+        if item.size > text.ACCESS_TEXT_MAX:
+            raise InvalidInput(f"an access list is at most {text.ACCESS_TEXT_MAX // 1024} KiB; nothing was "
+                               "changed", folder)
+        reader = self.service.open_reader(actor, item)
+        try:
+            raw = b"" if reader is None else reader.pread(item.size, 0)
+        finally:
+            if reader is not None:
+                reader.close()
+        self.write_text(actor, folder, raw)
+        self.service.remove_item(actor, source)
+
     @action("access grant")
     def grant(self, actor: Actor, path: str, who: str, role: str) -> None:
         with self.meta.write() as w:

@@ -16,6 +16,7 @@ costs one LMDB read once warm.
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from dataclasses import dataclass, field
 from encfs.access.roles import EVERYONE, Person, Role, group_subject, user_subject
 from encfs.errors import AccessDenied, NotFound
 from encfs.meta import access as records
-from encfs.meta.store import ReadTxn, WriteTxn
-from encfs.model import ROOT_ID, Actor, Folder, Item
+from encfs.meta.store import MetaStore, ReadTxn, WriteTxn
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item
 
 NOBODY_EMAIL = None
+ORGANISED_FOLDER_BITS = 0o777
+ORGANISED_FILE_BITS = 0o666
 
 
 @dataclass
@@ -299,3 +302,17 @@ class AccessPolicy:
         if not self.organised(r):
             return True
         return self.collection_role(r, self.person(r, actor), collection_id) >= Role.VIEWER
+
+    def shown(self, r: ReadTxn, attributes: Attributes) -> Attributes:
+        """What `stat` shows once the store has users: permission bits that let the
+        kernel pass every call to encfs, which checks the caller's role and records
+        each refusal with its reason (the stored modes are kept, and shown again if
+        the last user goes). Special bits (sticky, setgid) still apply."""
+        if not self.organised(r):
+            return attributes
+        opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
+        return attributes._replace(mode=attributes.mode | opened)
+
+    def organised_now(self, meta: MetaStore) -> bool:
+        with meta.read() as r:
+            return self.organised(r)

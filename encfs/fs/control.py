@@ -3,6 +3,7 @@
     /.encfs/errors     the calling user's latest refusals, one line each
     /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
     /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
+    FOLDER/.access     the folder's access list (in every folder): read it, or write it whole
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from encfs.names import tagged_name
 from encfs.service import FilesService
 
 CONTROL_NAMES = (".encfs", ".search")
+ACCESS_FILE = ".access"
+ACCESS_MODE = stat.S_IFREG | 0o666  # the kernel lets every caller write: encfs checks for admin
+
+
+def access_folder(path: str) -> str | None:
+    """The folder whose access list `path` names (FOLDER/.access), or None."""
+    folder, _, name = path.rpartition("/")
+    return (folder or "/") if name == ACCESS_FILE else None
 CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
 SEARCH_CACHE_SECONDS = 1.0
 
@@ -46,9 +55,11 @@ class ControlTree:
     @staticmethod
     def owns(path: str) -> bool:
         top = path[1:].split("/", 1)[0]
-        return top in CONTROL_NAMES
+        return top in CONTROL_NAMES or access_folder(path) is not None
 
     def entry(self, actor: Actor, path: str) -> ControlEntry:
+        if access_folder(path) is not None:
+            return ControlEntry(mode=ACCESS_MODE, size=len(self.content(actor, path)))
         parts = path.strip("/").split("/")
         directory = ControlEntry(mode=stat.S_IFDIR | 0o555)
         if len(parts) == 1:
@@ -76,6 +87,9 @@ class ControlTree:
         return []
 
     def content(self, actor: Actor, path: str) -> bytes:
+        folder = access_folder(path)
+        if folder is not None:
+            return self.service.access_admin.text(actor, folder)
         if path == "/.encfs/errors":
             lines = self.service.refusals(actor)
             return "".join(line + "\n" for line in lines).encode()

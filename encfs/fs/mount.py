@@ -247,6 +247,45 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
     return EncfsFUSE
 
 
+def cache_times(organised: bool) -> tuple[float, float, float]:
+    """How long the kernel may keep names, attributes and missing names (entry,
+    attribute and negative timeouts) without asking encfs.
+
+    The kernel shares these caches between every user of a mount: a name alice looked
+    up would answer bob's lookup without encfs hearing of it. So once the store has
+    users, every lookup and stat is asked of encfs again (zero timeouts: the kernel
+    then treats a cached entry as expired at once), where the caller's role is checked.
+    Without users everyone sees the same tree, and a second of caching is safe."""
+    if organised:
+        return 0.0, 0.0, 0.0
+    return CACHE_SECONDS, CACHE_SECONDS, CACHE_SECONDS
+
+
+def apply_cache_times(config: Any, organised: bool) -> None:
+    """Set the timeouts in libfuse's own configuration, which it reads for every reply
+    (so users added while mounted take effect within SETTLE_SECONDS)."""
+    config.entry_timeout, config.attr_timeout, config.negative_timeout = cache_times(organised)
+
+
+def follow_organisation(operations: Any, service: Any, stop: threading.Event) -> None:
+    """Keep the cache times in step with whether the store has users."""
+    applied = None
+    while not stop.wait(SETTLE_SECONDS):
+        config = operations.fuse_config
+        if config is None:
+            continue
+        try:
+            organised = service.access.organised_now(service.meta)
+        except Exception:
+            log.exception("could not read whether the store has users")
+            continue
+        if organised != applied:
+            apply_cache_times(config, organised)
+            applied = organised
+            log.info("cache times: %s (the store %s users)", cache_times(organised),
+                     "has" if organised else "has no")
+
+
 def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
     """The kernel gives a FUSE mount 128 KiB of read-ahead, so a cold sequential read
     costs a daemon round trip per 128 KiB. As root, raise it once the mount is up."""
@@ -335,6 +374,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     operations = EncfsOperations(service, str(mountpoint))
     stop = threading.Event()
     threading.Thread(target=upkeep, args=(service, stop), daemon=True).start()
+    threading.Thread(target=follow_organisation, args=(operations, service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
     watchdog = Watchdog(mountpoint)
@@ -346,8 +386,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            allow_other=os.geteuid() == 0, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
-            negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
+            allow_other=os.geteuid() == 0, auto_cache=True, use_ino=True, max_read=MAX_READ,
         )
     finally:
         stop.set()

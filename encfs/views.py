@@ -169,8 +169,8 @@ class Views:
         node = self._view_node(r, parts)
         link = stat.S_ISLNK(node.mode)
         size = len(self._link_text(r, parts).encode()) if link else 4096
-        return Attributes(node.id, node.mode, node.uid, node.gid, size, node.atime_ns, node.mtime_ns,
-                          node.ctime_ns, 1 if link else 2)
+        return self.access.shown(r, Attributes(node.id, node.mode, node.uid, node.gid, size, node.atime_ns,
+                                               node.mtime_ns, node.ctime_ns, 1 if link else 2))
 
     def view_listing(self: FilesService, actor: Actor, parts: list[str]) -> list[tuple[str, Attributes]]:
         """What a view directory lists: to each caller, the Datasets and Projects they

@@ -313,6 +313,11 @@ class AccessPolicy:
         opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
         return attributes._replace(mode=attributes.mode | opened)
 
+    def generation_now(self, meta: MetaStore) -> int:
+        """Changes whenever who may see what may have changed (for caches of results)."""
+        with meta.read() as r:
+            return records.generation(r)
+
     def organised_now(self, meta: MetaStore) -> bool:
         with meta.read() as r:
             return self.organised(r)

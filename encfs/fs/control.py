@@ -48,7 +48,7 @@ class ControlEntry:
 class ControlTree:
     def __init__(self, service: FilesService) -> None:
         self.service = service
-        self._searches: dict[str, tuple[float, dict[str, str]]] = {}
+        self._searches: dict[tuple[int, int, str], tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
         self.mounted_ns = time.time_ns()
 
@@ -101,8 +101,9 @@ class ControlTree:
         """Link name -> relative target. Names repeat across folders, so a repeated
         name gets the item's id before its extension: `a~17.jpg` (its stem shortened if
         that would pass 255 bytes)."""
+        key = (actor.uid, self.service.access.generation_now(self.service.meta), query)  # each caller's own
         with self._lock:
-            cached = self._searches.get(query)
+            cached = self._searches.get(key)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
                 return cached[1]
         hits = self.service.search(actor, query)
@@ -116,7 +117,7 @@ class ControlTree:
                 name = tagged_name(name, f"~{hit.item.id}")
             links[name] = "../.." + hit.path
         with self._lock:
-            self._searches[query] = (time.monotonic(), links)
+            self._searches[key] = (time.monotonic(), links)
             if len(self._searches) > 64:
                 self._searches.pop(next(iter(self._searches)))
         return links

@@ -212,7 +212,10 @@ def init(store_dir: Path | None, max_metadata: str | None) -> None:
 @click.option("--foreground", is_flag=True, help="Stay attached and log to stderr.")
 @click.option("--debug", is_flag=True, help="Print every FUSE call (with --foreground).")
 @click.option("--daemon", is_flag=True, hidden=True, help="Started by a background mount.")
-def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool) -> None:
+@click.option("--as", "serve_as", default=None, metavar="EMAIL",
+              help="Serve one user of the organisation, to that user's Linux user only (with full caching).")
+def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool,
+          serve_as: str | None) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
     from encfs.fs.mount import check_mountpoint
 
@@ -226,14 +229,14 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
             log_fatal_signals(store_path / "log" / "encfs.log")
             if daemon:
                 silence_stderr_once_mounted(mountpoint)
-            serve_logged(store_path, mountpoint, debug)
+            serve_logged(store_path, mountpoint, debug, serve_as)
             return
     except DamagedMetadata as exc:
         log_damage(store_path, exc)
         fail(exc)
     except EncfsError as exc:
         fail(exc)
-    start_background_mount(store_path, mountpoint)
+    start_background_mount(store_path, mountpoint, serve_as)
 
 
 def cannot_create(path: Path, exc: OSError) -> str:
@@ -246,26 +249,26 @@ def cannot_create(path: Path, exc: OSError) -> str:
     return f"cannot create a store at {path}: {exc.strerror} ({culprit})"
 
 
-def serve_logged(store_path: Path, mountpoint: Path, debug: bool) -> None:
+def serve_logged(store_path: Path, mountpoint: Path, debug: bool, serve_as: str | None = None) -> None:
     """Serve the mount; a refusal at start-up (no libfuse3, say) goes to the store's log
     too, which is where one looks when a background mount did not come up."""
     from encfs.fs.mount import serve
 
     try:
-        serve(store_path, mountpoint, debug=debug)
+        serve(store_path, mountpoint, debug=debug, serve_as=serve_as)
     except EncfsError as exc:
         logging.getLogger("encfs").error("could not mount at %s: %s", mountpoint, exc)
         raise
 
 
-def start_background_mount(store_path: Path, mountpoint: Path) -> None:
+def start_background_mount(store_path: Path, mountpoint: Path, serve_as: str | None = None) -> None:
     """Start the mount's daemon detached and return once the mount answers. Until then
     the daemon's stderr is a temporary file, read back to say why a mount did not come
     up; once it is up the daemon points its stderr at /dev/null (the log has it all)."""
     with tempfile.TemporaryFile() as startup_log:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "encfs", "mount", "--daemon", "--store", str(store_path),
-             str(mountpoint)],
+             str(mountpoint), *(["--as", serve_as] if serve_as else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=startup_log,
             start_new_session=True,
         )

@@ -273,3 +273,71 @@ def test_cli_as_a_user_and_real_runuser(org: Org) -> None:
     assert listed.returncode == 0 and listed.stdout.split() == ["empty", "f.txt", "g.txt", "sub"]
     refused = runuser(org.bob, "touch", str(org / "Cli" / "new"))
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+
+def test_append_to_access_and_groups_through_the_mount(org: Org) -> None:
+    made_by_alice(org, "Grp")
+    with service_of(org.store) as service:
+        service.access_admin.add_group(ROOT, "readers")
+        service.access_admin.change_members(ROOT, "readers", ["bob@example.com"], [])
+
+    def append() -> str:
+        with open(org / "Grp" / ".access", "a") as out:
+            out.write("@readers viewer\n")
+        return "ok"
+
+    assert as_user(org.bob, listing(org / "Grp")) == "EENOENT"
+    assert as_user(org.alice, append) == "ok"
+    assert as_user(org.bob, listing(org / "Grp")) == ["empty", "f.txt", "g.txt", "sub"]
+    assert "@readers viewer" in as_user(org.bob, read(org / "Grp" / ".access"))
+    with service_of(org.store) as service:
+        service.access_admin.change_members(ROOT, "readers", [], ["bob@example.com"])
+    assert as_user(org.bob, listing(org / "Grp")) == "EENOENT"
+
+
+def test_dataset_access_file_and_views(org: Org) -> None:
+    made_by_alice(org, "Dv")
+    assert as_user(org.alice, call(os.mkdir, org / ".datasets" / "Alices")) == "ok"
+    linked = org / ".datasets" / "Alices" / "f.txt"
+    assert as_user(org.alice, call(os.link, org / "Dv" / "f.txt", linked)) == "ok"
+    assert as_user(org.bob, listing(org / ".datasets" / "Alices")) == "EENOENT"
+    assert "Alices" not in as_user(org.bob, listing(org / ".datasets"))
+    assert as_user(org.alice, write(org / ".datasets" / "Alices" / ".access",
+                                    "alice@example.com admin\nbob@example.com viewer\n")) == "ok"
+    assert as_user(org.bob, listing(org / ".datasets" / "Alices")) == []  # he may not view the folder Dv
+    org.grant("/Dv", "bob@example.com", "viewer")
+    assert as_user(org.bob, listing(org / ".datasets" / "Alices")) == ["f.txt"]
+    linked_to = as_user(org.bob, lambda: os.getxattr(org / "Dv" / "f.txt", "user.encord.datasets").decode())
+    assert linked_to == "Alices"
+    assert as_user(org.bob, call(os.unlink, org / ".datasets" / "Alices" / "f.txt")) == "EEACCES"
+    assert as_user(org.alice, write(org / ".datasets" / "Alices" / ".access", "bob@example.com editor\n")
+                   ) == "EEINVAL"  # Datasets have viewers and admins
+
+
+def test_a_mount_as_one_user(org: Org) -> None:
+    made_by_alice(org, "Solo")
+    made_by_alice(org, "NotBobs")
+    org.grant("/Solo", "bob@example.com", "viewer")
+    mountpoint = org.mount.path.parent / "solo"
+    mountpoint.mkdir()
+    output = org.mount.path.parent / "solo.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "encfs", "mount", "--foreground", "--store",
+                                    str(org.store), str(mountpoint), "--as", "bob@example.com"],
+                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    solo = Mounted(org.store, mountpoint, process, output)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mountpoint):
+            assert process.poll() is None and time.monotonic() < deadline, solo.log()
+            time.sleep(0.05)
+        assert "Solo" in as_user(org.bob, listing(mountpoint))
+        assert "NotBobs" not in as_user(org.bob, listing(mountpoint))
+        assert as_user(org.bob, read(mountpoint / "Solo" / "f.txt")) == "data"
+        assert as_user(org.bob, write(mountpoint / "Solo" / "f.txt", "x")) == "EEACCES"
+        assert as_user(org.alice, listing(mountpoint)) == "EEACCES"  # bob's mount, not hers
+        assert sorted(os.listdir(mountpoint)) == as_user(org.bob, listing(mountpoint))  # root sees bob's view
+    finally:
+        stop_mount(solo)
+    done = org.encfs("mount", str(mountpoint), "--as", "nobody@example.com")
+    assert done.returncode != 0 and "no user nobody@example.com" in done.stderr

@@ -78,8 +78,15 @@ def _damaged(operation: str, args: tuple[Any, ...], damage: DamagedMetadata) -> 
     return mfusepy.FuseOSError(errno.EIO)
 
 
+_served: list[Actor] = []  # the one user a mount `--as EMAIL` serves (empty: every caller as themselves)
+
+
 def caller() -> Actor:
     uid, gid, _pid = mfusepy.fuse_get_context()
+    if _served:
+        if uid not in (0, _served[0].uid):  # a mount --as serves its user (and root) only
+            raise mfusepy.FuseOSError(errno.EACCES)
+        return _served[0]
     return Actor.from_ids(uid, gid)
 
 
@@ -107,6 +114,13 @@ class EncfsOperations(mfusepy.Operations):
         self._dir_numbers = itertools.count(1)
         self._hidden: dict[str, OpenFile] = {}
         self.fuse_config: Any = None  # libfuse's configuration (its cache times), set at init
+        self.served: Actor | None = None
+
+    def serve_only(self, actor: Actor) -> None:
+        """Act for this user on every call (`encfs mount --as`): one user's view, so the
+        kernel may cache it; other Linux users are refused (EACCES)."""
+        self.served = actor
+        _served[:] = [actor]
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """Answer reads by splicing (see MAX_READ)."""
@@ -116,7 +130,8 @@ class EncfsOperations(mfusepy.Operations):
         conn.max_read = MAX_READ  # must equal the mount option, or libfuse refuses to start
         if config is not None:
             self.fuse_config = config
-            apply_cache_times(config, self.service.access.organised_now(self.service.meta))
+            apply_cache_times(config, self.service.access.organised_now(self.service.meta),
+                              self.served is not None)
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)
 

@@ -139,9 +139,11 @@ class Datasets:
     def datasets_under(self: FilesService, actor: Actor, path: str) -> list[str]:
         """The Datasets holding the file, or any file under the folder."""
         with self.meta.read() as r:
-            node = self._resolve(r, split_path(path))
+            node = self._node_at(r, path, actor, "seeing which Datasets hold it")
             items = self._items_below(r, node.id) if isinstance(node, Folder) else [node]
-            return self._named(r, {d for item in items for d in r.datasets_of(item.id)})
+            seen = [item for item in items if self.access.sees_file(r, actor, item)]
+            found = {d for item in seen for d in r.datasets_of(item.id)}
+            return self._named(r, self.access.visible_collections(r, actor, list(found)))
 
     def synced_datasets_of_folder(self: FilesService, r: ReadTxn, folder_id: int) -> list[str]:
         return self._named(r, r.synced_with(folder_id))
@@ -194,7 +196,8 @@ class Datasets:
             w.put_collection(dataset)
         return dataset
 
-    def _node_at(self: FilesService, r: ReadTxn, path: str, actor: Actor) -> Folder | Item:
+    def _node_at(self: FilesService, r: ReadTxn, path: str, actor: Actor,
+                 doing: str = "linking files into a Dataset") -> Folder | Item:
         """The file or folder at a Files path, which the caller may view; a missing one
         is named whole."""
         try:
@@ -202,7 +205,7 @@ class Datasets:
             self.access.check_sees(r, actor, node.id, path)
         except NotFound as exc:
             raise NotFound(f"{path} is not a file or folder in Files", exc.path) from None
-        self.access.require_on(r, actor, node, Role.VIEWER, "linking files into a Dataset", path)
+        self.access.require_on(r, actor, node, Role.VIEWER, doing, path)
         return node
 
     def _folder_at(self: FilesService, r: ReadTxn, path: str, dataset_name: str, actor: Actor) -> Folder:

@@ -1102,6 +1102,7 @@ class FilesService(Grouping, Datasets, Views):
             return self.collection_info(actor, parts)
         node = self.lookup(actor, path)
         with self.meta.read() as r:
+            self.access.require_on(r, actor, node, Role.VIEWER, "a folder's details", path)
             details: dict[str, Any] = {
                 "id": node.id, "path": self._path(r, node.id, {}), "name": node.name,
                 "owner": node.owner, "created": _iso(node.created_ns), "modified": _iso(node.mtime_ns),

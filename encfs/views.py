@@ -22,6 +22,7 @@ import time
 import zlib
 from typing import TYPE_CHECKING
 
+from encfs.access.roles import Role
 from encfs.datasets import DATASET, PROJECT
 from encfs.errors import InvalidInput, NotFound, NotPermitted, ReadOnly
 from encfs.meta.store import ReadTxn
@@ -309,7 +310,9 @@ class Views:
             item = w.node(self._view_entry_id(w, src))
             if not isinstance(item, Item):
                 raise NotFound("no such file", source)
-            source_dataset, target_dataset = self._dataset(w, src[1]), self._dataset(w, dst[1])
+            self.check_sees_view_entry(w, actor, src, item.id)
+            source_dataset = self._shown_collection(w, actor, DATASET, src[1], Role.ADMIN, "moving its files")
+            target_dataset = self._shown_collection(w, actor, DATASET, dst[1], Role.ADMIN, "adding files")
             self.relink_in_datasets(w, source_dataset, item, target_dataset, dst[2], target)
 
 

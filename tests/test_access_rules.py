@@ -259,6 +259,7 @@ class AccessMachine(RuleBasedStateMachine):
         for folder in FOLDERS:
             self.service.create_folder(ALICE, folder)
         self.grants: dict[str, int] = {}  # folder (by original name) -> bob's role
+        self.files: dict[str, set[str]] = {folder: set() for folder in FOLDERS}
 
     @staticmethod
     def _dir() -> str:
@@ -298,6 +299,27 @@ class AccessMachine(RuleBasedStateMachine):
         self.service.move(ALICE, self.path(folder), self.path(into) + "/" + self.name[folder])
         self.parent[folder] = into
 
+    def visible(self, folder: str) -> bool:
+        return self.role(folder) > 0 or any(folder in self.ancestors(g) for g in self.grants)
+
+    @rule(folder=st.sampled_from(FOLDERS), name=st.sampled_from(["x", "y"]))
+    def bob_writes(self, folder: str, name: str) -> None:
+        """bob creates (or, if it is there, deletes) a file: editor needed."""
+        path = self.path(folder) + "/" + name
+        exists = name in self.files[folder]
+        wanted = 0 if self.role(folder) >= 2 else errno.EACCES if self.visible(folder) else errno.ENOENT
+        try:
+            if exists:
+                self.service.remove_item(BOB, path)
+            else:
+                self.service.create_item(BOB, path)
+            got = 0
+        except EncfsError as exc:
+            got = exc.errno
+        assert got == wanted, (folder, self.grants, exists)
+        if got == 0:
+            self.files[folder] ^= {name}
+
     @invariant()
     def bob_sees_and_may_what_the_model_says(self) -> None:
         for folder in FOLDERS:
@@ -312,7 +334,7 @@ class AccessMachine(RuleBasedStateMachine):
                 seen = False
             assert seen == visible, (folder, self.path(folder), self.grants, self.parent)
             listing = set(names(self.service, BOB, self.path(folder))) if seen else set()
-            children = {self.name[f] for f in FOLDERS if self.parent.get(f) == folder}
+            children = {self.name[f] for f in FOLDERS if self.parent.get(f) == folder} | self.files[folder]
             shown_children = {self.name[f] for f in FOLDERS if self.parent.get(f) == folder
                               and (self.role(f) > 0 or any(g in self.grants and f in self.ancestors(g)
                                                           for g in FOLDERS))}

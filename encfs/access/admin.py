@@ -180,6 +180,8 @@ class AccessAdmin:
         """Own grants, inherited ones (with where from) and org admins, as `.access` shows them."""
         with self.meta.read() as r:
             target, collection = self._target(r, actor, path)
+            if not collection:  # a folder seen only on the way down to one's own does not show its grants
+                self.policy.require(r, actor, target, Role.VIEWER, "reading the folder's access", path)
             own = [(shown_subject(s), Role(role).word, path) for s, role in records.grants_on(r, target)]
             inherited = [] if collection else self._inherited(r, target)
             admins = sorted(u["email"] for u in records.users(r) if u.get("org_admin"))

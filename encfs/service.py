@@ -140,11 +140,17 @@ class FilesService(Grouping, Datasets, Views):
             return read(r, self._visible_id(r, actor, parts))
 
     def _visible_id(self, r: ReadTxn, actor: Actor, parts: list[str]) -> int:
-        node_id = self._resolve_id(r, parts)
         if is_view(parts):
+            node_id = self._resolve_id(r, parts)
             self.check_sees_view_entry(r, actor, parts, node_id)
-        else:
-            self.access.check_sees(r, actor, node_id, "/" + "/".join(parts))
+            return node_id
+        if not parts or not self.access.organised(r):
+            return self._resolve_id(r, parts)
+        parent_id = self._resolve_id(r, parts[:-1])  # the same walk, the parent kept for the check
+        node_id = r.child_id(parent_id, parts[-1])
+        if node_id is None:
+            raise NotFound("no such file or folder", "/" + "/".join(parts))
+        self.access.check_sees_in(r, actor, parent_id, node_id, "/" + "/".join(parts))
         return node_id
 
     def open_item(self, actor: Actor, path: str, writable: bool) -> Folder | Item:

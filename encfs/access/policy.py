@@ -235,6 +235,17 @@ class AccessPolicy:
         if not seen:
             raise NotFound("no such file or folder", path)
 
+    def check_sees_in(self, r: ReadTxn, actor: Actor, parent_id: int, node_id: int, path: str) -> None:
+        """`check_sees` for an entry whose folder the path walk just found (no record
+        is decoded: the mount's hot path)."""
+        person = self.person(r, actor)
+        if person.admin:
+            return
+        attributes = r.attributes(node_id)
+        is_folder = attributes is not None and stat.S_ISDIR(attributes.mode)
+        if not self.sees_in(r, person, parent_id, node_id, is_folder):
+            raise NotFound("no such file or folder", path)
+
     def entry_filter(self, r: ReadTxn, actor: Actor, folder_id: int) -> Callable[[int, bool], bool] | None:
         """Which entries of a folder the caller sees, as a test of (id, is folder);
         None when they see all of them (no users, an admin, a viewer of the folder)."""

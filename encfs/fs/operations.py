@@ -130,8 +130,12 @@ class EncfsOperations(mfusepy.Operations):
         conn.max_read = MAX_READ  # must equal the mount option, or libfuse refuses to start
         if config is not None:
             self.fuse_config = config
-            apply_cache_times(config, self.service.access.organised_now(self.service.meta),
-                              self.served is not None)
+            try:
+                organised = self.service.access.organised_now(self.service.meta)
+            except Exception:  # unreadable metadata: cache nothing, the safe side
+                log.exception("could not read whether the store has users")
+                organised = True
+            apply_cache_times(config, organised, self.served is not None)
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)
 

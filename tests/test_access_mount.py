@@ -5,6 +5,7 @@ matrix, the kernel's shared caches (names, attributes, pages) between users, the
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from encfs.model import Actor
 from encfs.store import init_store
 
 from conftest import Mounted, start_mount, stop_mount
+from media import image_bytes
 from store_state import service_of
 
 ROOT = Actor.from_ids(0, 0)
@@ -117,13 +119,18 @@ def errors_seen(org: Org, user: str) -> str:
     return as_user(user, read(org / ".encfs" / "errors"))
 
 
-def made_by_alice(org: Org, folder: str, doomed: bool = False) -> None:
+def made_by_alice(org: Org, folder: str, doomed: bool = False, images: bool = False) -> None:
+    png = image_bytes("PNG") if images else b""
+
     def make() -> str:
         (org / folder).mkdir()
         (org / folder / "f.txt").write_text("data")
         (org / folder / "g.txt").write_text("more")
         if doomed:
             (org / folder / "d.txt").write_text("to delete")
+        if images:
+            (org / folder / "shots").mkdir()
+            (org / folder / "shots" / "1.png").write_bytes(png)
         (org / folder / "empty").mkdir()
         (org / folder / "sub").mkdir()
         return "ok"
@@ -145,7 +152,7 @@ def expected(role: str, needs: str) -> str:
 def test_role_matrix(org: Org, role: str) -> None:
     tag = role.replace(" ", "-")
     folder, other = f"M-{tag}", f"O-{tag}"
-    made_by_alice(org, folder, doomed=True)
+    made_by_alice(org, folder, doomed=True, images=True)
     made_by_alice(org, other)
     actor = org.carol if role == "org admin" else org.bob
     email = "carol@example.com" if role == "org admin" else "bob@example.com"
@@ -176,6 +183,7 @@ def test_role_matrix(org: Org, role: str) -> None:
         ("move in", call(os.rename, there / "g.txt", here / "g-moved.txt"), "editor"),
         ("mkdir", call(os.mkdir, here / "made"), "editor"),
         ("rmdir", call(os.rmdir, here / "empty"), "editor"),
+        ("batch", call(os.setxattr, here / "shots", "user.encord.batch", b"image_group"), "editor"),
         ("delete", call(os.unlink, here / "d.txt"), "editor"),
         (".access write", write(here / ".access", f"{email} admin\nalice@example.com admin\n"), "admin"),
     ]
@@ -341,3 +349,40 @@ def test_a_mount_as_one_user(org: Org) -> None:
         stop_mount(solo)
     done = org.encfs("mount", str(mountpoint), "--as", "nobody@example.com")
     assert done.returncode != 0 and "no user nobody@example.com" in done.stderr
+
+
+def test_tricks_never_reach_what_a_user_cannot_see(org: Org) -> None:
+    made_by_alice(org, "Hidden")
+    made_by_alice(org, "Shared")
+    org.grant("/Shared", "bob@example.com", "editor")
+    assert as_user(org.bob, call(os.mkdir, org / ".datasets" / "BobsOwn")) == "ok"
+    hidden, shared = org / "Hidden", org / "Shared"
+    assert as_user(org.bob, stat_of(shared / ".." / "Hidden" / "f.txt")) == "EENOENT"
+    assert as_user(org.bob, call(os.link, hidden / "f.txt", org / ".datasets" / "BobsOwn" / "f")) == "EENOENT"
+    assert as_user(org.bob, call(os.rename, shared / "g.txt", hidden / "g.txt")) == "EENOENT"
+    assert as_user(org.bob, call(os.rename, hidden / "g.txt", shared / "stolen.txt")) == "EENOENT"
+    assert as_user(org.bob, call(os.symlink, "../Hidden/f.txt", shared / "link")) == "EEPERM"
+    (hidden / "unique-secret-name.txt").write_text("x")  # as root
+    assert as_user(org.bob, listing(org / ".search" / "unique-secret")) == []
+    assert as_user(org.bob, stat_of(org / ".search" / "unique-secret" / "unique-secret-name.txt")) == "EENOENT"
+    assert as_user(org.alice, listing(org / ".search" / "unique-secret")) == ["unique-secret-name.txt"]
+    assert as_user(org.bob, read(hidden / ".access")) == "EENOENT"
+
+    entry = pwd.getpwnam(org.bob)
+
+    def become_bob() -> None:
+        os.setgroups([])
+        os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+        os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+
+    sitter = subprocess.Popen(["sleep", "60"], cwd=shared, preexec_fn=become_bob)  # bob's process, in /Shared
+    try:
+        cwd = Path(f"/proc/{sitter.pid}/cwd")
+        assert "f.txt" in as_user(org.bob, listing(cwd))
+        org.revoke("/Shared", "bob@example.com")
+        assert as_user(org.bob, listing(cwd)) == "EENOENT"
+        assert as_user(org.bob, read(cwd / "f.txt")) == "EENOENT"
+        assert as_user(org.bob, write(cwd / "new.txt", "x", os.O_WRONLY | os.O_CREAT)) == "EENOENT"
+    finally:
+        sitter.kill()
+        sitter.wait()

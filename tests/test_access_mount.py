@@ -387,3 +387,31 @@ def test_tricks_never_reach_what_a_user_cannot_see(org: Org) -> None:
     finally:
         sitter.kill()
         sitter.wait()
+
+
+def test_a_store_becomes_an_organisation_while_mounted(org: Org) -> None:
+    base = Path(tempfile.mkdtemp(prefix="access-turn-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        store = init_store(base / "store")
+        mounted = start_mount(store, base / "mnt")
+        try:
+            (mounted.path / "Plain").mkdir()
+            (mounted.path / "Plain" / "f.txt").write_text("data")  # root's, 0644: others may read
+            assert as_user(org.bob, read(mounted.path / "Plain" / "f.txt")) == "data"
+            assert as_user(org.bob, write(mounted.path / "Plain" / "f.txt", "x")) == "EEACCES"  # modes
+            with service_of(store) as service:
+                service.access_admin.add_user(ROOT, "alice@example.com", linux_user=org.alice)
+            deadline = time.monotonic() + 3
+            while as_user(org.bob, stat_of(mounted.path / "Plain" / "f.txt")) != "EENOENT":
+                assert time.monotonic() < deadline, "bob (no user) still sees the folder"
+                time.sleep(0.1)
+            assert as_user(org.bob, listing(mounted.path)) == []
+            assert as_user(org.alice, listing(mounted.path)) == []  # root's folder: no grant for her
+            with service_of(store) as service:
+                service.access_admin.grant(ROOT, "/Plain", "alice@example.com", "editor")
+            assert as_user(org.alice, write(mounted.path / "Plain" / "f.txt", "hers")) == "ok"
+        finally:
+            stop_mount(mounted)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

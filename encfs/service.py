@@ -195,13 +195,13 @@ class FilesService(Grouping, Datasets, Views):
             if here is None or not stat.S_ISDIR(here.mode):
                 raise NotAFolder("not a folder", path)
             entries = []
-            shown = self.access.entry_filter(r, actor, folder_id)
+            shown, show = self.access.entry_filter(r, actor, folder_id), self.access.shown_by(r)
             for name, child_id, is_folder in r.children(folder_id):
                 if shown is not None and not shown(child_id, is_folder):
                     continue
                 attributes = r.attributes(child_id)
                 if attributes is not None:
-                    entries.append((name, self.access.shown(r, attributes)))
+                    entries.append((name, show(attributes)))
             return entries
 
     def node(self, actor: Actor, node_id: int) -> Folder | Item | None:

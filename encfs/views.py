@@ -195,13 +195,13 @@ class Views:
     def _dataset_listing(self: FilesService, r: ReadTxn, actor: Actor,
                          name: str) -> list[tuple[str, Attributes]]:
         entries = []
-        organised = self.access.organised(r)
+        organised, show = self.access.organised(r), self.access.shown_by(r)
         for view_name, item_id in r.view_entries(self._dataset(r, name).id):
             if organised and not self.access.sees_file(r, actor, r.node(item_id)):  # type: ignore[arg-type]
                 continue
             attributes = r.attributes(item_id)
             if attributes is not None:
-                entries.append((view_name, self.access.shown(r, attributes)))
+                entries.append((view_name, show(attributes)))
         return entries
 
     def _link_text(self: FilesService, r: ReadTxn, parts: list[str]) -> str:

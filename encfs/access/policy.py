@@ -319,10 +319,11 @@ class AccessPolicy:
         kernel pass every call to encfs, which checks the caller's role and records
         each refusal with its reason (the stored modes are kept, and shown again if
         the last user goes). Special bits (sticky, setgid) still apply."""
-        if not self.organised(r):
-            return attributes
-        opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
-        return attributes._replace(mode=attributes.mode | opened)
+        return self.shown_by(r)(attributes)
+
+    def shown_by(self, r: ReadTxn) -> Callable[[Attributes], Attributes]:
+        """`shown` for many entries (a listing): the store is asked once."""
+        return _opened if self.organised(r) else _as_stored
 
     def generation_now(self, meta: MetaStore) -> int:
         """Changes whenever who may see what may have changed (for caches of results)."""
@@ -332,3 +333,12 @@ class AccessPolicy:
     def organised_now(self, meta: MetaStore) -> bool:
         with meta.read() as r:
             return self.organised(r)
+
+
+def _opened(attributes: Attributes) -> Attributes:
+    opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
+    return attributes._replace(mode=attributes.mode | opened)
+
+
+def _as_stored(attributes: Attributes) -> Attributes:
+    return attributes

@@ -13,7 +13,7 @@ import contextlib
 import stat
 from typing import Any
 
-from encfs.errors import EncfsError, NotFound, NotPermitted, PermissionDenied
+from encfs.errors import AccessDenied, EncfsError, NotFound, NotPermitted
 from encfs.model import Actor, Attributes, Folder
 from encfs.names import split_path
 from encfs.posix import READ, SEARCH, WRITE, Credentials, findable, may, may_remove
@@ -46,7 +46,7 @@ class CallerGate:
 
     def _refusing(self, operation: str, reason: str) -> Any:
         def refuse(actor: Actor, *args: Any, **kwargs: Any) -> Any:
-            self._deny(actor, operation, PermissionDenied(reason))
+            self._deny(actor, operation, AccessDenied(reason))
 
         return refuse
 
@@ -65,13 +65,13 @@ class CallerGate:
         for depth in range(len(parts)):
             folder = "/" + "/".join(parts[:depth])
             if not may(self.who, self._attributes(actor, folder), SEARCH):
-                self._deny(actor, operation, PermissionDenied("permission denied (a folder on the way may "
+                self._deny(actor, operation, AccessDenied("permission denied (a folder on the way may "
                                                               "not be searched)", folder))
 
     def _need(self, actor: Actor, operation: str, path: str, wanted: int, what: str) -> Attributes:
         attributes = self._attributes(actor, path)
         if not may(self.who, attributes, wanted):
-            self._deny(actor, operation, PermissionDenied(f"permission denied ({what})", path))
+            self._deny(actor, operation, AccessDenied(f"permission denied ({what})", path))
         return attributes
 
     def _removable(self, actor: Actor, operation: str, path: str) -> Attributes:
@@ -80,7 +80,7 @@ class CallerGate:
         if not may_remove(self.who, self._attributes(actor, folder), node):
             reason = "permission denied (removing or moving a name needs write permission on its folder; " \
                      "in a sticky folder, owning the file or the folder)"
-            self._deny(actor, operation, PermissionDenied(reason, path))
+            self._deny(actor, operation, AccessDenied(reason, path))
         return node
 
     def _removable_tree(self, actor: Actor, operation: str, path: str) -> None:

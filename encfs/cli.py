@@ -224,14 +224,18 @@ def init(store_dir: Path | None, max_metadata: str | None) -> None:
 @click.option("--multi-user/--single-user", "multi_user", default=None,
               help="Serve every Linux user of the machine, modes checked per caller (default when run "
                    "as root), or only yourself.")
+@click.option("--as", "serve_as", default=None, metavar="EMAIL",
+              help="Serve one user of the organisation, to that user's Linux user only (with full caching).")
 def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool,
-          multi_user: bool | None) -> None:
+          multi_user: bool | None, serve_as: str | None) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
     from encfs.fs.mount import check_mountpoint, check_multi_user
 
     store_path = locate(store_dir)
     mountpoint = mountpoint.absolute()
-    multi_user = os.geteuid() == 0 if multi_user is None else multi_user
+    if serve_as is not None and multi_user:
+        fail(StoreError("--as serves one user: it cannot be a --multi-user mount"))
+    multi_user = os.geteuid() == 0 and serve_as is None if multi_user is None else multi_user
     try:
         check_multi_user(multi_user)
         open_store(store_path).close()
@@ -241,14 +245,14 @@ def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: boo
             log_fatal_signals(store_path / "log" / "encfs.log")
             if daemon:
                 silence_stderr_once_mounted(mountpoint)
-            serve_logged(store_path, mountpoint, debug, multi_user)
+            serve_logged(store_path, mountpoint, debug, multi_user, serve_as)
             return
     except DamagedMetadata as exc:
         log_damage(store_path, exc)
         fail(exc)
     except EncfsError as exc:
         fail(exc)
-    start_background_mount(store_path, mountpoint, multi_user)
+    start_background_mount(store_path, mountpoint, multi_user, serve_as)
 
 
 def cannot_create(path: Path, exc: OSError) -> str:
@@ -261,26 +265,29 @@ def cannot_create(path: Path, exc: OSError) -> str:
     return f"cannot create a store at {path}: {exc.strerror} ({culprit})"
 
 
-def serve_logged(store_path: Path, mountpoint: Path, debug: bool, multi_user: bool) -> None:
+def serve_logged(store_path: Path, mountpoint: Path, debug: bool, multi_user: bool,
+                 serve_as: str | None = None) -> None:
     """Serve the mount; a refusal at start-up (no libfuse3, say) goes to the store's log
     too, which is where one looks when a background mount did not come up."""
     from encfs.fs.mount import serve
 
     try:
-        serve(store_path, mountpoint, debug=debug, multi_user=multi_user)
+        serve(store_path, mountpoint, debug=debug, multi_user=multi_user, serve_as=serve_as)
     except EncfsError as exc:
         logging.getLogger("encfs").error("could not mount at %s: %s", mountpoint, exc)
         raise
 
 
-def start_background_mount(store_path: Path, mountpoint: Path, multi_user: bool) -> None:
+def start_background_mount(store_path: Path, mountpoint: Path, multi_user: bool,
+                           serve_as: str | None = None) -> None:
     """Start the mount's daemon detached and return once the mount answers. Until then
     the daemon's stderr is a temporary file, read back to say why a mount did not come
     up; once it is up the daemon points its stderr at /dev/null (the log has it all)."""
     with tempfile.TemporaryFile() as startup_log:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "encfs", "mount", "--daemon", "--store", str(store_path),
-             "--multi-user" if multi_user else "--single-user", str(mountpoint)],
+             "--multi-user" if multi_user else "--single-user", str(mountpoint),
+             *(["--as", serve_as] if serve_as else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=startup_log,
             start_new_session=True,
         )
@@ -765,6 +772,10 @@ def _register_collections() -> None:
 
     main.add_command(dataset)
     main.add_command(project)
+    from encfs.cli_access import access, group, user
+
+    for command in (user, group, access):
+        main.add_command(command)
 
 
 _register_collections()

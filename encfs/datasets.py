@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from encfs.access.roles import Role
 from encfs.actions import action, dataset_path, listed, project_path
 from encfs.errors import AlreadyExists, Busy, FolderNotEmpty, InvalidInput, NotAFolder, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -71,21 +72,32 @@ class Datasets:
         names = [c.name for c in (r.collection(i) for i in ids) if c is not None]
         return sorted(names)
 
-    def linked_to(self: FilesService, r: ReadTxn, item_id: int) -> tuple[list[str], list[str]]:
-        """The names of the Datasets holding the item, and of the Projects they reach."""
-        dataset_ids = r.datasets_of(item_id)
+    def linked_to(self: FilesService, r: ReadTxn, item_id: int, actor: Actor) -> tuple[list[str], list[str]]:
+        """The names of the Datasets holding the item, and of the Projects they reach,
+        that the caller has a role on."""
+        dataset_ids = self.access.visible_collections(r, actor, r.datasets_of(item_id))
         project_ids = {p for d in dataset_ids for p in r.projects_of(d)}
-        return self._named(r, dataset_ids), self._named(r, project_ids)
+        projects = self.access.visible_collections(r, actor, list(project_ids))
+        return self._named(r, dataset_ids), self._named(r, projects)
+
+    def _shown_collection(self: FilesService, r: ReadTxn, actor: Actor, kind: bytes, name: str,
+                          needed: Role = Role.VIEWER, doing: str = "this") -> Dataset | Project:
+        """A Dataset or Project the caller has `needed` on (NotFound when they have no role)."""
+        collection = self._collection(r, kind, name)
+        label, root = LABELS[kind]
+        self.access.require_collection(r, actor, collection.id, needed, label, doing, f"{root}/{name}")
+        return collection
 
     def list_datasets(self: FilesService, actor: Actor) -> list[dict[str, Any]]:
         with self.meta.read() as r:
             return [
-                self._dataset_summary(r, self._dataset(r, name)) for name, _ in r.collection_names(DATASET)
+                self._dataset_summary(r, self._dataset(r, name))
+                for name, found in r.collection_names(DATASET) if self.access.sees_collection(r, actor, found)
             ]
 
     def dataset_summary(self: FilesService, actor: Actor, name: str) -> dict[str, Any]:
         with self.meta.read() as r:
-            return self._dataset_summary(r, self._dataset(r, name))
+            return self._dataset_summary(r, self._shown_collection(r, actor, DATASET, name))  # type: ignore[arg-type]
 
     def _dataset_summary(self: FilesService, r: ReadTxn, dataset: Dataset) -> dict[str, Any]:
         folder = self._path(r, dataset.synced_folder, {}) if dataset.synced_folder is not None else None
@@ -96,6 +108,7 @@ class Datasets:
     def collection_info(self: FilesService, actor: Actor, parts: list[str]) -> dict[str, Any]:
         """`encfs info /.datasets/D` or `/.projects/P`."""
         with self.meta.read() as r:
+            self._check_sees_view(r, actor, parts)
             if parts[0] == ".datasets":
                 return {"type": "dataset", **self._dataset_summary(r, self._dataset(r, parts[1]))}
             project = self._project(r, parts[1])
@@ -105,10 +118,11 @@ class Datasets:
     def dataset_files(self: FilesService, actor: Actor, name: str) -> list[tuple[str, str]]:
         """(view name, Files path) of the Dataset's files, by view name."""
         with self.meta.read() as r:
-            dataset = self._dataset(r, name)
+            dataset = self._shown_collection(r, actor, DATASET, name)
             paths: dict[int, str] = {}
             return [
                 (view, self._path_cached(r, item_id, paths)) for view, item_id in r.view_entries(dataset.id)
+                if self.access.sees_file(r, actor, r.node(item_id))  # type: ignore[arg-type]
             ]
 
     def _path_cached(self: FilesService, r: ReadTxn, item_id: int, folders: dict[int, str]) -> str:
@@ -117,16 +131,19 @@ class Datasets:
 
     def list_projects(self: FilesService, actor: Actor) -> list[dict[str, Any]]:
         with self.meta.read() as r:
-            projects = [self._project(r, name) for name, _ in r.collection_names(PROJECT)]
+            projects = [self._project(r, name) for name, found in r.collection_names(PROJECT)
+                        if self.access.sees_collection(r, actor, found)]
             return [{"name": p.name, "description": p.description,
                      "datasets": self._named(r, r.attached_to(p.id))} for p in projects]
 
     def datasets_under(self: FilesService, actor: Actor, path: str) -> list[str]:
         """The Datasets holding the file, or any file under the folder."""
         with self.meta.read() as r:
-            node = self._resolve(r, split_path(path))
+            node = self._node_at(r, path, actor, "seeing which Datasets hold it")
             items = self._items_below(r, node.id) if isinstance(node, Folder) else [node]
-            return self._named(r, {d for item in items for d in r.datasets_of(item.id)})
+            seen = [item for item in items if self.access.sees_file(r, actor, item)]
+            found = {d for item in seen for d in r.datasets_of(item.id)}
+            return self._named(r, self.access.visible_collections(r, actor, list(found)))
 
     def synced_datasets_of_folder(self: FilesService, r: ReadTxn, folder_id: int) -> list[str]:
         return self._named(r, r.synced_with(folder_id))
@@ -161,32 +178,39 @@ class Datasets:
         """A new Dataset: standard (optionally with files added), synced with an existing
         folder, or mirrored (made together with its folder `/NAME` or `sync`)."""
         with self.meta.write() as w:
+            self.access.require_member(w, actor, "create a Dataset", f"/.datasets/{name}")
             dataset = Dataset(**self._new_collection_fields(w, actor, DATASET, name, description))
+            self.access.collection_created(w, actor, dataset.id)
             w.name_collection(DATASET, name, dataset.id)
             if mirrored:
                 folder = self._make_folder(w, actor, sync or "/" + name, 0o755, description, None)
                 self._start_sync(w, dataset, folder)
                 dataset.mirrored = True
             elif sync is not None:
-                self._start_sync(w, dataset, self._folder_at(w, sync, name))
+                self._start_sync(w, dataset, self._folder_at(w, sync, name, actor))
             if add:
                 if dataset.synced_folder is not None:
                     raise InvalidInput("a synced Dataset holds its folder's files; files cannot be added too",
                                        f"/.datasets/{name}")
-                self._add_items(w, dataset, self._items_at(w, add), duplicates)
+                self._add_items(w, dataset, self._items_at(w, add, actor), duplicates)
             w.put_collection(dataset)
         return dataset
 
-    def _node_at(self: FilesService, r: ReadTxn, path: str) -> Folder | Item:
-        """The file or folder at a Files path; a missing one is named whole."""
+    def _node_at(self: FilesService, r: ReadTxn, path: str, actor: Actor,
+                 doing: str = "linking files into a Dataset") -> Folder | Item:
+        """The file or folder at a Files path, which the caller may view; a missing one
+        is named whole."""
         try:
-            return self._resolve(r, split_path(path))
+            node = self._resolve(r, split_path(path))
+            self.access.check_sees(r, actor, node.id, path)
         except NotFound as exc:
             raise NotFound(f"{path} is not a file or folder in Files", exc.path) from None
+        self.access.require_on(r, actor, node, Role.VIEWER, doing, path)
+        return node
 
-    def _folder_at(self: FilesService, r: ReadTxn, path: str, dataset_name: str) -> Folder:
+    def _folder_at(self: FilesService, r: ReadTxn, path: str, dataset_name: str, actor: Actor) -> Folder:
         """The folder a Dataset is to be synced with."""
-        node = self._node_at(r, path)
+        node = self._node_at(r, path, actor)
         if not isinstance(node, Folder):
             raise NotAFolder(f"{path} is not a folder; a synced Dataset follows a folder",
                              f"/.datasets/{dataset_name}")
@@ -197,11 +221,12 @@ class Datasets:
 
     @action("dataset rename", where=lambda a: [dataset_path(a["name"]), dataset_path(a["new_name"])])
     def rename_dataset(self: FilesService, actor: Actor, name: str, new_name: str) -> Dataset:
-        return self._rename_collection(DATASET, name, new_name)  # type: ignore[return-value]
+        return self._rename_collection(actor, DATASET, name, new_name)  # type: ignore[return-value]
 
-    def _rename_collection(self: FilesService, kind: bytes, name: str, new_name: str) -> Dataset | Project:
+    def _rename_collection(self: FilesService, actor: Actor, kind: bytes, name: str,
+                           new_name: str) -> Dataset | Project:
         with self.meta.write() as w:
-            collection = self._collection(w, kind, name)
+            collection = self._shown_collection(w, actor, kind, name, Role.ADMIN, "renaming it")
             if new_name == name:
                 return collection
             self._check_name_free(w, kind, new_name)
@@ -219,7 +244,7 @@ class Datasets:
         unless forced (it is then detached). Returns the number of links dropped."""
         path = f"/.datasets/{name}"
         with self.meta.write(reserve=True) as w:
-            dataset = self._dataset(w, name)
+            dataset = self._shown_collection(w, actor, DATASET, name, Role.ADMIN, "deleting it")
             projects = self._named(w, w.projects_of(dataset.id))
             if projects and not force:
                 raise Busy(f"Dataset '{name}' is attached to Project {', '.join(projects)}; detach it first "
@@ -234,6 +259,7 @@ class Datasets:
                 w.set_synced(dataset.synced_folder, dataset.id, False)
             w.name_collection(DATASET, name, None)
             w.delete_collection(dataset.id)
+            self.access.removed(w, dataset.id)
         return dropped
 
     def _drop_links(self: FilesService, w: WriteTxn, dataset: Dataset) -> int:
@@ -251,18 +277,18 @@ class Datasets:
         """Link files (folders: everything in them) into a Dataset in one transaction.
         Returns (added, already there)."""
         with self.meta.write() as w:
-            dataset = self._dataset(w, name)
-            added, skipped = self._add_items(w, dataset, self._items_at(w, paths), duplicates)
+            dataset = self._shown_collection(w, actor, DATASET, name, Role.ADMIN, "adding files")
+            added, skipped = self._add_items(w, dataset, self._items_at(w, paths, actor), duplicates)
             dataset.mtime_ns = time.time_ns()
             w.put_collection(dataset)
         return added, skipped
 
-    def _items_at(self: FilesService, r: ReadTxn, paths: Iterable[str]) -> list[Item]:
+    def _items_at(self: FilesService, r: ReadTxn, paths: Iterable[str], actor: Actor) -> list[Item]:
         """The items named, folders taken recursively (a DICOM series stands for its
         slices there); a slice named on its own is refused."""
         items: list[Item] = []
         for path in paths:
-            node = self._node_at(r, path)
+            node = self._node_at(r, path, actor)
             if isinstance(node, Folder):
                 items.extend(i for i in self._items_below(r, node.id) if not is_slice(i))
             else:
@@ -316,8 +342,8 @@ class Datasets:
         path = f"/.datasets/{dataset_name}/{view_name}"
         check_name(view_name)
         with self.meta.write() as w:
-            dataset = self._dataset(w, dataset_name)
-            node = self._resolve(w, split_path(source))
+            dataset = self._shown_collection(w, actor, DATASET, dataset_name, Role.ADMIN, "adding files")
+            node = self._node_at(w, source, actor)
             if isinstance(node, Folder):
                 raise NotPermitted("a folder cannot be hard-linked; link its files, or use encfs dataset add "
                                    "(folders are taken whole) or a synced Dataset (ln -s)", source)
@@ -334,7 +360,7 @@ class Datasets:
         """Take files out of one Dataset (they stay in Files and other Datasets);
         every path must be in the Dataset, or nothing is removed."""
         with self.meta.write(reserve=True) as w:
-            dataset = self._dataset(w, name)
+            dataset = self._shown_collection(w, actor, DATASET, name, Role.ADMIN, "removing files")
             self._check_not_synced(dataset, "remove files from it")
             items = []
             for path in paths:
@@ -401,14 +427,14 @@ class Datasets:
         turn sync off: the files stay, as ordinary links."""
         path = f"/.datasets/{name}"
         with self.meta.write() as w:
-            dataset = self._dataset(w, name)
+            dataset = self._shown_collection(w, actor, DATASET, name, Role.ADMIN, "changing its sync")
             if folder is None:
                 if dataset.mirrored:
                     raise NotPermitted(f"Dataset '{name}' is mirrored; encfs dataset upgrade turns it into a "
                                        "plain folder and a standard Dataset", path)
                 self._stop_sync(w, dataset)
             else:
-                self._sync_existing(w, dataset, self._folder_at(w, folder, name), path)
+                self._sync_existing(w, dataset, self._folder_at(w, folder, name, actor), path)
             w.put_collection(dataset)
         return dataset
 
@@ -446,7 +472,7 @@ class Datasets:
     def upgrade_dataset(self: FilesService, actor: Actor, name: str) -> Dataset:
         """A mirrored Dataset becomes a plain folder and a standard Dataset of the same files."""
         with self.meta.write() as w:
-            dataset = self._dataset(w, name)
+            dataset = self._shown_collection(w, actor, DATASET, name, Role.ADMIN, "upgrading it")
             if not dataset.mirrored:
                 raise InvalidInput(f"Dataset '{name}' is not mirrored; only mirrored Datasets are upgraded",
                                    f"/.datasets/{name}")
@@ -513,6 +539,7 @@ class Datasets:
             if not r.any_synced():
                 return []
             node = self._resolve(r, split_path(source))
+            self.access.check_sees(r, actor, node.id, source)
             target = self._resolve(r, split_path(target_folder))
             if not isinstance(target, Folder):
                 return []
@@ -526,22 +553,24 @@ class Datasets:
         self: FilesService, actor: Actor, name: str, description: str = "", datasets: Iterable[str] = ()
     ) -> Project:
         with self.meta.write() as w:
+            self.access.require_member(w, actor, "create a Project", f"/.projects/{name}")
             project = Project(**self._new_collection_fields(w, actor, PROJECT, name, description))
+            self.access.collection_created(w, actor, project.id)
             w.name_collection(PROJECT, name, project.id)
             w.put_collection(project)
             for dataset_name in datasets:
-                w.set_attached(project.id, self._dataset(w, dataset_name).id, True)
+                w.set_attached(project.id, self._shown_collection(w, actor, DATASET, dataset_name).id, True)
         return project
 
     @action("project rename", where=lambda a: [project_path(a["name"]), project_path(a["new_name"])])
     def rename_project(self: FilesService, actor: Actor, name: str, new_name: str) -> Project:
-        return self._rename_collection(PROJECT, name, new_name)  # type: ignore[return-value]
+        return self._rename_collection(actor, PROJECT, name, new_name)  # type: ignore[return-value]
 
     @action("project rm", where=lambda a: [project_path(a["name"])])
     def delete_project(self: FilesService, actor: Actor, name: str, only_if_empty: bool = False) -> None:
         """Delete a Project; its Datasets and files stay."""
         with self.meta.write(reserve=True) as w:
-            project = self._project(w, name)
+            project = self._shown_collection(w, actor, PROJECT, name, Role.ADMIN, "deleting it")
             attached = w.attached_to(project.id)
             if attached and only_if_empty:
                 raise FolderNotEmpty(f"Project '{name}' has Datasets attached "
@@ -551,20 +580,23 @@ class Datasets:
                 w.set_attached(project.id, dataset_id, False)
             w.name_collection(PROJECT, name, None)
             w.delete_collection(project.id)
+            self.access.removed(w, project.id)
 
     @action("project attach", where=lambda a: [f"/.projects/{a['project_name']}/{a['dataset_name']}"])
     def attach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
-        self._set_attachment(project_name, dataset_name, attached=True)
+        self._set_attachment(actor, project_name, dataset_name, attached=True)
 
     @action("project detach", where=lambda a: [f"/.projects/{a['project_name']}/{a['dataset_name']}"])
     def detach_dataset(self: FilesService, actor: Actor, project_name: str, dataset_name: str) -> None:
-        self._set_attachment(project_name, dataset_name, attached=False)
+        self._set_attachment(actor, project_name, dataset_name, attached=False)
 
-    def _set_attachment(self: FilesService, project_name: str, dataset_name: str, attached: bool) -> None:
+    def _set_attachment(self: FilesService, actor: Actor, project_name: str, dataset_name: str,
+                        attached: bool) -> None:
         path = f"/.projects/{project_name}/{dataset_name}"
         with self.meta.write(reserve=not attached) as w:
-            project = self._project(w, project_name)
-            dataset = self._dataset(w, dataset_name)
+            project = self._shown_collection(w, actor, PROJECT, project_name, Role.ADMIN,
+                                             "attaching Datasets")
+            dataset = self._shown_collection(w, actor, DATASET, dataset_name)
             if (dataset.id in w.attached_to(project.id)) == attached:
                 state = "already attached" if attached else "not attached"
                 error = AlreadyExists if attached else NotFound
@@ -573,8 +605,9 @@ class Datasets:
             project.mtime_ns = time.time_ns()
             w.put_collection(project)
 
-    def set_collection_description(self: FilesService, kind: bytes, name: str, description: str) -> None:
+    def set_collection_description(self: FilesService, actor: Actor, kind: bytes, name: str,
+                                   description: str) -> None:
         with self.meta.write() as w:
-            collection = self._collection(w, kind, name)
+            collection = self._shown_collection(w, actor, kind, name, Role.ADMIN, "describing it")
             collection.description, collection.mtime_ns = description, time.time_ns()
             w.put_collection(collection)

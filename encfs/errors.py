@@ -97,7 +97,8 @@ class ReadOnly(EncfsError):
     errno = errno.EROFS
 
 
-class PermissionDenied(EncfsError):
-    """The modes (or, later, the roles) do not let the caller do this."""
+class AccessDenied(EncfsError):
+    """The caller may not do this: the modes do not let them (before the store has
+    users), or their role on a folder, Dataset or Project is too low."""
 
     errno = errno.EACCES

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from encfs.access.roles import Role
 from encfs.actions import action
 from encfs.errors import Busy, InvalidInput, NotPermitted
 from encfs.media import dicom_series
@@ -241,8 +242,10 @@ class Grouping:
     def _frames_of(self: FilesService, actor: Actor, source: str) -> tuple[list[Item], Folder]:
         with self.meta.read() as r:
             folder = self._resolve(r, [p for p in source.split("/") if p])
+            self.access.check_sees(r, actor, folder.id, source)
             if not isinstance(folder, Folder):
                 raise InvalidInput("batching needs a folder of images", source)
+            self.access.require_in(r, actor, folder.parent, Role.EDITOR, "batching images", source)
             items = [r.node(child) for _, child, is_folder in r.children(folder.id) if not is_folder]
         frames = [i for i in items if isinstance(i, Item)]
         others = [i.name for i in frames if i.media.kind != Kind.IMAGE]

@@ -21,6 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from encfs.access.admin import AccessAdmin
+from encfs.access.policy import AccessPolicy
+from encfs.access.roles import Role
 from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
 from encfs.datasets import DATASET, PROJECT, Datasets
@@ -70,6 +73,7 @@ MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frame
 RESERVED_AT_ROOT = (".encfs", ".search", ".datasets", ".projects", ".access")
 BATCH_ATTRIBUTE = "user.encord.batch"
 RAREST_COUNT_LIMIT = 5_000  # postings counted per query gram, at most
+ACCESS_FILE = ".access"  # FOLDER/.access: reachable in every folder, never listed
 WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
 
 
@@ -110,14 +114,17 @@ class FilesService(Grouping, Datasets, Views):
         self.blobs = store.blobs
         self.verifier = Verifier(self._sums_of, self._store_sums)
         self.specials = SpecialEntries()
+        self.access = AccessPolicy()
+        self.access_admin = AccessAdmin(self)
 
     # ----------------------------------------------------------------- lookups
 
     def lookup(self, actor: Actor, path: str) -> Folder | Item:
         parts = split_path(path)
         if is_view(parts) and not is_view_entry(parts):
+            self.check_sees_view(actor, parts)
             return self.view_node(parts)
-        return self._read_settled(parts, lambda r, node_id: self._node_or_missing(r, node_id, parts))
+        return self._read_settled(actor, parts, lambda r, node_id: self._node_or_missing(r, node_id, parts))
 
     def _node_or_missing(self, r: ReadTxn, node_id: int, parts: list[str]) -> Folder | Item:
         node = r.node(node_id)
@@ -125,16 +132,31 @@ class FilesService(Grouping, Datasets, Views):
             raise NotFound("no such file or folder", "/" + "/".join(parts))
         return node
 
-    def _read_settled(self, parts: list[str], read: Callable[[ReadTxn, int], T]) -> T:
-        """`read` the node at `parts` in one read transaction; a series whose slices
-        changed is first brought up to date (the mount's hot path: one path walk)."""
+    def _read_settled(self, actor: Actor, parts: list[str], read: Callable[[ReadTxn, int], T]) -> T:
+        """`read` the node at `parts` in one read transaction, if the caller may see
+        it; a series whose slices changed is first brought up to date (the mount's hot
+        path: one path walk)."""
         with self.meta.read() as r:
-            node_id = self._resolve_id(r, parts)
+            node_id = self._visible_id(r, actor, parts)
             if not r.is_unsettled(node_id):
                 return read(r, node_id)
         self.settle_series(only=node_id)
         with self.meta.read() as r:
-            return read(r, self._resolve_id(r, parts))
+            return read(r, self._visible_id(r, actor, parts))
+
+    def _visible_id(self, r: ReadTxn, actor: Actor, parts: list[str]) -> int:
+        if is_view(parts):
+            node_id = self._resolve_id(r, parts)
+            self.check_sees_view_entry(r, actor, parts, node_id)
+            return node_id
+        if not parts or not self.access.organised(r):
+            return self._resolve_id(r, parts)
+        parent_id = self._resolve_id(r, parts[:-1])  # the same walk, the parent kept for the check
+        node_id = r.child_id(parent_id, parts[-1])
+        if node_id is None:
+            raise NotFound("no such file or folder", "/" + "/".join(parts))
+        self.access.check_sees_in(r, actor, parent_id, node_id, "/" + "/".join(parts))
+        return node_id
 
     def open_item(self, actor: Actor, path: str, writable: bool) -> Folder | Item:
         """What `open` opens; the files a Project shows are read-only (EROFS)."""
@@ -144,7 +166,13 @@ class FilesService(Grouping, Datasets, Views):
 
     @action("open")
     def _check_open_for_writing(self, actor: Actor, path: str) -> None:
-        refuse_read_only(split_path(path))
+        parts = split_path(path)
+        refuse_read_only(parts)
+        with self.meta.read() as r:
+            if self.access.organised(r) and not is_view(parts):
+                node = self._resolve(r, parts)
+                self.access.check_sees(r, actor, node.id, path)
+                self.access.require_on(r, actor, node, Role.EDITOR, "writing a file", path)
 
     def stat(self, actor: Actor, path: str) -> Attributes:
         """What `stat` shows, without decoding the whole record (the mount's hot path).
@@ -156,30 +184,35 @@ class FilesService(Grouping, Datasets, Views):
             self.record_refusal(actor, "lookup", exc)
             raise
         if is_view(parts) and not is_view_entry(parts):
+            self.check_sees_view(actor, parts)
             return self.view_attributes(parts)
-        return self._read_settled(parts, lambda r, node_id: self._attributes_or_missing(r, node_id, path))
+        return self._read_settled(actor, parts,
+                                  lambda r, node_id: self._attributes_or_missing(r, node_id, path))
 
     def _attributes_or_missing(self, r: ReadTxn, node_id: int, path: str) -> Attributes:
         attributes = r.attributes(node_id)
         if attributes is None:
             raise NotFound("no such file or folder", path)
-        return attributes
+        return self.access.shown(r, attributes)
 
     def list_folder_stats(self, actor: Actor, path: str) -> list[tuple[str, Attributes]]:
         """A folder's entries with what `stat` shows of each: one prefix scan."""
         if is_view(split_path(path)):
-            return self.view_listing(split_path(path))
+            return self.view_listing(actor, split_path(path))
         self.settle_series()
         with self.meta.read() as r:
-            folder_id = self._resolve_id(r, split_path(path))
+            folder_id = self._visible_id(r, actor, split_path(path))
             here = r.attributes(folder_id)
             if here is None or not stat.S_ISDIR(here.mode):
                 raise NotAFolder("not a folder", path)
             entries = []
-            for name, child_id, _ in r.children(folder_id):
+            shown, show = self.access.entry_filter(r, actor, folder_id), self.access.shown_by(r)
+            for name, child_id, is_folder in r.children(folder_id):
+                if shown is not None and not shown(child_id, is_folder):
+                    continue
                 attributes = r.attributes(child_id)
                 if attributes is not None:
-                    entries.append((name, attributes))
+                    entries.append((name, show(attributes)))
             return entries
 
     def node(self, actor: Actor, node_id: int) -> Folder | Item | None:
@@ -188,10 +221,12 @@ class FilesService(Grouping, Datasets, Views):
 
     def list_folder(self, actor: Actor, path: str) -> list[Folder | Item]:
         with self.meta.read() as r:
-            folder = self._resolve(r, split_path(path))
+            folder = r.node(self._visible_id(r, actor, split_path(path)))
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder", path)
-            return [r.node(child_id) for _, child_id, _ in r.children(folder.id)]  # type: ignore[misc]
+            shown = self.access.entry_filter(r, actor, folder.id)
+            return [r.node(child_id) for _, child_id, is_folder in r.children(folder.id)  # type: ignore[misc]
+                    if shown is None or shown(child_id, is_folder)]
 
     def list_entries(self, actor: Actor, path: str) -> list[tuple[str, Folder | Item]]:
         """(name, node) of what a folder or a Dataset or Project view shows; a view
@@ -200,7 +235,7 @@ class FilesService(Grouping, Datasets, Views):
         if not is_view(parts):
             return [(node.name, node) for node in self.list_folder(actor, path)]
         base = path.rstrip("/")
-        return [(name, self.lookup(actor, f"{base}/{name}")) for name, _ in self.view_listing(parts)]
+        return [(name, self.lookup(actor, f"{base}/{name}")) for name, _ in self.view_listing(actor, parts)]
 
     def path_of(self, actor: Actor, node_id: int) -> str:
         with self.meta.read() as r:
@@ -270,6 +305,9 @@ class FilesService(Grouping, Datasets, Views):
     def _check_not_reserved(self, parent: Folder, name: str, path: str) -> None:
         if parent.id == ROOT_ID and name in RESERVED_AT_ROOT:
             raise AlreadyExists(f"{name} is reserved at the root for the mount's control entries", path)
+        if name == ACCESS_FILE:
+            raise AlreadyExists(f"{ACCESS_FILE} is every folder's access list; write it to change who may "
+                                "do what here", path)
 
     def _touch(self, folder: Folder, now: int) -> None:
         folder.mtime_ns = folder.ctime_ns = now
@@ -293,6 +331,8 @@ class FilesService(Grouping, Datasets, Views):
         if client_metadata is not None:
             check_client_metadata(client_metadata, path)
         parent = self._resolve_parent(w, parts)
+        self.access.check_sees(w, actor, parent.id, "/" + "/".join(parts[:-1]))
+        self.access.require_in(w, actor, parent.id, Role.EDITOR, "creating a folder", path)
         self._check_free(w, parent, parts[-1], path)
         folder = Folder(
             **self._new_node_fields(w, actor, parent, parts[-1], stat.S_IFDIR | (mode & 0o7777)),
@@ -303,6 +343,7 @@ class FilesService(Grouping, Datasets, Views):
         parent.subfolders += 1
         self._touch(parent, folder.created_ns)
         w.put_node(parent)
+        self.access.folder_created(w, actor, folder)
         return folder
 
     @action("create")
@@ -313,8 +354,10 @@ class FilesService(Grouping, Datasets, Views):
         parts = split_path(path)
         with self.meta.write() as w:
             parent = self._resolve_parent(w, parts)
+            self.access.check_sees(w, actor, parent.id, "/" + "/".join(parts[:-1]))
             if parent.id == ROOT_ID:
                 raise NotPermitted("files cannot be stored at the root; put them in a folder", path)
+            self.access.require_in(w, actor, parent.id, Role.EDITOR, "creating a file", path)
             existing_id = None if exclusive else w.child_id(parent.id, parts[-1])
             existing = None if existing_id is None else w.node(existing_id)
             if isinstance(existing, Item):
@@ -363,9 +406,11 @@ class FilesService(Grouping, Datasets, Views):
             raise NotPermitted(self._what_view_holds(parts[:-1]), path)
         with self.meta.write() as w:
             parent = self._resolve_parent(w, parts)
+            self.access.check_sees(w, actor, parent.id, "/" + "/".join(parts[:-1]))
             if parent.id == ROOT_ID:
                 raise NotPermitted("the root holds folders only; put links and special files in a folder",
                                    path)
+            self.access.require_in(w, actor, parent.id, Role.EDITOR, "creating a link or special file", path)
             self._check_free(w, parent, parts[-1], path)
             fields = self._new_node_fields(w, actor, parent, parts[-1], mode)
             node = self.specials.new(fields, mode, target, rdev)
@@ -395,13 +440,18 @@ class FilesService(Grouping, Datasets, Views):
     @action("unlink")
     def remove_item(self, actor: Actor, path: str) -> None:
         parts = split_path(path)
+        if parts and parts[-1] == ACCESS_FILE:
+            raise NotPermitted(f"{ACCESS_FILE} is the folder's access list and cannot be removed; write it "
+                               "to change who may do what here", path)
         if is_view(parts):
             self.view_unlink(actor, parts)
             return
         with self._changing(freeing=True) as (w, changes):
             node = self._resolve(w, parts)
+            self.access.check_sees(w, actor, node.id, path)
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
+            self.access.require_on(w, actor, node, Role.EDITOR, "deleting a file", path)
             if isinstance(node, Special):
                 self._drop_special(w, node)
             else:
@@ -433,8 +483,10 @@ class FilesService(Grouping, Datasets, Views):
             return 0
         with self._changing(freeing=True) as (w, changes):
             folder = self._resolve(w, parts)
+            self.access.check_sees(w, actor, folder.id, path)
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder; remove files with unlink", path)
+            self.access.require_removable(w, actor, folder, not w.has_children(folder.id), path)
             if not recursive and w.has_children(folder.id):
                 raise FolderNotEmpty("the folder is not empty", path)
             removed = self._drop_tree(w, folder, changes)
@@ -459,6 +511,7 @@ class FilesService(Grouping, Datasets, Views):
                 self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
                 removed += 1
         self._unsync_deleted_folder(w, folder)
+        self.access.removed(w, folder.id)
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
         return removed
@@ -503,6 +556,7 @@ class FilesService(Grouping, Datasets, Views):
             node = None if node_id is None else w.node(node_id)
             if node is None:
                 raise NotFound("no such file or folder", "/" + "/".join(src_parts))
+            self.access.check_sees(w, actor, node.id, source)
             same_folder = dst_parts[:-1] == src_parts[:-1]  # a rename in place: one folder record
             dst_parent = src_parent if same_folder else self._resolve_parent(w, dst_parts)
             name = dst_parts[-1]
@@ -510,6 +564,8 @@ class FilesService(Grouping, Datasets, Views):
             self._check_not_reserved(dst_parent, name, target)
             if not isinstance(node, Folder) and dst_parent.id == ROOT_ID:
                 raise NotPermitted("files cannot be stored at the root; put them in a folder", target)
+            self.access.check_sees(w, actor, dst_parent.id, "/" + "/".join(dst_parts[:-1]))
+            self.access.require_move(w, actor, node, src_parent.id, dst_parent.id, target)
             if isinstance(node, Folder) and self._is_within(w, dst_parent, node.id):
                 raise InvalidInput("a folder cannot be moved into itself or its own subfolder", target)
             existing_id = w.child_id(dst_parent.id, name)
@@ -530,6 +586,7 @@ class FilesService(Grouping, Datasets, Views):
                 self._resync_item(w, node, why="moved")
             elif old_parent != node.parent and isinstance(node, Folder):
                 self._resync_folder(w, node, old_parent, why="moved")
+                self.access.folder_moved(w)
         return node
 
     def _is_within(self, r: ReadTxn, folder: Folder, ancestor_id: int) -> bool:
@@ -597,11 +654,16 @@ class FilesService(Grouping, Datasets, Views):
 
     # ----------------------------------------------------------------- attributes of a node
 
-    def _change(self, path: str, change: Callable[[Node], None]) -> Node:
+    def _change(self, actor: Actor, path: str, change: Callable[[Node], None]) -> Node:
         parts = split_path(path)
         refuse_read_only(parts)
         with self.meta.write() as w:
             node = self._resolve(w, parts)
+            if is_view(parts):
+                self.check_sees_view_entry(w, actor, parts, node.id)
+            else:
+                self.access.check_sees(w, actor, node.id, path)
+            self.access.require_on(w, actor, node, Role.EDITOR, "changing attributes", path)
             change(node)
             node.ctime_ns = time.time_ns()
             w.put_node(node)
@@ -612,7 +674,7 @@ class FilesService(Grouping, Datasets, Views):
         def change(node: Node) -> None:
             node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
 
-        return self._change(path, change)
+        return self._change(actor, path, change)
 
     @action("chown")
     def set_owner(self, actor: Actor, path: str, uid: int, gid: int) -> Node:
@@ -622,7 +684,7 @@ class FilesService(Grouping, Datasets, Views):
             if gid >= 0:
                 node.gid = gid
 
-        return self._change(path, change)
+        return self._change(actor, path, change)
 
     @action("utimens")
     def set_times(self, actor: Actor, path: str, atime_ns: int | None, mtime_ns: int | None) -> Node:
@@ -634,7 +696,7 @@ class FilesService(Grouping, Datasets, Views):
             if mtime_ns is not None:
                 node.mtime_ns = mtime_ns
 
-        return self._change(path, change)
+        return self._change(actor, path, change)
 
     # ----------------------------------------------------------------- extended attributes
 
@@ -646,7 +708,7 @@ class FilesService(Grouping, Datasets, Views):
         node = self.lookup(actor, path)
         if name == ENCORD + "datasets" and isinstance(node, Item):
             with self.meta.read() as r:
-                return "\n".join(self.linked_to(r, node.id)[0]).encode()  # one a line
+                return "\n".join(self.linked_to(r, node.id, actor)[0]).encode()  # one a line
         encord = self._encord_attributes(node)
         if name in encord:
             return encord[name].encode()
@@ -675,7 +737,7 @@ class FilesService(Grouping, Datasets, Views):
     def set_attribute(self, actor: Actor, path: str, name: str, value: bytes, flags: int = 0) -> Node:
         parts = split_path(path)
         if is_view(parts) and not is_view_entry(parts):
-            return self._describe_collection(parts, name, value, path)
+            return self._describe_collection(actor, parts, name, value, path)
         if name == BATCH_ATTRIBUTE:
             return self._batch_by_attribute(actor, path, value)
         if not name.startswith("user."):
@@ -694,16 +756,17 @@ class FilesService(Grouping, Datasets, Views):
                 raise NoAttribute(f"no attribute {name}", path)
             self._apply_attribute(node, name, value, parsed, path)
 
-        return self._change(path, change)
+        return self._change(actor, path, change)
 
-    def _describe_collection(self, parts: list[str], name: str, value: bytes, path: str) -> Node:
+    def _describe_collection(self, actor: Actor, parts: list[str], name: str, value: bytes,
+                             path: str) -> Node:
         """`setfattr -n user.encord.description` on /.datasets/D or /.projects/P."""
         refuse_read_only(parts)
         if name != ENCORD + "description" or len(parts) != 2:
             raise NotPermitted("Datasets and Projects take user.encord.description only", path)
         description = self._parse_encord_value(name, value, path)
         kind = DATASET if parts[0] == ".datasets" else PROJECT
-        self.set_collection_description(kind, parts[1], description)
+        self.set_collection_description(actor, kind, parts[1], description)
         return self.view_node(parts)
 
     def _batch_by_attribute(self, actor: Actor, path: str, value: bytes) -> Node:
@@ -756,7 +819,7 @@ class FilesService(Grouping, Datasets, Views):
             else:
                 raise NoAttribute(f"no attribute {name}", path)
 
-        return self._change(path, change)
+        return self._change(actor, path, change)
 
     # ----------------------------------------------------------------- content
 
@@ -890,6 +953,7 @@ class FilesService(Grouping, Datasets, Views):
         meanwhile, nothing is stored and None is returned with the draft left to the
         caller: a file removed while open goes on living in its descriptors."""
         try:
+            self._check_may_commit(actor, item_id, path)
             committed = self._commit(item_id, draft, durable, mtime_ns, path)
         except BaseException as exc:
             draft.discard()  # a refusal frees its space now
@@ -899,6 +963,12 @@ class FilesService(Grouping, Datasets, Views):
         if committed is not None:
             draft.discard(in_background=True)  # stored: a duplicate's spool may go a moment later
         return committed
+
+    def _check_may_commit(self, actor: Actor, item_id: int, path: str) -> None:
+        with self.meta.read() as r:
+            item = r.node(item_id)
+            if isinstance(item, Item):
+                self.access.require_on(r, actor, item, Role.EDITOR, "writing a file", path)
 
     def _commit(
         self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
@@ -1077,6 +1147,8 @@ class FilesService(Grouping, Datasets, Views):
                     continue
                 if in_dataset is not None and (item.datasets > 0) != in_dataset:
                     continue
+                if not self.access.sees_file(r, actor, item):
+                    continue
                 hits.append(SearchHit(path=self._child_path(r, item.parent, item.name, paths), item=item))
         hits.sort(key=lambda hit: hit.path)
         return hits
@@ -1112,6 +1184,7 @@ class FilesService(Grouping, Datasets, Views):
             return self.collection_info(actor, parts)
         node = self.lookup(actor, path)
         with self.meta.read() as r:
+            self.access.require_on(r, actor, node, Role.VIEWER, "a folder's details", path)
             details: dict[str, Any] = {
                 "id": node.id, "path": self._path(r, node.id, {}), "name": node.name,
                 "owner": node.owner, "created": _iso(node.created_ns), "modified": _iso(node.mtime_ns),
@@ -1125,15 +1198,16 @@ class FilesService(Grouping, Datasets, Views):
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
                 details.update(self.group_details(r, node))
-                details["datasets"], details["projects"] = self.linked_to(r, node.id)
+                details["datasets"], details["projects"] = self.linked_to(r, node.id, actor)
         return details
 
     def folder_summary(self, actor: Actor, path: str) -> dict[str, Any]:
         """Like Encord's folder summary: files per kind and total size, subfolders included."""
         with self.meta.read() as r:
-            folder = self._resolve(r, split_path(path))
+            folder = r.node(self._visible_id(r, actor, split_path(path)))
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder", path)
+            self.access.require_on(r, actor, folder, Role.VIEWER, "a folder's summary", path)
             kinds: dict[str, int] = {}
             totals = {"files": 0, "folders": 0, "size": 0}
             self._summarise(r, folder.id, kinds, totals)

@@ -22,6 +22,7 @@ import time
 import zlib
 from typing import TYPE_CHECKING
 
+from encfs.access.roles import Role
 from encfs.datasets import DATASET, PROJECT
 from encfs.errors import InvalidInput, NotFound, NotPermitted, ReadOnly
 from encfs.meta.store import ReadTxn
@@ -133,6 +134,30 @@ class Views:
                            "/" + "/".join(parts))
         return _shown_as(view_inode(parts), dataset.name, SYMLINK, project, project.mtime_ns)
 
+    def check_sees_view(self: FilesService, actor: Actor, parts: list[str]) -> None:
+        with self.meta.read() as r:
+            self._check_sees_view(r, actor, parts)
+
+    def _check_sees_view(self: FilesService, r: ReadTxn, actor: Actor, parts: list[str]) -> None:
+        """The Datasets and Projects a view path names exist only for those with a role on them."""
+        if not self.access.organised(r):
+            return
+        plain = writable_parts(parts)
+        kinds = [(DATASET, 1)] if plain[0] == ".datasets" else [(PROJECT, 1), (DATASET, 2)]
+        for kind, index in kinds:
+            if len(plain) > index:
+                found = r.collection_id(kind, plain[index])
+                if found is not None and not self.access.sees_collection(r, actor, found):
+                    raise NotFound("no such Dataset or Project", "/" + "/".join(parts))
+
+    def check_sees_view_entry(self: FilesService, r: ReadTxn, actor: Actor, parts: list[str],
+                              item_id: int) -> None:
+        """A file in a Dataset view: the caller must see the Dataset and the file's folder."""
+        self._check_sees_view(r, actor, parts)
+        item = r.node(item_id)
+        if isinstance(item, Item) and not self.access.sees_file(r, actor, item):
+            raise NotFound("no such file in this view", "/" + "/".join(parts))
+
     def view_node(self: FilesService, parts: list[str]) -> Folder:
         with self.meta.read() as r:
             return self._view_node(r, parts)
@@ -145,28 +170,38 @@ class Views:
         node = self._view_node(r, parts)
         link = stat.S_ISLNK(node.mode)
         size = len(self._link_text(r, parts).encode()) if link else 4096
-        return Attributes(node.id, node.mode, node.uid, node.gid, size, node.atime_ns, node.mtime_ns,
-                          node.ctime_ns, 1 if link else 2)
+        return self.access.shown(r, Attributes(node.id, node.mode, node.uid, node.gid, size, node.atime_ns,
+                                               node.mtime_ns, node.ctime_ns, 1 if link else 2))
 
-    def view_listing(self: FilesService, parts: list[str]) -> list[tuple[str, Attributes]]:
+    def view_listing(self: FilesService, actor: Actor, parts: list[str]) -> list[tuple[str, Attributes]]:
+        """What a view directory lists: to each caller, the Datasets and Projects they
+        have a role on, and the files they may see."""
         with self.meta.read() as r:
+            self._check_sees_view(r, actor, parts)
             self._view_node(r, parts)
             plain = writable_parts(parts)
             if len(plain) == 1:
                 kind = DATASET if parts[0] == ".datasets" else PROJECT
-                names = [name for name, _ in r.collection_names(kind)]
+                names = [name for name, found in r.collection_names(kind)
+                         if self.access.sees_collection(r, actor, found)]
             elif parts[0] == ".projects":
-                names = self._named(r, r.attached_to(self._project(r, parts[1]).id))
+                project = self._project(r, parts[1])
+                attached = self.access.visible_collections(r, actor, r.attached_to(project.id))
+                names = self._named(r, attached)
             else:
-                return self._dataset_listing(r, plain[1])
+                return self._dataset_listing(r, actor, plain[1])
             return [(name, self._view_attributes(r, [*parts, name])) for name in names]
 
-    def _dataset_listing(self: FilesService, r: ReadTxn, name: str) -> list[tuple[str, Attributes]]:
+    def _dataset_listing(self: FilesService, r: ReadTxn, actor: Actor,
+                         name: str) -> list[tuple[str, Attributes]]:
         entries = []
+        organised, show = self.access.organised(r), self.access.shown_by(r)
         for view_name, item_id in r.view_entries(self._dataset(r, name).id):
+            if organised and not self.access.sees_file(r, actor, r.node(item_id)):  # type: ignore[arg-type]
+                continue
             attributes = r.attributes(item_id)
             if attributes is not None:
-                entries.append((view_name, attributes))
+                entries.append((view_name, show(attributes)))
         return entries
 
     def _link_text(self: FilesService, r: ReadTxn, parts: list[str]) -> str:
@@ -275,7 +310,9 @@ class Views:
             item = w.node(self._view_entry_id(w, src))
             if not isinstance(item, Item):
                 raise NotFound("no such file", source)
-            source_dataset, target_dataset = self._dataset(w, src[1]), self._dataset(w, dst[1])
+            self.check_sees_view_entry(w, actor, src, item.id)
+            source_dataset = self._shown_collection(w, actor, DATASET, src[1], Role.ADMIN, "moving its files")
+            target_dataset = self._shown_collection(w, actor, DATASET, dst[1], Role.ADMIN, "adding files")
             self.relink_in_datasets(w, source_dataset, item, target_dataset, dst[2], target)
 
 

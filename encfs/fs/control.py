@@ -3,6 +3,7 @@
     /.encfs/errors     the calling user's latest refusals, one line each
     /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
     /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
+    FOLDER/.access     the folder's access list (in every folder): read it, or write it whole
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from encfs.posix import Credentials, findable
 from encfs.service import FilesService
 
 CONTROL_NAMES = (".encfs", ".search")
+ACCESS_FILE = ".access"
+ACCESS_MODE = stat.S_IFREG | 0o666  # the kernel lets every caller write: encfs checks for admin
+
+
+def access_folder(path: str) -> str | None:
+    """The folder whose access list `path` names (FOLDER/.access), or None."""
+    folder, _, name = path.rpartition("/")
+    return (folder or "/") if name == ACCESS_FILE else None
 CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
 SEARCH_CACHE_SECONDS = 1.0
 
@@ -43,16 +52,18 @@ class ControlTree:
         """`who` tells the calling process's credentials (for what /.search may show it)."""
         self.service = service
         self.who = who
-        self._searches: dict[str, tuple[float, dict[str, str]]] = {}
+        self._searches: dict[tuple[int, int, str], tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
         self.mounted_ns = time.time_ns()
 
     @staticmethod
     def owns(path: str) -> bool:
         top = path[1:].split("/", 1)[0]
-        return top in CONTROL_NAMES
+        return top in CONTROL_NAMES or access_folder(path) is not None
 
     def entry(self, actor: Actor, path: str) -> ControlEntry:
+        if access_folder(path) is not None:
+            return ControlEntry(mode=ACCESS_MODE, size=len(self.content(actor, path)))
         parts = path.strip("/").split("/")
         directory = ControlEntry(mode=stat.S_IFDIR | 0o555)
         if len(parts) == 1:
@@ -80,6 +91,9 @@ class ControlTree:
         return []
 
     def content(self, actor: Actor, path: str) -> bytes:
+        folder = access_folder(path)
+        if folder is not None:
+            return self.service.access_admin.text(actor, folder)
         if path == "/.encfs/errors":
             lines = self.service.refusals(actor)
             return "".join(line + "\n" for line in lines).encode()
@@ -91,7 +105,7 @@ class ControlTree:
         """Link name -> relative target. Names repeat across folders, so a repeated
         name gets the item's id before its extension: `a~17.jpg` (its stem shortened if
         that would pass 255 bytes)."""
-        key = f"{actor.name}:{query}"
+        key = (actor.uid, self.service.access.generation_now(self.service.meta), query)  # each caller's own
         with self._lock:
             cached = self._searches.get(key)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:

@@ -261,6 +261,46 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
     return EncfsFUSE
 
 
+def cache_times(organised: bool, one_user: bool = False) -> tuple[float, float, float]:
+    """How long the kernel may keep names, attributes and missing names (entry,
+    attribute and negative timeouts) without asking encfs.
+
+    The kernel shares these caches between every user of a mount: a name alice looked
+    up would answer bob's lookup without encfs hearing of it. So once the store has
+    users, every lookup and stat is asked of encfs again (zero timeouts: the kernel
+    then treats a cached entry as expired at once), where the caller's role is checked.
+    Without users everyone sees the same tree, and a second of caching is safe; so
+    it is on a mount that serves one user (`encfs mount --as`)."""
+    if organised and not one_user:
+        return 0.0, 0.0, 0.0
+    return CACHE_SECONDS, CACHE_SECONDS, CACHE_SECONDS
+
+
+def apply_cache_times(config: Any, organised: bool, one_user: bool = False) -> None:
+    """Set the timeouts in libfuse's own configuration, which it reads for every reply
+    (so users added while mounted take effect within SETTLE_SECONDS)."""
+    config.entry_timeout, config.attr_timeout, config.negative_timeout = cache_times(organised, one_user)
+
+
+def follow_organisation(operations: Any, service: Any, stop: threading.Event) -> None:
+    """Keep the cache times in step with whether the store has users."""
+    applied = None
+    while not stop.wait(SETTLE_SECONDS):
+        config = operations.fuse_config
+        if config is None:
+            continue
+        try:
+            organised = service.access.organised_now(service.meta)
+        except Exception:
+            log.exception("could not read whether the store has users")
+            continue
+        if organised != applied:
+            apply_cache_times(config, organised, operations.served is not None)
+            applied = organised
+            log.info("cache times: %s (the store %s users)", cache_times(organised),
+                     "has" if organised else "has no")
+
+
 def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
     """The kernel gives a FUSE mount 128 KiB of read-ahead, so a cold sequential read
     costs a daemon round trip per 128 KiB. As root, raise it once the mount is up."""
@@ -334,10 +374,29 @@ def exit_stuck(service: Any, mountpoint: Path, stop: threading.Event) -> None:
         os._exit(1)
 
 
-def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: bool = False) -> None:
+def served_actor(service: Any, email: str) -> Any:
+    """The user a mount `--as EMAIL` serves: they must have a uid, and a mount not run
+    by root serves only the Linux user who runs it."""
+    from encfs.meta import access as records
+    from encfs.model import Actor
+
+    with service.meta.read() as r:
+        record = records.user(r, email)
+    if record is None:
+        raise StoreError(f"no user {email} in this store (encfs user ls)")
+    if record.get("uid") is None:
+        raise StoreError(f"user {email} has no Linux uid (encfs user set {email} --uid N)")
+    if os.geteuid() not in (0, record["uid"]):
+        raise StoreError(f"--as serves the Linux user who mounts it; {email} is uid {record['uid']}")
+    return Actor.from_ids(record["uid"], record["uid"])
+
+
+def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: bool = False,
+          serve_as: str | None = None) -> None:
     """Mount and serve until unmounted (blocks). A multi-user mount serves every Linux
-    user (the kernel checks modes per caller); run by root, it also runs their `encfs`
-    commands (remote.py)."""
+    user (the kernel checks modes per caller, the service their roles); run by root, it
+    also runs their `encfs` commands (remote.py). With `serve_as`, it serves that
+    organisation user only, to the Linux user who mounts it."""
     mfusepy = load_mfusepy()
     from encfs.fs.operations import MAX_READ, EncfsOperations
     from encfs.remote import CommandServer
@@ -350,8 +409,11 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
     service = FilesService(store)
     service.recover()
     operations = EncfsOperations(service, str(mountpoint))
+    if serve_as is not None:
+        operations.serve_only(served_actor(service, serve_as))
     stop = threading.Event()
     threading.Thread(target=upkeep, args=(service, stop), daemon=True).start()
+    threading.Thread(target=follow_organisation, args=(operations, service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
     watchdog = Watchdog(mountpoint)
@@ -366,8 +428,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            allow_other=multi_user, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
-            negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
+            allow_other=multi_user, auto_cache=True, use_ino=True, max_read=MAX_READ,
         )
     finally:
         commands.stop()

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 
 import mfusepy
 
+from encfs.access.text import ACCESS_TEXT_MAX
 from encfs.draft import Payload
 from encfs.errors import DamagedMetadata, EncfsError, NotFound
-from encfs.fs.control import ControlEntry, ControlTree, control_inode
+from encfs.fs.control import ControlEntry, ControlTree, access_folder, control_inode
 from encfs.fs.handles import OpenFile, OpenFiles
+from encfs.fs.mount import apply_cache_times
 from encfs.fs.rename_guard import in_unlink
 from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
@@ -78,8 +80,15 @@ def _damaged(operation: str, args: tuple[Any, ...], damage: DamagedMetadata) -> 
     return mfusepy.FuseOSError(errno.EIO)
 
 
+_served: list[Actor] = []  # the one user a mount `--as EMAIL` serves (empty: every caller as themselves)
+
+
 def caller() -> Actor:
     uid, gid, _pid = mfusepy.fuse_get_context()
+    if _served:
+        if uid not in (0, _served[0].uid):  # a mount --as serves its user (and root) only
+            raise mfusepy.FuseOSError(errno.EACCES)
+        return _served[0]
     return Actor.from_ids(uid, gid)
 
 
@@ -108,9 +117,18 @@ class EncfsOperations(mfusepy.Operations):
         self.control = ControlTree(service, caller_credentials)
         self._dir_listings: dict[int, list[tuple[str, Attributes]]] = {}
         self._control_reads: dict[int, bytes] = {}
+        self._access_writes: dict[int, AccessDraft] = {}
         self._control_numbers = itertools.count(FIRST_CONTROL_HANDLE)
         self._dir_numbers = itertools.count(1)
         self._hidden: dict[str, OpenFile] = {}
+        self.fuse_config: Any = None  # libfuse's configuration (its cache times), set at init
+        self.served: Actor | None = None
+
+    def serve_only(self, actor: Actor) -> None:
+        """Act for this user on every call (`encfs mount --as`): one user's view, so the
+        kernel may cache it; other Linux users are refused (EACCES)."""
+        self.served = actor
+        _served[:] = [actor]
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """Answer reads by splicing (see MAX_READ)."""
@@ -118,6 +136,14 @@ class EncfsOperations(mfusepy.Operations):
             return
         conn.want |= conn.capable & FUSE_CAP_SPLICE_WRITE
         conn.max_read = MAX_READ  # must equal the mount option, or libfuse refuses to start
+        if config is not None:
+            self.fuse_config = config
+            try:
+                organised = self.service.access.organised_now(self.service.meta)
+            except Exception:  # unreadable metadata: cache nothing, the safe side
+                log.exception("could not read whether the store has users")
+                organised = True
+            apply_cache_times(config, organised, self.served is not None)
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)
 
@@ -152,16 +178,22 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def chmod(self, path: str, mode: int) -> int:
+        if ControlTree.owns(path):
+            raise mfusepy.FuseOSError(errno.EPERM)
         self.service.set_mode(caller(), path, mode)
         return 0
 
     @translated
     def chown(self, path: str, uid: int, gid: int) -> int:
+        if ControlTree.owns(path):
+            raise mfusepy.FuseOSError(errno.EPERM)
         self.service.set_owner(caller(), path, uid, gid)
         return 0
 
     @translated
     def utimens(self, path: str, times: tuple[tuple[int, int], tuple[int, int]] | None = None) -> int:
+        if path is not None and access_folder(path) is not None:
+            return 0  # `touch FOLDER/.access`: its times are the mount's
         now = time.time_ns()
         atime, mtime = times if times is not None else ((0, UTIME_NOW), (0, UTIME_NOW))
         node = self.service.set_times(caller(), path, _resolve_time(atime, now), _resolve_time(mtime, now))
@@ -230,6 +262,11 @@ class EncfsOperations(mfusepy.Operations):
         if in_unlink() and os.path.basename(new).startswith(HIDDEN_PREFIX):
             self._hide(old, new)
             return 0
+        if access_folder(new) is not None and not ControlTree.owns(old):  # an editor saving .access
+            self.service.access_admin.write_from_file(caller(), old, access_folder(new))
+            return 0
+        if ControlTree.owns(old) or ControlTree.owns(new):
+            raise mfusepy.FuseOSError(errno.EPERM)
         self.service.move(caller(), old, new, replace=not flags & RENAME_NOREPLACE)
         return 0
 
@@ -318,10 +355,18 @@ class EncfsOperations(mfusepy.Operations):
         return 0
 
     def _open_control(self, actor: Actor, path: str, fi: Any) -> int:
-        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
+        writable = fi.flags & os.O_ACCMODE != os.O_RDONLY
+        folder = access_folder(path)
+        if writable and folder is None:
             raise mfusepy.FuseOSError(errno.EACCES)
         number = next(self._control_numbers)
-        self._control_reads[number] = self.control.content(actor, path)
+        content = self.control.content(actor, path)  # ENOENT for a folder the caller cannot see
+        if writable:
+            assert folder is not None
+            kept = b"" if fi.flags & os.O_TRUNC else content
+            truncated = bool(fi.flags & os.O_TRUNC)
+            self._access_writes[number] = AccessDraft(actor, folder, bytearray(kept), truncated)
+        self._control_reads[number] = content
         fi.fh = number
         fi.direct_io = 1
         return 0
@@ -341,6 +386,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def read_source(self, fh: int, size: int, offset: int) -> tuple[int | bytes, int]:
+        draft = self._access_writes.get(fh)
+        if draft is not None:
+            data = bytes(draft.content[offset : offset + size])
+            return data, len(data)
         content = self._control_content(fh)
         if content is not None:
             data = content[offset : offset + size]
@@ -351,17 +400,26 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def write(self, path: str | None, data: bytes | Payload, offset: int, fi: Any) -> int:
+        draft = self._access_writes.get(fi.fh)
+        if draft is not None:
+            return draft.write(data if isinstance(data, bytes) else data.to_bytes(), offset)
         opened = self.files.get(fi.fh)
         return self.files.write(caller(), path or opened.item.name, opened, data, offset)
 
     @translated
     def truncate(self, path: str | None, length: int, fh: Any = None) -> int:
         actor = caller()
+        draft = self._access_writes.get(fh.fh) if fh is not None else None
+        if draft is not None:
+            draft.truncate(length)
+            return 0
         opened = self.files.find(fh.fh) if fh is not None else None
         if opened is not None:
             self.files.truncate(actor, path or opened.item.name, opened, length)
             return 0
         assert path is not None
+        if ControlTree.owns(path):  # truncate(2) by name: open the access list to change it
+            raise mfusepy.FuseOSError(errno.EPERM)
         node = self.service.open_item(actor, path, writable=True)
         if isinstance(node, Folder):
             raise mfusepy.FuseOSError(errno.EISDIR)
@@ -399,6 +457,10 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def flush(self, path: str | None, fi: Any) -> int:
+        draft = self._access_writes.get(fi.fh)
+        if draft is not None and draft.dirty:
+            draft.dirty = False  # one attempt per change: a refusal is reported once, at this close
+            self.service.access_admin.write_text(draft.actor, draft.folder, bytes(draft.content))
         if self._control_content(fi.fh) is not None:
             return 0
         self._commit(path, self.files.get(fi.fh), durable=False)
@@ -426,6 +488,7 @@ class EncfsOperations(mfusepy.Operations):
 
     @translated
     def release(self, path: str | None, fi: Any) -> int:
+        self._access_writes.pop(fi.fh, None)
         if self._control_reads.pop(fi.fh, None) is not None:
             return 0
         self.files.release(fi.fh)
@@ -461,6 +524,30 @@ class EncfsOperations(mfusepy.Operations):
             raise mfusepy.FuseOSError(errno.EPERM)
         self.service.remove_attribute(caller(), path, name)
         return 0
+
+
+class AccessDraft:
+    """An access list opened for writing: its bytes, applied whole at close (flush)."""
+
+    def __init__(self, actor: Actor, folder: str, content: bytearray, dirty: bool) -> None:
+        self.actor, self.folder, self.content, self.dirty = actor, folder, content, dirty
+
+    def write(self, data: bytes, offset: int) -> int:
+        """Bytes past the limit are not kept: one byte over is enough for the close to
+        refuse the list (EINVAL, with the reason)."""
+        kept = data[: max(0, ACCESS_TEXT_MAX + 1 - offset)]
+        if offset > len(self.content) and kept:
+            self.content.extend(bytes(offset - len(self.content)))
+        self.content[offset : offset + len(kept)] = kept
+        if len(kept) < len(data) and len(self.content) <= ACCESS_TEXT_MAX:
+            self.content.extend(bytes(ACCESS_TEXT_MAX + 1 - len(self.content)))
+        self.dirty = True
+        return len(data)
+
+    def truncate(self, length: int) -> None:
+        del self.content[length:]
+        self.content.extend(bytes(max(0, length - len(self.content))))
+        self.dirty = True
 
 
 def _dot(node_id: int) -> Attributes:

@@ -428,7 +428,8 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            allow_other=multi_user, auto_cache=True, use_ino=True, max_read=MAX_READ,
+            allow_other=multi_user or (serve_as is not None and os.geteuid() == 0),  # root --as: for its user
+            auto_cache=True, use_ino=True, max_read=MAX_READ,
         )
     finally:
         commands.stop()

@@ -747,6 +747,8 @@ def _register_collections() -> None:
 
     main.add_command(dataset)
     main.add_command(project)
+    from encfs.cli_activity import activity
+    main.add_command(activity)
 
 
 _register_collections()

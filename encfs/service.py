@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from encfs.actions import action
+from encfs.activity import FOLDER_CONTROL_NAMES, refused_attempt
 from encfs.blobs.base import BlobReader, MemoryBlobReader
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
@@ -258,6 +259,8 @@ class FilesService(Grouping, Datasets, Views):
     def _check_not_reserved(self, parent: Folder, name: str, path: str) -> None:
         if parent.id == ROOT_ID and name in RESERVED_AT_ROOT:
             raise AlreadyExists(f"{name} is reserved at the root for the mount's control entries", path)
+        if name in FOLDER_CONTROL_NAMES:
+            raise AlreadyExists(f"{name} is reserved in every folder for the mount's control files", path)
 
     def _touch(self, folder: Folder, now: int) -> None:
         folder.mtime_ns = folder.ctime_ns = now
@@ -1108,6 +1111,7 @@ class FilesService(Grouping, Datasets, Views):
         try:
             with self.meta.write(reserve=True) as w:
                 w.add_error(actor.name, now, line)
+                refused_attempt(w, actor, operation, exc.path or "", exc.reason)
         except Exception:  # the refusal itself must still reach the caller
             log.exception("could not record a refusal")
 

@@ -3,16 +3,19 @@
     /.encfs/errors     the calling user's latest refusals, one line each
     /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
     /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
+    FOLDER/.activity   the folder's activity, one JSON line per change (activity.py)
 """
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 import time
 import zlib
 from dataclasses import dataclass
 
+from encfs.activity import ACTIVITY_FILE, ActivityLog
 from encfs.errors import NotFound
 from encfs.model import Actor
 from encfs.names import tagged_name
@@ -21,6 +24,7 @@ from encfs.service import FilesService
 CONTROL_NAMES = (".encfs", ".search")
 CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
 SEARCH_CACHE_SECONDS = 1.0
+ACTIVITY_SUFFIX = "/" + ACTIVITY_FILE
 
 
 def control_inode(path: str) -> int:
@@ -42,13 +46,22 @@ class ControlTree:
         self._searches: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
         self.mounted_ns = time.time_ns()
+        self.activity = ActivityLog(service)
 
     @staticmethod
     def owns(path: str) -> bool:
         top = path[1:].split("/", 1)[0]
-        return top in CONTROL_NAMES
+        return top in CONTROL_NAMES or path.endswith(ACTIVITY_SUFFIX)
+
+    def forget_searches(self) -> None:
+        """Names changed: the next search asks the store again."""
+        with self._lock:
+            self._searches.clear()
 
     def entry(self, actor: Actor, path: str) -> ControlEntry:
+        if path.endswith(ACTIVITY_SUFFIX) and path[1:].split("/", 1)[0] not in CONTROL_NAMES:
+            self.activity.folder(actor, path[: -len(ACTIVITY_SUFFIX)] or "/")
+            return ControlEntry(mode=stat.S_IFREG | 0o444)
         parts = path.strip("/").split("/")
         directory = ControlEntry(mode=stat.S_IFDIR | 0o555)
         if len(parts) == 1:
@@ -81,6 +94,9 @@ class ControlTree:
             return "".join(line + "\n" for line in lines).encode()
         if path == "/.encfs/store-id":
             return (self.service.store.store_id + "\n").encode()
+        if path.endswith(ACTIVITY_SUFFIX):
+            entries = self.activity.entries(actor, path[: -len(ACTIVITY_SUFFIX)] or "/")
+            return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries).encode()
         raise NotFound("not a control file", path)
 
     def search_links(self, actor: Actor, query: str) -> dict[str, str]:

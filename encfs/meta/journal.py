@@ -119,6 +119,10 @@ ACTIVITY_OF = {
 }
 
 
+IN_VIEWS = {"rmdir": "Dataset delete", "mkdir": "Dataset create", "rename": "Dataset rename",
+            "link": "Dataset link"}
+
+
 def activity_name(operation: str, paths: list[str]) -> str:
     """The activity word for an operation (Dataset view paths make unlink and link
     Dataset actions)."""
@@ -126,8 +130,8 @@ def activity_name(operation: str, paths: list[str]) -> str:
     in_views = main.startswith("/.datasets/") or main.startswith("/.projects/")
     if in_views and operation == "unlink":
         return "Dataset unlink"
-    if in_views and operation in ("rmdir", "mkdir", "rename", "link"):
-        return "Dataset " + {"rmdir": "delete", "mkdir": "create", "rename": "rename", "link": "link"}[operation]
+    if in_views and operation in IN_VIEWS:
+        return IN_VIEWS[operation]
     return ACTIVITY_OF.get(operation, operation)
 
 

@@ -47,6 +47,7 @@ from typing import Any
 import lmdb
 
 from encfs.errors import NoSpace
+from encfs.meta import journal
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -63,7 +64,6 @@ from encfs.meta.room import (
     reserve_for,
     round_up,
 )
-from encfs.meta import journal
 from encfs.meta.search import grams_of
 from encfs.model import Attributes, Dataset, Folder, Item, Node, Project, attributes_of
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from encfs.errors import StoreError
-from encfs.fs import connection
-from encfs.fs.rename_guard import RenameGuard
+from encfs.fs import connection, invalidation
+from encfs.fs.rename_guard import SUPPORTED_VERSIONS, RenameGuard
 from encfs.fs.watchdog import Watchdog
 
 log = logging.getLogger("encfs")
 
-CACHE_SECONDS = 1.0  # how long another mount's change may take to show
+LONG_CACHE_SECONDS = 60.0  # names and attributes, while the journal follower keeps them true
+SHORT_CACHE_SECONDS = 1.0  # without a follower (a libfuse whose node table encfs cannot read)
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
 SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet this long
 SWEEP_SECONDS = 10.0  # how often a running mount clears drafts abandoned by killed processes
@@ -157,9 +158,25 @@ def keep_thread_state() -> None:
         _kept_thread_states.add(ident)
 
 
-def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | None = None) -> type:
+def cache_options(seconds: float) -> dict[str, Any]:
+    """The kernel's caches for a mount: names, the absence of names and attributes
+    are kept `seconds` (0: the kernel asks every time); pages until mtime or size
+    change (auto_cache) or the journal follower says so."""
+    return {"auto_cache": True, "entry_timeout": seconds, "attr_timeout": seconds,
+            "negative_timeout": seconds}
+
+
+def default_cache_seconds(libfuse: Any) -> float:
+    """Long where the follower can tell the kernel what to forget (it reads libfuse's
+    node table, whose layout is known for these versions), else short."""
+    return LONG_CACHE_SECONDS if libfuse.fuse_version() in SUPPORTED_VERSIONS else SHORT_CACHE_SECONDS
+
+
+def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | None = None,
+                    stop: threading.Event | None = None) -> type:
     """The FUSE class for a mount at `mountpoint` (resolved: libfuse keeps it so);
-    every request it answers is noted by the watchdog."""
+    every request it answers is noted by the watchdog; once libfuse is up, a journal
+    follower keeps the kernel's caches true until `stop`."""
     from encfs.fs.operations import IO_BLOCK, KEPT_NAMESPACE
     kept_namespace = KEPT_NAMESPACE.encode()
     libfuse = mfusepy._libfuse
@@ -170,21 +187,57 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
 
     class EncfsFUSE(mfusepy.FUSE):
         rename_guard = RenameGuard(libfuse, keep_thread_state)
+        follower: invalidation.Follower | None = None
 
         def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
             keep_thread_state()
             if watchdog is None:
-                return super()._wrapper(func, *args, **kwargs)
+                return self._answer(func, *args, **kwargs)
             watchdog.started(func.__name__, args[0] if args else None)
+            try:
+                return self._answer(func, *args, **kwargs)
+            finally:
+                watchdog.finished()
+
+        def _answer(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+            """Answer a request; what it changed is forgotten on every other path
+            before libfuse sends the answer."""
+            if self.follower is None:
+                return super()._wrapper(func, *args, **kwargs)
+            outermost = invalidation.request_started()
             try:
                 return super()._wrapper(func, *args, **kwargs)
             finally:
-                watchdog.finished()
+                written = invalidation.request_finished(outermost)
+                if written:
+                    self._forget_elsewhere(func.__name__, args, written)
+
+        def _forget_elsewhere(self, operation: str, args: tuple, written: list) -> None:
+            try:
+                assert self.follower is not None
+                paths = invalidation.request_paths(args, self.encoding)
+                self.follower.after_request(operation, paths, written)
+            except Exception:
+                log.exception("%s: could not tell the kernel what the change made stale", operation)
 
         def init_fuse_3(self, conn, config):  # type: ignore[no-untyped-def]
             super().init_fuse_3(conn, config)
             fuse = libfuse.fuse_get_context().contents.fuse
             self.rename_guard.install(fuse, mountpoint)
+            self._follow_journal(fuse)
+
+        def _follow_journal(self, fuse: int) -> None:
+            nodes = self.rename_guard.nodes
+            if nodes is None or stop is None:
+                log.warning("the change journal is not followed (libfuse's node table is unknown): another "
+                            "mount's changes show only when the kernel's caches expire")
+                return
+            kernel = invalidation.KernelCache(libfuse, fuse, nodes)
+            operations = self.operations
+            follower = invalidation.Follower(
+                operations.service.meta, kernel, operations.control.forget_searches)
+            follower.start(stop)
+            self.follower = follower
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
@@ -320,8 +373,10 @@ def exit_stuck(service: Any, mountpoint: Path, stop: threading.Event) -> None:
         os._exit(1)
 
 
-def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
-    """Mount and serve until unmounted (blocks)."""
+def serve(store_path: Path, mountpoint: Path, debug: bool = False,
+          cache_seconds: float | None = None) -> None:
+    """Mount and serve until unmounted (blocks). `cache_seconds`: how long the
+    kernel keeps names and attributes (default: `default_cache_seconds`)."""
     mfusepy = load_mfusepy()
     from encfs.fs.operations import MAX_READ, EncfsOperations
     from encfs.service import FilesService
@@ -338,7 +393,9 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
     watchdog = Watchdog(mountpoint)
-    fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog)
+    fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog, stop)
+    if cache_seconds is None:
+        cache_seconds = default_cache_seconds(mfusepy._libfuse)
     threading.Thread(target=watchdog.watch, daemon=True, args=(
         stop, fuse_class.rename_guard.exiting, lambda: exit_stuck(service, mountpoint, stop))).start()
     log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
@@ -346,8 +403,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False) -> None:
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
-            allow_other=os.geteuid() == 0, auto_cache=True, entry_timeout=CACHE_SECONDS, attr_timeout=CACHE_SECONDS,
-            negative_timeout=CACHE_SECONDS, use_ino=True, max_read=MAX_READ,
+            allow_other=os.geteuid() == 0, use_ino=True, max_read=MAX_READ, **cache_options(cache_seconds),
         )
     finally:
         stop.set()

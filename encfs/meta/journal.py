@@ -85,10 +85,16 @@ def collect_written(active: bool) -> list[tuple[int, dict[str, Any]]]:
     return written
 
 
-def _note_written(seq: int, record: dict[str, Any]) -> None:
-    written = getattr(_scope, "written", None)
-    if written is not None:
-        written.append((seq, record))
+CLAIMED: set[int] = set()  # records a mount's request handles itself (its follower skips them)
+
+
+def committed(written: tuple[int, dict[str, Any]] | None) -> None:
+    """A record was committed by this thread: a mount's request collecting its
+    records claims it."""
+    collecting = getattr(_scope, "written", None)
+    if written is not None and collecting is not None:
+        collecting.append(written)
+        CLAIMED.add(written[0])
 
 
 @dataclass
@@ -200,8 +206,8 @@ def decode(raw: bytes) -> dict[str, Any]:
     return json.loads(raw.decode("utf-8", "surrogateescape"))
 
 
-def append(txn: lmdb.Transaction, dbs: dict[str, Any], touched: Touched) -> int | None:
-    """Write the transaction's record (if it changed anything); returns its number."""
+def append(txn: lmdb.Transaction, dbs: dict[str, Any], touched: Touched) -> tuple[int, dict[str, Any]] | None:
+    """Write the transaction's record (if it changed anything): (number, record)."""
     if not touched:
         return None
     journal = dbs["journal"]
@@ -213,8 +219,7 @@ def append(txn: lmdb.Transaction, dbs: dict[str, Any], touched: Touched) -> int 
         txn.put(U64.pack(folder) + U64.pack(seq), b"", db=dbs["journal_folders"])
     if seq % PRUNE_EVERY == 0:
         prune(txn, dbs, seq)
-    _note_written(seq, record)
-    return seq
+    return seq, record
 
 
 def prune(txn: lmdb.Transaction, dbs: dict[str, Any], last: int, kept: int = RECORDS_KEPT,

@@ -558,7 +558,8 @@ class MetaStore:
                 with self._begin_write() as txn:
                     w = WriteTxn(txn, self.dbs)
                     yield w
-                    journal.append(txn, self.dbs, w.touched)
+                    written = journal.append(txn, self.dbs, w.touched)
+                journal.committed(written)
             except lmdb.MapFullError:
                 raise self._map_full() from None
             except lmdb.DiskError:

@@ -300,16 +300,15 @@ class Follower:
         if targets.names_changed:
             self.on_names_changed()
         own = set(request_paths)
-        locked = own | {os.path.dirname(path) or "/" for path in request_paths}
-        changes_folder = operation in DIRECTORY_REQUESTS
+        folders = {os.path.dirname(path) or "/" for path in request_paths}
         now, later = Targets(), Targets()
         for folder, name in targets.entries:
             if join(folder, name) in own:
                 continue
-            (later if folder in locked else now).entries.add((folder, name))
+            (later if folder in own | folders else now).entries.add((folder, name))
         for path, pages in targets.inodes.items():
-            if changes_folder and path in locked:
-                continue  # the kernel updates these from the answer itself
+            if operation in DIRECTORY_REQUESTS and path in folders:
+                continue  # the kernel forgets the attributes of the folders it changed itself
             now.inode(path, pages and path not in own)
         notices = self._resolve(now, pages_ok=True)
         for node in notices.attributes:  # takes no lock: done here, at once

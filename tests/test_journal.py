@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from conftest import Mounted, start_mount, stop_mount
-from store_state import os_refused, service_of
-
 from encfs.errors import AlreadyExists, NotFound
 from encfs.fs.mount import LONG_CACHE_SECONDS, cache_options
 from encfs.meta import journal
 from encfs.model import Actor
+
+from conftest import Mounted, start_mount, stop_mount
+from store_state import os_refused, service_of
 
 BOUND = 2.0  # another mount's change must show within this (the bench measures the real figure)
 
@@ -153,7 +153,7 @@ def test_a_delete_shows_at_once_in_the_dataset_view(mount: Mounted) -> None:
     assert os.listdir(view.parent) == ["a.jpg"]
     os.unlink(mount.path / "F" / "a.jpg")
     os_refused(errno.ENOENT, lambda: os.stat(view))
-    os_refused(errno.ENOENT, lambda: open(view, "rb"))
+    os_refused(errno.ENOENT, view.read_bytes)
     assert os.listdir(view.parent) == []
 
 

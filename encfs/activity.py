@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from encfs.errors import NotAFolder, NotPermitted
+from encfs.errors import NotAFolder, NotFound, NotPermitted
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Folder
-from encfs.names import split_path
+from encfs.names import printable, split_path
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -72,8 +72,11 @@ class ActivityLog:
         self.meta = service.meta
 
     def folder(self, actor: Actor, path: str) -> Folder:
+        if split_path(path)[:1] in ([".datasets"], [".projects"]):
+            raise NotFound("Datasets and Projects keep no activity of their own; see their files' folders",
+                           path)
         node = self.service.lookup(actor, path)
-        if not isinstance(node, Folder) or split_path(path)[:1] in ([".datasets"], [".projects"]):
+        if not isinstance(node, Folder):
             raise NotAFolder("activity is kept for folders", path)
         if not may_see_activity(actor, node):
             raise NotPermitted("you may not see this folder's activity", path)
@@ -135,7 +138,7 @@ def entry_of(seq: int, record: dict[str, Any], inside: set[int]) -> dict[str, An
     move between folders is a move in or out when only one side is inside."""
     entry: dict[str, Any] = {
         "seq": seq, "time": iso_time(record["t"]), "user": record.get("u"), "action": record["a"],
-        "paths": record.get("p", []), "item": record.get("i"),
+        "paths": [printable(path) for path in record.get("p", [])], "item": record.get("i"),
     }
     if record["a"] == "rename":
         entry["action"] = _move_seen_from(record, inside)

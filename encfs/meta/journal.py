@@ -145,6 +145,9 @@ def build_record(touched: Touched, now_ns: int) -> dict[str, Any]:
     """The record of a transaction: what it touched, and the activity if it is the
     first change of the user action under way (or the service said what it was)."""
     record: dict[str, Any] = {"t": now_ns, "w": WRITER}
+    gone = {node for node, parent in touched.nodes.items() if parent < 0}
+    # names inside a removed folder: no mount shows them once the folder's own name is forgotten
+    touched.entries = [entry for entry in touched.entries if entry[0] not in gone]
     if touched.entries:
         record["e"] = touched.entries
     if touched.nodes:

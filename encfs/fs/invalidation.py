@@ -210,6 +210,15 @@ class Follower:
         self.handoffs: queue.SimpleQueue[tuple[Notices, threading.Event]] = queue.SimpleQueue()
         self.wake = threading.Event()
         self.followed = 0  # records of other processes acted on (for tests and the log)
+        self._busy = threading.Lock()  # held while libfuse's structures are read or notices sent
+        self.halted = False
+
+    def halt(self, timeout: float = 2.0) -> None:
+        """libfuse is about to free its nodes and session: no notice after this."""
+        acquired = self._busy.acquire(timeout=timeout)
+        self.halted = True
+        if acquired:
+            self._busy.release()
 
     def start(self, stop: threading.Event) -> None:
         threading.Thread(target=self._follow, args=(stop,), daemon=True, name="journal follower").start()
@@ -223,8 +232,11 @@ class Follower:
             self.wake.wait(FOLLOW_SECONDS)
             self.wake.clear()
             try:
-                self._send_deferred()
-                self.catch_up()
+                with self._busy:
+                    if self.halted:
+                        return
+                    self._send_deferred()
+                    self.catch_up()
             except Exception:
                 log.exception("following the change journal failed")
                 stop.wait(1.0)
@@ -283,7 +295,9 @@ class Follower:
             except queue.Empty:
                 continue
             try:
-                self._send(notices)
+                with self._busy:
+                    if not self.halted:
+                        self._send(notices)
             except Exception:
                 log.exception("telling the kernel what a change made stale failed")
             finally:

@@ -226,6 +226,11 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
             self.rename_guard.install(fuse, mountpoint)
             self._follow_journal(fuse)
 
+        def destroy(self, private_data):  # type: ignore[no-untyped-def]
+            if self.follower is not None:  # libfuse frees its nodes next
+                self.follower.halt()
+            return super().destroy(private_data)
+
         def _follow_journal(self, fuse: int) -> None:
             nodes = self.rename_guard.nodes
             if nodes is None or stop is None:

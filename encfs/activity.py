@@ -47,11 +47,11 @@ def refused_attempt(w: WriteTxn, actor: Actor, operation: str, path: str, reason
 def deepest_folder(r: ReadTxn, path: str) -> int | None:
     """The id of the deepest existing folder on `path` (None for the views' and the
     control entries' paths, which are in no folder)."""
-    parts = split_path(path) if path.startswith("/") else []
+    parts = [part for part in path.split("/") if part] if path.startswith("/") else []
     if parts and parts[0].startswith("."):
         return None
     folder = ROOT_ID
-    for part in parts:
+    for part in parts:  # any text: a refused path may hold names no folder can have
         child = r.child_id(folder, part)
         if child is None or not isinstance(r.node(child), Folder):
             break

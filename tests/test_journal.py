@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from encfs.errors import AlreadyExists, NotFound
+from encfs.errors import AlreadyExists, EncfsError, NotFound
 from encfs.fs.mount import LONG_CACHE_SECONDS, cache_options
 from encfs.meta import journal
 from encfs.model import Actor
@@ -278,3 +278,16 @@ def test_the_journal_survives_a_daemon_crash_and_a_restarted_mount_catches_up(
         shows_within(lambda: exists(restarted.path / "F" / "later.txt"))
     finally:
         stop_mount(restarted)
+
+
+def test_a_refusal_of_a_path_no_folder_can_have_is_recorded(store: Path) -> None:
+    with service_of(store) as service:
+        actor = Actor.local()
+        service.create_folder(actor, "/A")
+        for bad in ("/A/..", "/A/caf\udce9", "/A/x/../y"):
+            with pytest.raises(EncfsError):
+                service.create_folder(actor, bad)
+        refused = [r for r in records(service) if r.get("a") == "refused attempt"]
+        assert [r["p"] for r in refused] == [["/A/.."], ["/A/caf\udce9"], ["/A/x/../y"]]
+        assert all(r["f"] == [2] for r in refused)  # in /A, the deepest folder that exists
+        assert len(service.refusals(actor)) == 3

@@ -163,7 +163,8 @@ def _move_seen_from(record: dict[str, Any], inside: set[int]) -> str:
 
 def text_line(entry: dict[str, Any]) -> str:
     """An activity line for people: time, user, action, paths, item id."""
-    paths = " -> ".join(entry["paths"])
+    moved = entry["action"] in ("rename", "move", "move in", "move out")
+    paths = (" -> " if moved else ", ").join(entry["paths"])
     item = f" (item {entry['item']})" if entry.get("item") is not None else ""
     reason = f": {entry['operation']} refused, {entry['reason']}" if "reason" in entry else ""
     return f"{entry['time']} {entry['user']} {entry['action']} {paths}{item}{reason}"

@@ -122,6 +122,10 @@ ACTIVITY_OF = {
     "link": "Dataset link", "dataset add": "Dataset link", "dataset remove": "Dataset unlink",
     "chmod": "access change", "chown": "access change", "utimens": "attributes",
     "setxattr": "attributes", "removexattr": "attributes", "truncate": "write",
+    "dataset create": "Dataset create", "dataset rename": "Dataset rename", "dataset rm": "Dataset delete",
+    "dataset sync": "Dataset sync", "dataset upgrade": "Dataset upgrade", "project create": "Project create",
+    "project rename": "Project rename", "project rm": "Project delete", "project attach": "Project attach",
+    "project detach": "Project detach",
 }
 
 

@@ -130,10 +130,13 @@ def test_the_journal_is_pruned_by_count_and_keeps_the_newest(store: Path) -> Non
             assert r.journal_last() == last + 1
 
 
-def test_mounts_keep_names_and_attributes_long() -> None:
+def test_mounts_keep_names_and_attributes_long(mount: Mounted) -> None:
     options = cache_options(LONG_CACHE_SECONDS)
     assert LONG_CACHE_SECONDS >= 30
     assert options["entry_timeout"] == options["attr_timeout"] == options["negative_timeout"] >= 30
+    (mount.path / "F").mkdir()
+    assert f"caches names and attributes for {LONG_CACHE_SECONDS:g} s" in mount.log()
+    assert "following the change journal" in mount.log()
 
 
 # ------------------------------------------------------------------ the same mount

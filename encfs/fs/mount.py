@@ -243,6 +243,7 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
                 operations.service.meta, kernel, operations.control.forget_searches)
             follower.start(stop)
             self.follower = follower
+            log.info("following the change journal from record %d", follower.seen)
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
@@ -403,7 +404,8 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False,
         cache_seconds = default_cache_seconds(mfusepy._libfuse)
     threading.Thread(target=watchdog.watch, daemon=True, args=(
         stop, fuse_class.rename_guard.exiting, lambda: exit_stuck(service, mountpoint, stop))).start()
-    log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
+    log.info("mounting store %s at %s (pid %d); the kernel caches names and attributes for %g s",
+             store_path, mountpoint, os.getpid(), cache_seconds)
     try:
         fuse_class(
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ACTIVITY_FILE = ".activity"
 FOLDER_CONTROL_NAMES = (ACTIVITY_FILE,)  # reachable in every folder, never listed, never stored
 FOLLOW_SECONDS = 0.2
+FILE_LINES = 10_000  # FOLDER/.activity shows the newest this many (encfs activity shows all)
 
 
 def may_see_activity(actor: Actor, folder: Folder) -> bool:
@@ -82,8 +83,10 @@ class ActivityLog:
             raise NotPermitted("you may not see this folder's activity", path)
         return node
 
-    def entries(self, actor: Actor, path: str, since_ns: int | None = None) -> list[dict[str, Any]]:
-        """The folder's activity, oldest first (since `since_ns` if given)."""
+    def entries(self, actor: Actor, path: str, since_ns: int | None = None,
+                newest: int | None = None) -> list[dict[str, Any]]:
+        """The folder's activity, oldest first (since `since_ns` if given; only the
+        `newest` so many if given)."""
         folder = self.folder(actor, path)
         with self.meta.read() as r:
             inside = subtree(r, folder.id)
@@ -92,7 +95,7 @@ class ActivityLog:
             for folder_id in inside:
                 numbers.update(r.journal_of_folder(folder_id, start))
             found = []
-            for seq in sorted(numbers):
+            for seq in sorted(numbers)[-newest if newest else None:]:
                 record = r.journal_record(seq)
                 if record is not None and "a" in record:
                     found.append(entry_of(seq, record, inside))

@@ -15,7 +15,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from encfs.activity import ACTIVITY_FILE, ActivityLog
+from encfs.activity import ACTIVITY_FILE, FILE_LINES, ActivityLog
 from encfs.errors import NotFound
 from encfs.model import Actor
 from encfs.names import tagged_name
@@ -95,7 +95,7 @@ class ControlTree:
         if path == "/.encfs/store-id":
             return (self.service.store.store_id + "\n").encode()
         if path.endswith(ACTIVITY_SUFFIX):
-            entries = self.activity.entries(actor, path[: -len(ACTIVITY_SUFFIX)] or "/")
+            entries = self.activity.entries(actor, path[: -len(ACTIVITY_SUFFIX)] or "/", newest=FILE_LINES)
             return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries).encode()
         raise NotFound("not a control file", path)
 

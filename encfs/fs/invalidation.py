@@ -104,11 +104,14 @@ class Paths:
         return None if above is None else join(above, node.name)
 
     def dataset_folders(self, dataset_id: int) -> list[str]:
-        """Where a standard Dataset shows its files: /.datasets/D and its read-only twin."""
+        """Where a Dataset shows its files: /.datasets/D and its read-only twin."""
         collection = self.r.collection(dataset_id)
         if collection is None:
             return []
-        return [f"/.datasets/{collection.name}", f"/.datasets/{READ_ONLY}/{collection.name}"]
+        read_only = f"/.datasets/{READ_ONLY}/{collection.name}"
+        if getattr(collection, "synced_folder", None) is not None:
+            return [read_only]  # /.datasets/S is a symlink to its folder: the folder's paths cover it
+        return [f"/.datasets/{collection.name}", read_only]
 
 
 def join(folder: str, name: str) -> str:

@@ -200,6 +200,20 @@ def test_a_project_shows_a_dataset_change_at_once(mount: Mounted) -> None:
     assert not exists(shown)
 
 
+def test_a_synced_datasets_views_follow_its_folder_at_once(mount: Mounted) -> None:
+    (mount.path / "F").mkdir()
+    os.symlink("../F", mount.path / ".datasets" / "S")
+    (mount.path / "F" / "a.jpg").write_bytes(b"one")
+    read_only = mount.path / ".datasets" / ".readonly" / "S" / "a.jpg"
+    assert read_only.read_bytes() == b"one"
+    assert (mount.path / ".datasets" / "S" / "a.jpg").read_bytes() == b"one"
+    (mount.path / "F" / "a.jpg").write_bytes(b"two!")
+    assert read_only.read_bytes() == b"two!"
+    os.unlink(mount.path / "F" / "a.jpg")
+    assert not exists(read_only)
+    assert not exists(mount.path / ".datasets" / "S" / "a.jpg")
+
+
 # ------------------------------------------------------------------ another mount
 
 

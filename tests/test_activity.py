@@ -89,6 +89,9 @@ def test_a_folder_shows_its_subfolders_changes_and_not_its_siblings(mount: Mount
     assert ("upload", ["/F/sub/deeper/x.txt"]) in actions(mount.path / "F")
     assert all("/G/" not in path for _, paths in actions(mount.path / "F") for path in paths)
     assert actions(mount.path / "G") == [("upload", ["/G/y.txt"]), ("write", ["/G/y.txt"])]
+    os.chmod(mount.path / "F" / "sub", 0o700)
+    assert actions(mount.path / "F" / "sub")[-1] == ("access change", ["/F/sub"])  # its own change
+    assert actions(mount.path / "F")[-1] == ("access change", ["/F/sub"])
 
 
 def test_batch_is_one_line(mount: Mounted) -> None:

@@ -106,6 +106,7 @@ class Touched:
     views: list[list[Any]] = field(default_factory=list)
     collections: list[list[Any]] = field(default_factory=list)
     attachments: list[list[int]] = field(default_factory=list)
+    folders: set[int] = field(default_factory=set)  # the nodes put that are folders
     said: dict[str, Any] | None = None
 
     def entry(self, parent: int, name: str, child: int, added: bool) -> None:
@@ -201,7 +202,11 @@ def folders_of(touched: Touched) -> list[int]:
         return folders
     parents = {parent for parent in touched.nodes.values() if parent >= 0}
     changed_folders = [node for node in touched.nodes if node in parents]
-    leaves = [parent for node, parent in touched.nodes.items() if parent >= 0 and node not in parents]
+    leaves = []
+    for node, parent in touched.nodes.items():
+        if parent >= 0 and node not in parents:
+            leaves.append(parent)  # a folder changed itself shows in its own activity too
+            leaves.extend([node] if node in touched.folders else [])
     return list(dict.fromkeys(leaves or changed_folders))
 
 

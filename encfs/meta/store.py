@@ -319,6 +319,8 @@ class WriteTxn(ReadTxn):
     def put_node(self, node: Node) -> None:
         key = u64(node.id)
         self.touched.nodes[node.id] = node.parent
+        if isinstance(node, Folder):
+            self.touched.folders.add(node.id)
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
 

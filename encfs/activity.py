@@ -87,6 +87,11 @@ class ActivityLog:
                 newest: int | None = None) -> list[dict[str, Any]]:
         """The folder's activity, oldest first (since `since_ns` if given; only the
         `newest` so many if given)."""
+        return self._snapshot(actor, path, since_ns, newest)[0]
+
+    def _snapshot(self, actor: Actor, path: str, since_ns: int | None,
+                  newest: int | None = None) -> tuple[list[dict[str, Any]], int, int]:
+        """(entries, the newest record's number, the folder's id), all as of one moment."""
         folder = self.folder(actor, path)
         with self.meta.read() as r:
             inside = subtree(r, folder.id)
@@ -99,26 +104,21 @@ class ActivityLog:
                 record = r.journal_record(seq)
                 if record is not None and "a" in record:
                     found.append(entry_of(seq, record, inside))
-            return found
+            return found, r.journal_last(), folder.id
 
     def follow(self, actor: Actor, path: str, since_ns: int | None = None,
                stop: Any = None) -> Iterator[dict[str, Any]]:
         """The folder's activity, then each new change as it is committed (until
         `stop()` says so)."""
-        last = 0
-        for entry in self.entries(actor, path, since_ns):
-            last = entry["seq"]
-            yield entry
-        folder = self.folder(actor, path)
-        with self.meta.read() as r:
-            last = max(last, r.journal_last())
+        found, last, folder_id = self._snapshot(actor, path, since_ns)
+        yield from found
         while stop is None or not stop():
             time.sleep(FOLLOW_SECONDS)
             with self.meta.read() as r:
                 records = list(r.journal_after(last))
                 if not records:
                     continue
-                inside = subtree(r, folder.id)
+                inside = subtree(r, folder_id)
             for seq, record in records:
                 last = seq
                 if "a" in record and inside.intersection(record.get("f", ())):

@@ -14,7 +14,9 @@ the service (`WriteTxn.journal`). Only the first record of an action carries the
 activity: an upload that creates an item and then stores its content is one line.
 
 Keys (sub-dbs):
-    journal          seq:u64 -> JSON record (below)
+    journal          seq:u64 -> JSON record (below); seq is LMDB's transaction number
+                     (it rises with every commit in every process; numbers skip the
+                     transactions that changed nothing a mount shows)
     journal_folders  folder:u64 + seq:u64 -> b"" (the records about each folder's entries)
 
 A record: {"t": time ns, "u": user, "a": activity or absent, "o": operation,
@@ -210,8 +212,11 @@ def folders_of(touched: Touched) -> list[int]:
     return list(dict.fromkeys(leaves or changed_folders))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return _ENCODER.encode(record).encode("utf-8", "surrogateescape")
 
 
 def decode(raw: bytes) -> dict[str, Any]:
@@ -222,14 +227,12 @@ def append(txn: lmdb.Transaction, dbs: dict[str, Any], touched: Touched) -> tupl
     """Write the transaction's record (if it changed anything): (number, record)."""
     if not touched:
         return None
-    journal = dbs["journal"]
-    with txn.cursor(db=journal) as cur:
-        seq = U64.unpack(cur.key())[0] + 1 if cur.last() else 1
+    seq = txn.id()  # LMDB's transaction number: rises with every commit, in every process
     record = build_record(touched, time.time_ns())
-    txn.put(U64.pack(seq), encode(record), db=journal, append=True)
+    txn.put(U64.pack(seq), encode(record), db=dbs["journal"], append=True)
     for folder in record.get("f", ()):
         txn.put(U64.pack(folder) + U64.pack(seq), b"", db=dbs["journal_folders"])
-    if seq % PRUNE_EVERY == 0:
+    if seq % PRUNE_EVERY == 0:  # numbers skip the transactions that wrote no record: about as often
         prune(txn, dbs, seq)
     return seq, record
 
@@ -281,20 +284,25 @@ def records_after(txn: lmdb.Transaction, dbs: dict[str, Any], seq: int,
 
 
 def seq_at(txn: lmdb.Transaction, dbs: dict[str, Any], time_ns: int) -> int:
-    """The first record written at or after `time_ns`, by bisection: numbers are
-    contiguous (pruning takes the oldest only) and times rise with them (records
-    are numbered inside the write lock)."""
+    """The number of the first record written at or after `time_ns` (one past the
+    newest if none): times rise with numbers (records are numbered and timed inside
+    the write lock), so bisection over the numbers, which have gaps, finds it."""
     low, high = first_seq(txn, dbs), last_seq(txn, dbs) + 1
     if low == 0:
         return 1
-    while low < high:
-        middle = (low + high) // 2
-        found = record(txn, dbs, middle)
-        if found is None or found["t"] >= time_ns:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+    with txn.cursor(db=dbs["journal"]) as cur:
+        def time_from(seq: int) -> tuple[int, int]:
+            """(number, time) of the first record numbered `seq` or more."""
+            cur.set_range(U64.pack(seq))
+            return U64.unpack(cur.key())[0], decode(cur.value())["t"]
+
+        while low < high:
+            middle = (low + high) // 2
+            if time_from(middle)[1] >= time_ns:
+                high = middle
+            else:
+                low = middle + 1
+        return time_from(low)[0] if low <= last_seq(txn, dbs) else low
 
 
 def folder_records(txn: lmdb.Transaction, dbs: dict[str, Any], folder: int,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from encfs.errors import DamagedMetadata, EncfsError
+from encfs.meta import journal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +38,11 @@ def action(operation: str, where: Where | None = None) -> Callable[[Callable[P, 
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
             depth = getattr(_actions, "depth", 0)
             _actions.depth = depth + 1
+            if depth == 0:
+                journal.begin_action(operation, getattr(args[1], "name", "?"),
+                                     lambda: _given_paths(signature.bind(*args, **kwargs).arguments, where))
+            else:
+                journal.enter_inner(operation)
             try:
                 return method(*args, **kwargs)
             except DamagedMetadata:
@@ -50,6 +56,10 @@ def action(operation: str, where: Where | None = None) -> Callable[[Callable[P, 
                 raise
             finally:
                 _actions.depth = depth
+                if depth == 0:
+                    journal.end_action()
+                else:
+                    journal.leave_inner()
 
         return run
 

@@ -776,6 +776,8 @@ def _register_collections() -> None:
 
     for command in (user, group, access):
         main.add_command(command)
+    from encfs.cli_activity import activity
+    main.add_command(activity)
 
 
 _register_collections()

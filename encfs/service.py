@@ -25,6 +25,7 @@ from encfs.access.admin import AccessAdmin
 from encfs.access.policy import AccessPolicy
 from encfs.access.roles import Role
 from encfs.actions import action
+from encfs.activity import FOLDER_CONTROL_NAMES, refused_attempt
 from encfs.blobs.base import BlobReader, MemoryBlobReader
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
@@ -308,6 +309,8 @@ class FilesService(Grouping, Datasets, Views):
         if name == ACCESS_FILE:
             raise AlreadyExists(f"{ACCESS_FILE} is every folder's access list; write it to change who may "
                                 "do what here", path)
+        if name in FOLDER_CONTROL_NAMES:
+            raise AlreadyExists(f"{name} is reserved in every folder for the mount's control files", path)
 
     def _touch(self, folder: Folder, now: int) -> None:
         folder.mtime_ns = folder.ctime_ns = now
@@ -1258,6 +1261,7 @@ class FilesService(Grouping, Datasets, Views):
         try:
             with self.meta.write(reserve=True) as w:
                 w.add_error(actor.name, now, line)
+                refused_attempt(w, actor, operation, exc.path or "", exc.reason)
         except Exception:  # the refusal itself must still reach the caller
             log.exception("could not record a refusal")
 

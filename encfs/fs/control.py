@@ -4,10 +4,12 @@
     /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
     /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
     FOLDER/.access     the folder's access list (in every folder): read it, or write it whole
+    FOLDER/.activity   the folder's activity, one JSON line per change (activity.py)
 """
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 import time
@@ -15,6 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from encfs.activity import ACTIVITY_FILE, FILE_LINES, ActivityLog
 from encfs.errors import NotFound
 from encfs.model import Actor
 from encfs.names import tagged_name
@@ -24,14 +27,15 @@ from encfs.service import FilesService
 CONTROL_NAMES = (".encfs", ".search")
 ACCESS_FILE = ".access"
 ACCESS_MODE = stat.S_IFREG | 0o666  # the kernel lets every caller write: encfs checks for admin
+CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
+SEARCH_CACHE_SECONDS = 1.0
+ACTIVITY_SUFFIX = "/" + ACTIVITY_FILE
 
 
 def access_folder(path: str) -> str | None:
     """The folder whose access list `path` names (FOLDER/.access), or None."""
     folder, _, name = path.rpartition("/")
     return (folder or "/") if name == ACCESS_FILE else None
-CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
-SEARCH_CACHE_SECONDS = 1.0
 
 
 def control_inode(path: str) -> int:
@@ -55,15 +59,24 @@ class ControlTree:
         self._searches: dict[tuple[int, int, str], tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
         self.mounted_ns = time.time_ns()
+        self.activity = ActivityLog(service)
 
     @staticmethod
     def owns(path: str) -> bool:
         top = path[1:].split("/", 1)[0]
-        return top in CONTROL_NAMES or access_folder(path) is not None
+        return top in CONTROL_NAMES or access_folder(path) is not None or path.endswith(ACTIVITY_SUFFIX)
+
+    def forget_searches(self) -> None:
+        """Names changed: the next search asks the store again."""
+        with self._lock:
+            self._searches.clear()
 
     def entry(self, actor: Actor, path: str) -> ControlEntry:
         if access_folder(path) is not None:
             return ControlEntry(mode=ACCESS_MODE, size=len(self.content(actor, path)))
+        if path.endswith(ACTIVITY_SUFFIX) and path[1:].split("/", 1)[0] not in CONTROL_NAMES:
+            self.activity.folder(actor, path[: -len(ACTIVITY_SUFFIX)] or "/")
+            return ControlEntry(mode=stat.S_IFREG | 0o444)
         parts = path.strip("/").split("/")
         directory = ControlEntry(mode=stat.S_IFDIR | 0o555)
         if len(parts) == 1:
@@ -99,6 +112,9 @@ class ControlTree:
             return "".join(line + "\n" for line in lines).encode()
         if path == "/.encfs/store-id":
             return (self.service.store.store_id + "\n").encode()
+        if path.endswith(ACTIVITY_SUFFIX):
+            entries = self.activity.entries(actor, path[: -len(ACTIVITY_SUFFIX)] or "/", newest=FILE_LINES)
+            return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries).encode()
         raise NotFound("not a control file", path)
 
     def search_links(self, actor: Actor, query: str) -> dict[str, str]:

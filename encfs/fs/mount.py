@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from encfs.errors import StoreError
-from encfs.fs import connection
-from encfs.fs.rename_guard import RenameGuard
+from encfs.fs import connection, invalidation
+from encfs.fs.rename_guard import SUPPORTED_VERSIONS, RenameGuard
 from encfs.fs.watchdog import Watchdog
 
 log = logging.getLogger("encfs")
 
-CACHE_SECONDS = 1.0  # how long another mount's change may take to show
+LONG_CACHE_SECONDS = 60.0  # names and attributes, while the journal follower keeps them true
+SHORT_CACHE_SECONDS = 1.0  # without a follower (a libfuse whose node table encfs cannot read)
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
 SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet this long
 SWEEP_SECONDS = 10.0  # how often a running mount clears drafts abandoned by killed processes
@@ -171,9 +172,25 @@ def keep_thread_state() -> None:
         _kept_thread_states.add(ident)
 
 
-def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | None = None) -> type:
+def cache_options(seconds: float) -> dict[str, Any]:
+    """The kernel's caches for a mount: names, the absence of names and attributes
+    are kept `seconds` (0: the kernel asks every time); pages until mtime or size
+    change (auto_cache) or the journal follower says so."""
+    return {"auto_cache": True, "entry_timeout": seconds, "attr_timeout": seconds,
+            "negative_timeout": seconds}
+
+
+def default_cache_seconds(libfuse: Any) -> float:
+    """Long where the follower can tell the kernel what to forget (it reads libfuse's
+    node table, whose layout is known for these versions), else short."""
+    return LONG_CACHE_SECONDS if libfuse.fuse_version() in SUPPORTED_VERSIONS else SHORT_CACHE_SECONDS
+
+
+def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | None = None,
+                    stop: threading.Event | None = None) -> type:
     """The FUSE class for a mount at `mountpoint` (resolved: libfuse keeps it so);
-    every request it answers is noted by the watchdog."""
+    every request it answers is noted by the watchdog; once libfuse is up, a journal
+    follower keeps the kernel's caches true until `stop`."""
     from encfs.fs.operations import IO_BLOCK, KEPT_NAMESPACE
     kept_namespace = KEPT_NAMESPACE.encode()
     libfuse = mfusepy._libfuse
@@ -184,21 +201,63 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
 
     class EncfsFUSE(mfusepy.FUSE):
         rename_guard = RenameGuard(libfuse, keep_thread_state)
+        follower: invalidation.Follower | None = None
 
         def _wrapper(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
             keep_thread_state()
             if watchdog is None:
-                return super()._wrapper(func, *args, **kwargs)
+                return self._answer(func, *args, **kwargs)
             watchdog.started(func.__name__, args[0] if args else None)
+            try:
+                return self._answer(func, *args, **kwargs)
+            finally:
+                watchdog.finished()
+
+        def _answer(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+            """Answer a request; what it changed is forgotten on every other path
+            before libfuse sends the answer."""
+            if self.follower is None:
+                return super()._wrapper(func, *args, **kwargs)
+            outermost = invalidation.request_started()
             try:
                 return super()._wrapper(func, *args, **kwargs)
             finally:
-                watchdog.finished()
+                written = invalidation.request_finished(outermost)
+                if written:
+                    self._forget_elsewhere(func.__name__, args, written)
+
+        def _forget_elsewhere(self, operation: str, args: tuple, written: list) -> None:
+            try:
+                assert self.follower is not None
+                paths = invalidation.request_paths(args, self.encoding)
+                self.follower.after_request(operation, paths, written)
+            except Exception:
+                log.exception("%s: could not tell the kernel what the change made stale", operation)
 
         def init_fuse_3(self, conn, config):  # type: ignore[no-untyped-def]
             super().init_fuse_3(conn, config)
             fuse = libfuse.fuse_get_context().contents.fuse
             self.rename_guard.install(fuse, mountpoint)
+            self._follow_journal(fuse)
+
+        def destroy(self, private_data):  # type: ignore[no-untyped-def]
+            if self.follower is not None:  # libfuse frees its nodes next
+                self.follower.halt()
+            return super().destroy(private_data)
+
+        def _follow_journal(self, fuse: int) -> None:
+            nodes = self.rename_guard.nodes
+            if nodes is None or stop is None:
+                log.warning("the change journal is not followed (libfuse's node table is unknown): another "
+                            "mount's changes show only when the kernel's caches expire")
+                return
+            kernel = invalidation.KernelCache(libfuse, fuse, nodes)
+            operations = self.operations
+            follower = invalidation.Follower(
+                operations.service.meta, kernel, operations.control.forget_searches)
+            follower.start(stop)
+            self.follower = follower
+            log.info("following the change journal from record %d", follower.seen)
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
@@ -261,7 +320,7 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
     return EncfsFUSE
 
 
-def cache_times(organised: bool, one_user: bool = False) -> tuple[float, float, float]:
+def cache_times(organised: bool, one_user: bool, seconds: float) -> tuple[float, float, float]:
     """How long the kernel may keep names, attributes and missing names (entry,
     attribute and negative timeouts) without asking encfs.
 
@@ -269,17 +328,19 @@ def cache_times(organised: bool, one_user: bool = False) -> tuple[float, float, 
     up would answer bob's lookup without encfs hearing of it. So once the store has
     users, every lookup and stat is asked of encfs again (zero timeouts: the kernel
     then treats a cached entry as expired at once), where the caller's role is checked.
-    Without users everyone sees the same tree, and a second of caching is safe; so
-    it is on a mount that serves one user (`encfs mount --as`)."""
+    Without users everyone sees the same tree, and so does a mount that serves one
+    user (`encfs mount --as`): there names are kept `seconds` (long while the journal
+    follower tells the kernel what to forget)."""
     if organised and not one_user:
         return 0.0, 0.0, 0.0
-    return CACHE_SECONDS, CACHE_SECONDS, CACHE_SECONDS
+    return seconds, seconds, seconds
 
 
-def apply_cache_times(config: Any, organised: bool, one_user: bool = False) -> None:
+def apply_cache_times(config: Any, organised: bool, one_user: bool, seconds: float) -> None:
     """Set the timeouts in libfuse's own configuration, which it reads for every reply
     (so users added while mounted take effect within SETTLE_SECONDS)."""
-    config.entry_timeout, config.attr_timeout, config.negative_timeout = cache_times(organised, one_user)
+    config.entry_timeout, config.attr_timeout, config.negative_timeout = cache_times(
+        organised, one_user, seconds)
 
 
 def follow_organisation(operations: Any, service: Any, stop: threading.Event) -> None:
@@ -295,10 +356,11 @@ def follow_organisation(operations: Any, service: Any, stop: threading.Event) ->
             log.exception("could not read whether the store has users")
             continue
         if organised != applied:
-            apply_cache_times(config, organised, operations.served is not None)
+            one_user = operations.served is not None
+            apply_cache_times(config, organised, one_user, operations.cache_seconds)
             applied = organised
-            log.info("cache times: %s (the store %s users)", cache_times(organised),
-                     "has" if organised else "has no")
+            times = cache_times(organised, one_user, operations.cache_seconds)
+            log.info("cache times: %s (the store %s users)", times, "has" if organised else "has no")
 
 
 def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
@@ -409,6 +471,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
     service = FilesService(store)
     service.recover()
     operations = EncfsOperations(service, str(mountpoint))
+    operations.cache_seconds = default_cache_seconds(mfusepy._libfuse)
     if serve_as is not None:
         operations.serve_only(served_actor(service, serve_as))
     stop = threading.Event()
@@ -417,10 +480,12 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
     watchdog = Watchdog(mountpoint)
-    fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog)
+    fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog, stop)
     threading.Thread(target=watchdog.watch, daemon=True, args=(
         stop, fuse_class.rename_guard.exiting, lambda: exit_stuck(service, mountpoint, stop))).start()
-    log.info("mounting store %s at %s (pid %d)", store_path, mountpoint, os.getpid())
+    log.info("mounting store %s at %s (pid %d); the kernel caches names and attributes for %g s "
+             "(none once the store has users, unless it serves one)",
+             store_path, mountpoint, os.getpid(), operations.cache_seconds)
     commands = CommandServer(store_path, mountpoint)
     if multi_user and os.geteuid() == 0:
         commands.start()
@@ -429,7 +494,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
             operations, str(mountpoint), raw_fi=True, foreground=True, debug=debug,
             fsname=f"encfs:{store_path}", subtype="encfs", default_permissions=True,
             allow_other=multi_user or (serve_as is not None and os.geteuid() == 0),  # root --as: for its user
-            auto_cache=True, use_ino=True, max_read=MAX_READ,
+            use_ino=True, max_read=MAX_READ, **cache_options(operations.cache_seconds),
         )
     finally:
         commands.stop()

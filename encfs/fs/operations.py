@@ -21,7 +21,7 @@ from encfs.draft import Payload
 from encfs.errors import DamagedMetadata, EncfsError, NotFound
 from encfs.fs.control import ControlEntry, ControlTree, access_folder, control_inode
 from encfs.fs.handles import OpenFile, OpenFiles
-from encfs.fs.mount import apply_cache_times
+from encfs.fs.mount import SHORT_CACHE_SECONDS, apply_cache_times
 from encfs.fs.rename_guard import in_unlink
 from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
@@ -123,6 +123,7 @@ class EncfsOperations(mfusepy.Operations):
         self._hidden: dict[str, OpenFile] = {}
         self.fuse_config: Any = None  # libfuse's configuration (its cache times), set at init
         self.served: Actor | None = None
+        self.cache_seconds = SHORT_CACHE_SECONDS  # the mount sets what its journal follower allows
 
     def serve_only(self, actor: Actor) -> None:
         """Act for this user on every call (`encfs mount --as`): one user's view, so the
@@ -143,7 +144,7 @@ class EncfsOperations(mfusepy.Operations):
             except Exception:  # unreadable metadata: cache nothing, the safe side
                 log.exception("could not read whether the store has users")
                 organised = True
-            apply_cache_times(config, organised, self.served is not None)
+            apply_cache_times(config, organised, self.served is not None, self.cache_seconds)
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)
 

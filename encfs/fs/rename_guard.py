@@ -222,6 +222,21 @@ class NodeTable:
             node = self._word(node + NODE_PARENT)
         return chain
 
+    def nodeid_of(self, parts: list[bytes]) -> int | None:
+        """libfuse's node id for a path below the root (None: libfuse has no node
+        for it, so the kernel has nothing cached under it)."""
+        self._lock()
+        try:
+            nodeid = ROOT_NODE
+            for part in parts:
+                node = self._named(nodeid, part)
+                if not node:
+                    return None
+                nodeid = self._word(node + NODE_ID)
+            return nodeid
+        finally:
+            self._unlock()
+
     def overlap(self, parent: int, name: bytes, new_parent: int, new_name: bytes) -> int | None:
         """The errno for a rename whose locks in libfuse would overlap, else None."""
         self._lock()

@@ -25,6 +25,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     synced   folder:u64 + dataset:u64 -> b"" (the Datasets synced with a folder)
     attached project:u64 + dataset:u64 -> b"", and attachments dataset:u64 + project:u64 -> b""
     users, uids, groups, memberships, member_of, grants, granted: access (see access.py)
+    journal, journal_folders: the change journal (journal.py)
 
 One user-visible change is one write transaction. Writers in one process take a
 thread lock first; LMDB's own lock serialises writers across processes.
@@ -42,10 +43,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
 from encfs.errors import NoSpace
+from encfs.meta import journal
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -74,7 +77,8 @@ ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
         "attached", "attachments", "sums", "users", "uids", "groups", "memberships", "member_of", "grants",
-        "granted")  # the last seven: access records (meta/access.py)
+        "granted",  # access records (meta/access.py)
+        *journal.JOURNAL_DBS)
 
 
 def u64(n: int) -> bytes:
@@ -266,9 +270,48 @@ class ReadTxn:
     def errors(self, user: str) -> list[str]:
         return [value.decode() for _, value in self._scan("errors", user.encode() + b"\x00")]
 
+    # ------------------------------------------------------------ the change journal
+
+    def journal_last(self) -> int:
+        """The number of the newest record (0: none yet)."""
+        return journal.last_seq(self.txn, self.dbs)
+
+    def journal_first(self) -> int:
+        return journal.first_seq(self.txn, self.dbs)
+
+    def journal_after(self, seq: int, limit: int = 10_000) -> Iterator[tuple[int, dict[str, Any]]]:
+        return journal.records_after(self.txn, self.dbs, seq, limit)
+
+    def journal_record(self, seq: int) -> dict[str, Any] | None:
+        return journal.record(self.txn, self.dbs, seq)
+
+    def journal_seq_at(self, time_ns: int) -> int:
+        return journal.seq_at(self.txn, self.dbs, time_ns)
+
+    def journal_of_folder(self, folder_id: int, from_seq: int) -> Iterator[int]:
+        return journal.folder_records(self.txn, self.dbs, folder_id, from_seq)
+
 
 class WriteTxn(ReadTxn):
-    """Typed writes; every method keeps the indexes in step with the records."""
+    """Typed writes; every method keeps the indexes in step with the records, and
+    notes what it changed for the change journal (`touched`)."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        super().__init__(txn, dbs)
+        self.touched = journal.Touched()
+
+    def journal(self, activity: str, paths: list[str], item_id: int | None = None,
+                folder_ids: list[int] | None = None, user: str | None = None, **more: Any) -> None:
+        """Say what this change is, where the user action under way would say it
+        wrongly or there is none (a refusal): its activity line."""
+        said = {"a": activity, "p": paths, **more}
+        if item_id is not None:
+            said["i"] = item_id
+        if folder_ids is not None:
+            said["f"] = folder_ids
+        if user is not None:
+            said["u"] = user
+        self.touched.said = said
 
     def next_id(self) -> int:
         info = self.dbs["info"]
@@ -278,20 +321,27 @@ class WriteTxn(ReadTxn):
 
     def put_node(self, node: Node) -> None:
         key = u64(node.id)
+        self.touched.nodes[node.id] = node.parent
+        if isinstance(node, Folder):
+            self.touched.folders.add(node.id)
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
 
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)
+        self.touched.nodes[node_id] = -1
         self.txn.delete(key, db=self.dbs["nodes"])
         self.txn.delete(key, db=self.dbs["stats"])
 
     def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
         value = u64(child) + (b"d" if is_folder else b"f")
+        self.touched.entry(parent, name, child, True)
         self.txn.put(u64(parent) + name.encode(), value, db=self.dbs["dirents"])
 
     def unlink(self, parent: int, name: str) -> None:
-        self.txn.delete(u64(parent) + name.encode(), db=self.dbs["dirents"])
+        raw = self.txn.pop(u64(parent) + name.encode(), db=self.dbs["dirents"])
+        if raw is not None:
+            self.touched.entry(parent, name, U64.unpack_from(raw)[0], False)
 
     def add_blob_ref(self, sha: str, size: int) -> int:
         """Count one more reference to a blob; returns the new count (1 = new blob)."""
@@ -390,12 +440,14 @@ class WriteTxn(ReadTxn):
     # ------------------------------------------------------------ Datasets and Projects
 
     def put_collection(self, collection: Dataset | Project) -> None:
+        self.touched.collections.append(["d" if isinstance(collection, Dataset) else "p", collection.name])
         self.txn.put(u64(collection.id), encode_collection(collection), db=self.dbs["collections"])
 
     def delete_collection(self, collection_id: int) -> None:
         self.txn.delete(u64(collection_id), db=self.dbs["collections"])
 
     def name_collection(self, kind: bytes, name: str, collection_id: int | None) -> None:
+        self.touched.collections.append([kind.decode(), name])
         if collection_id is None:
             self.txn.delete(kind + name.encode(), db=self.dbs["names"])
         else:
@@ -403,6 +455,7 @@ class WriteTxn(ReadTxn):
 
     def put_link(self, dataset_id: int, item_id: int, by_sync: bool, view_name: str) -> None:
         pair = u64(dataset_id) + u64(item_id)
+        self.touched.views.append([dataset_id, view_name, item_id, 1])
         self.txn.put(pair, (b"s" if by_sync else b"l") + view_name.encode(), db=self.dbs["links"])
         self.txn.put(u64(item_id) + u64(dataset_id), b"", db=self.dbs["linked"])
         self.txn.put(u64(dataset_id) + view_name.encode(), u64(item_id), db=self.dbs["views"])
@@ -411,6 +464,7 @@ class WriteTxn(ReadTxn):
         found = self.link_in(dataset_id, item_id)
         if found is None:
             return
+        self.touched.views.append([dataset_id, found[1], item_id, 0])
         self.txn.delete(u64(dataset_id) + u64(item_id), db=self.dbs["links"])
         self.txn.delete(u64(item_id) + u64(dataset_id), db=self.dbs["linked"])
         self.txn.delete(u64(dataset_id) + found[1].encode(), db=self.dbs["views"])
@@ -419,6 +473,7 @@ class WriteTxn(ReadTxn):
         self._mark("synced", u64(folder_id) + u64(dataset_id), present)
 
     def set_attached(self, project_id: int, dataset_id: int, present: bool) -> None:
+        self.touched.attachments.append([project_id, dataset_id])
         self._mark("attached", u64(project_id) + u64(dataset_id), present)
         self._mark("attachments", u64(dataset_id) + u64(project_id), present)
 
@@ -506,7 +561,10 @@ class MetaStore:
                 self._make_room()
             try:
                 with self._begin_write() as txn:
-                    yield WriteTxn(txn, self.dbs)
+                    w = WriteTxn(txn, self.dbs)
+                    yield w
+                    written = journal.append(txn, self.dbs, w.touched)
+                journal.committed(written)
             except lmdb.MapFullError:
                 raise self._map_full() from None
             except lmdb.DiskError:

@@ -228,6 +228,13 @@ class Follower:
         threading.Thread(target=self._notify_handoffs, args=(stop,), daemon=True,
                          name="journal notifier").start()
 
+    def forget_names_in(self, folder: str, names: list[str]) -> None:
+        """Forget these names of a folder (from a thread that answers no request)."""
+        with self._busy:
+            node = None if self.halted else self.kernel.node(folder)
+            for name in names if node is not None else []:
+                self.kernel.forget_entry(node, name)
+
     # ------------------------------------------------------------ other processes' changes
 
     def _follow(self, stop: threading.Event) -> None:

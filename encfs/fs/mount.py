@@ -256,7 +256,7 @@ def make_fuse_class(mfusepy: Any, mountpoint: str = "", watchdog: Watchdog | Non
             follower = invalidation.Follower(
                 operations.service.meta, kernel, operations.control.forget_searches)
             follower.start(stop)
-            self.follower = follower
+            self.follower = operations.follower = follower
             log.info("following the change journal from record %d", follower.seen)
 
         def getattr_fuse_3(self, path, buf, fip):  # type: ignore[no-untyped-def]
@@ -344,8 +344,8 @@ def apply_cache_times(config: Any, organised: bool, one_user: bool, seconds: flo
 
 
 def follow_organisation(operations: Any, service: Any, stop: threading.Event) -> None:
-    """Keep the cache times in step with whether the store has users."""
-    applied = None
+    """Keep the cache times in step with whether the store has users (the mount's
+    start set them: `operations.organised`)."""
     while not stop.wait(SETTLE_SECONDS):
         config = operations.fuse_config
         if config is None:
@@ -355,10 +355,12 @@ def follow_organisation(operations: Any, service: Any, stop: threading.Event) ->
         except Exception:
             log.exception("could not read whether the store has users")
             continue
-        if organised != applied:
+        if organised != operations.organised:
             one_user = operations.served is not None
             apply_cache_times(config, organised, one_user, operations.cache_seconds)
-            applied = organised
+            if organised and not one_user:
+                operations.forget_top_folders()  # names everyone's lookups kept must be asked again
+            operations.organised = organised
             times = cache_times(organised, one_user, operations.cache_seconds)
             log.info("cache times: %s (the store %s users)", times, "has" if organised else "has no")
 

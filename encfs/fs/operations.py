@@ -124,6 +124,8 @@ class EncfsOperations(mfusepy.Operations):
         self.fuse_config: Any = None  # libfuse's configuration (its cache times), set at init
         self.served: Actor | None = None
         self.cache_seconds = SHORT_CACHE_SECONDS  # the mount sets what its journal follower allows
+        self.follower: Any = None  # the mount's journal follower, once libfuse is up
+        self.organised: bool | None = None  # whether the store had users when cache times were last set
 
     def serve_only(self, actor: Actor) -> None:
         """Act for this user on every call (`encfs mount --as`): one user's view, so the
@@ -145,8 +147,18 @@ class EncfsOperations(mfusepy.Operations):
                 log.exception("could not read whether the store has users")
                 organised = True
             apply_cache_times(config, organised, self.served is not None, self.cache_seconds)
+            self.organised = organised
         log.info("FUSE connection: capable %#x, want %#x, max_write %d", conn.capable, conn.want,
                  conn.max_write)
+
+    def forget_top_folders(self) -> None:
+        """The store has just become an organisation: the kernel kept the top folders'
+        names for everyone, long; forgetting them makes every path be asked again (and
+        checked against the caller's roles)."""
+        if self.follower is None:
+            return
+        names = [name for name, _ in self.service.list_folder_stats(Actor.from_ids(0, 0), "/")]
+        self.follower.forget_names_in("/", names)
 
     # ------------------------------------------------------------ attributes
 

@@ -44,7 +44,7 @@ from encfs.errors import EncfsError, StoreError
 from encfs.integrity import Sums, block_sum
 
 if TYPE_CHECKING:
-    from encfs.meta.store import MetaStore
+    from encfs.meta.store import MetaStore, ReadTxn
 
 log = logging.getLogger("encfs")
 
@@ -284,6 +284,7 @@ class StreamUpload:
         background (retried there while the bucket is away)."""
         parts, self._parts = list(self._parts.values()), {}
         fd, self._fd = self._fd, -1
+        key = self.key
         for part in parts:
             part.cancel()
 
@@ -296,7 +297,7 @@ class StreamUpload:
             with self._lock:
                 upload_id, self._upload_id = self._upload_id, None
             if upload_id is not None:
-                self.store.forget_upload(self.key, upload_id)
+                self.store.forget_upload(key, upload_id)
 
         threading.Thread(target=settle, name="encfs-s3-abandon", daemon=True).start()
 
@@ -645,6 +646,15 @@ class S3BlobStore:
         return None
 
 
+def _live_keys(store: S3BlobStore, r: ReadTxn) -> set[str]:
+    """The object keys that counted blobs name."""
+    live: set[str] = set()
+    for sha in r.all_blobs():
+        raw = r.place(sha)
+        live.add(Place.unpack(raw).key if raw else store.place_of.key(f"blobs/{sha}"))
+    return live
+
+
 @dataclass
 class Collected:
     deleted: list[str]
@@ -657,15 +667,15 @@ def collect(store: S3BlobStore, grace: float) -> Collected:
     are older than `grace` seconds, and abort multipart uploads begun before that."""
     cutoff = datetime.now(UTC).timestamp() - grace
     listed = list(store.objects())
-    old = [key for key, modified in listed if modified.timestamp() < cutoff]
-    young = len(listed) - len(old)
+    with store.meta.read() as r:
+        live = _live_keys(store, r)
+    unused = [(key, modified) for key, modified in listed if key not in live]
+    old = [key for key, modified in unused if modified.timestamp() < cutoff]
+    young = len(unused) - len(old)
     deleted: list[str] = []
     if old:
-        with store.meta.write(reserve=True) as w:
-            live: set[str] = set()
-            for sha in w.all_blobs():
-                raw = w.place(sha)
-                live.add(Place.unpack(raw).key if raw else store.place_of.key(f"blobs/{sha}"))
+        with store.meta.write(reserve=True) as w:  # judged again: no commit is half-way now
+            live = _live_keys(store, w)
             deleted = [key for key in old if key not in live]
             for sha, _ in list(w.all_places()):
                 if w.blob(sha) is None:

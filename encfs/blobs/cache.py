@@ -24,8 +24,11 @@ evicted: a read may have handed its descriptor to the kernel, which copies after
 return. If the cache's disk is full (or any write to it fails), reads go on from
 memory, uncached, for `FULL_PAUSE_SECONDS`, with one log line.
 
-Sequential readers get read-ahead: after two reads in order, the next `AHEAD` chunks
-are fetched in the background.
+Sequential readers get read-ahead: after two reads in order, one streaming GET
+(`open_range`, when the caller gives one) runs ahead of the reader by up to `AHEAD`
+chunks, filling them as its bytes arrive (a stream is as fast as a plain download; a
+GET per chunk pays a round trip each); without `open_range`, the next `AHEAD` chunks
+are fetched by range in the background.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
@@ -59,8 +63,13 @@ HEADER = 4096
 SLOT = struct.Struct(">Q")
 MEMORY_CHUNKS = AHEAD + 2  # fetched chunks an object keeps in memory when they cannot be cached
 SMALLEST_LIMIT = 4 * CHUNK
+WRITE_BACKLOG = 16 * CHUNK
+
+STREAM_WINDOW = 64  # chunks one streaming GET asks for at most
+STREAM_IDLE_SECONDS = 10.0  # a stream whose reader went away stops after this
 
 FetchRange = Callable[[int, int], bytes]
+OpenRange = Callable[[int, int], BinaryIO]
 Check = Callable[[int, bytes], None]
 
 _FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
@@ -145,6 +154,8 @@ class BlobCache:
         self._lock = threading.RLock()
         self._full_until = 0.0
         self._ahead = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encfs-readahead")
+        self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-cache-write")
+        self._backlog = 0  # bytes waiting to be written into the cache
         self._lock_fd = -1
         self._taken: bool | None = None  # taken at the first read: most commands read no blob
 
@@ -198,8 +209,11 @@ class BlobCache:
     # ----------------------------------------------------------------- opening
 
     def open(self, key: str, size: int, version: str, fetch_range: FetchRange,
-             check: Check | None = None) -> CachedObject:
-        return CachedObject(self, key, size, version, fetch_range, check)
+             check: Check | None = None, open_range: OpenRange | None = None) -> CachedObject:
+        """An object to read. `fetch_range(offset, length)` returns those bytes;
+        `open_range(offset, length)`, if given, a stream of them (for read-ahead);
+        `check(offset, data)` raises if fetched bytes are not the object's."""
+        return CachedObject(self, key, size, version, fetch_range, check, open_range)
 
     def _acquire(self, key: str, size: int, version: str) -> _Entry | None:
         if not self.enabled:
@@ -282,6 +296,25 @@ class BlobCache:
         if old is not None:
             self.used -= old[0]
 
+    def _write_later(self, entry: _Entry, index: int, data: bytes) -> None:
+        """Write a fetched chunk into the cache in the background; skipped (read
+        uncached next time) while the disk is behind by WRITE_BACKLOG bytes."""
+        with self._lock:
+            if self._backlog + len(data) > WRITE_BACKLOG or not self._hold(entry):
+                return
+            self._backlog += len(data)
+
+        def write() -> None:
+            try:
+                if not entry.slots[index]:
+                    self._store(entry, index, data)
+            finally:
+                with self._lock:
+                    self._backlog -= len(data)
+                self._release(entry)
+
+        self._writing.submit(write)
+
     def _store(self, entry: _Entry, index: int, data: bytes) -> bool:
         """Write a fetched chunk into the cache; False if it could not be."""
         if not self.usable():
@@ -357,6 +390,7 @@ class BlobCache:
 
     def close(self) -> None:
         self._ahead.shutdown(wait=True, cancel_futures=True)
+        self._writing.shutdown(wait=True)
         with self._lock:
             for entry in self._entries.values():
                 entry.close()
@@ -370,18 +404,21 @@ class CachedObject:
     """One open object: reads by range, through the cache when it can be used."""
 
     def __init__(self, cache: BlobCache, key: str, size: int, version: str, fetch_range: FetchRange,
-                 check: Check | None) -> None:
+                 check: Check | None, open_range: OpenRange | None = None) -> None:
         self.cache, self.key, self.size = cache, key, size
-        self._fetch_range, self._check = fetch_range, check
+        self._fetch_range, self._check, self._open_range = fetch_range, check, open_range
         self._entry = cache._acquire(key, size, version)
         self._memory: OrderedDict[int, bytes] = OrderedDict()
-        self._last_chunk = -2
+        self._last_chunk = -1  # a first read at the start counts as in order
+        self._stream: _Stream | None = None
         self._lock = threading.Lock()
+        self.chunks = max(1, -(-size // cache.chunk))
 
     def pread(self, size: int, offset: int) -> bytes:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
+        self._read_ahead(offset, size)
         pieces = []
         for index in self._chunks(offset, size):
             start = index * self.cache.chunk
@@ -392,7 +429,6 @@ class CachedObject:
                 pieces.append(os.pread(self._entry.data_fd, high - low, start + low))
             else:
                 pieces.append(data[low:high])
-        self._read_ahead(offset, size)
         return b"".join(pieces)
 
     def descriptor_for(self, offset: int, size: int) -> int | None:
@@ -400,10 +436,10 @@ class CachedObject:
         when it cannot be (the caller then reads bytes with pread)."""
         if self._entry is None or not self.cache.usable():
             return None
+        self._read_ahead(offset, size)
         for index in self._chunks(offset, size):
             if self._ensure(index) is not None:
                 return None
-        self._read_ahead(offset, size)
         return self._entry.data_fd
 
     def _chunks(self, offset: int, size: int) -> range:
@@ -426,39 +462,61 @@ class CachedObject:
         finally:
             self.cache._release(entry)
 
+    def _fetch_key(self, entry: _Entry | None, index: int) -> tuple[str, int]:
+        return (entry.name if entry else f"mem-{id(self)}", index)
+
+    def _claim(self, entry: _Entry | None, index: int) -> tuple[Future, bool]:
+        """The fetch of a chunk under way, and whether it is ours to do."""
+        key = self._fetch_key(entry, index)
+        with self.cache._lock:
+            pending = self.cache._fetching.get(key)
+            if pending is not None:
+                return pending, False
+            pending = self.cache._fetching[key] = Future()
+            return pending, True
+
     def _fetch(self, entry: _Entry | None, index: int) -> bytes | None:
-        cache = self.cache
-        key = (entry.name if entry else f"mem-{id(self)}", index)
-        with cache._lock:
-            pending = cache._fetching.get(key)
-            mine = pending is None
-            if mine:
-                pending = cache._fetching[key] = Future()
+        pending, mine = self._claim(entry, index)
         if not mine:
             return pending.result()
         try:
-            start = index * cache.chunk
-            length = min(cache.chunk, self.size - start)
-            data = self._fetch_range(start, length)
+            start = index * self.cache.chunk
+            data = self._fetch_range(start, min(self.cache.chunk, self.size - start))
+        except BaseException as exc:
+            self._settle(entry, index, pending, exc)
+            raise
+        return self._deliver(entry, index, data, pending)
+
+    def _deliver(self, entry: _Entry | None, index: int, data: bytes, pending: Future) -> bytes:
+        """Check a fetched chunk, keep it in memory for the readers waiting for it, and
+        write it into the cache behind them (a slow disk does not slow a cold read)."""
+        try:
+            start = index * self.cache.chunk
+            length = min(self.cache.chunk, self.size - start)
             if len(data) != length:
                 raise OSError(errno.EIO, f"{self.key}: got {len(data)} bytes of a range of {length}")
             if self._check is not None:
                 self._check(start, data)
-            result: bytes | None = None
-            if entry is None or not cache._store(entry, index, data):
-                result = data
-                with self._lock:
-                    self._memory[index] = data
-                    while len(self._memory) > MEMORY_CHUNKS:
-                        self._memory.popitem(last=False)
-            pending.set_result(result)
-            return result
+            with self._lock:
+                self._memory[index] = data
+                while len(self._memory) > MEMORY_CHUNKS:
+                    self._memory.popitem(last=False)
+            if entry is not None:
+                self.cache._write_later(entry, index, data)
         except BaseException as exc:
-            pending.set_exception(exc)
+            self._settle(entry, index, pending, exc)
             raise
-        finally:
-            with cache._lock:
-                cache._fetching.pop(key, None)
+        self._settle(entry, index, pending, None, data)
+        return data
+
+    def _settle(self, entry: _Entry | None, index: int, pending: Future, exc: BaseException | None,
+                result: bytes | None = None) -> None:
+        with self.cache._lock:
+            self.cache._fetching.pop(self._fetch_key(entry, index), None)
+        if exc is not None:
+            pending.set_exception(exc)
+        else:
+            pending.set_result(result)
 
     def _read_ahead(self, offset: int, size: int) -> None:
         """After reads in order, fetch the next chunks in the background."""
@@ -466,22 +524,40 @@ class CachedObject:
         last = (offset + max(size, 1) - 1) // self.cache.chunk
         in_order = first in (self._last_chunk, self._last_chunk + 1)
         self._last_chunk = last
-        if not in_order:
+        if not in_order or last + 1 >= self.chunks:
             return
-        chunks = -(-self.size // self.cache.chunk)
-        for index in range(last + 1, min(last + 1 + AHEAD, chunks)):
-            if self._known(index):
-                continue
-            self.cache._ahead.submit(self._quietly_ensure, index)
+        if self._open_range is not None:
+            self._stream_ahead(first, last)
+            return
+        for index in range(last + 1, min(last + 1 + AHEAD, self.chunks)):
+            if not self._known(index):
+                self.cache._ahead.submit(self._quietly_ensure, index)
+
+    def _stream_ahead(self, first: int, last: int) -> None:
+        """Keep one streaming GET running ahead of a sequential reader."""
+        with self._lock:
+            stream = self._stream
+            if stream is not None and not stream.finished and stream.position >= first:
+                stream.reader_at(last)
+                return
+            if stream is not None:
+                stream.stop()
+            start = first
+            while start < self.chunks and self._known(start):
+                start += 1
+            if start >= min(self.chunks, last + 1 + AHEAD):
+                return
+            self._stream = _Stream(self, start, min(self.chunks, start + STREAM_WINDOW), last)
+            self._stream.start()
 
     def _known(self, index: int) -> bool:
-        with self._lock:
-            if index in self._memory:
-                return True
+        """Cached, in memory, or being fetched."""
+        if index in self._memory:
+            return True
         entry = self._entry
-        key = (entry.name if entry else f"mem-{id(self)}", index)
         with self.cache._lock:
-            return key in self.cache._fetching or (entry is not None and bool(entry.slots[index]))
+            return (self._fetch_key(entry, index) in self.cache._fetching
+                    or (entry is not None and bool(entry.slots[index])))
 
     def _quietly_ensure(self, index: int) -> None:
         """A read-ahead that fails is left to the read that asks for the chunk."""
@@ -491,6 +567,99 @@ class CachedObject:
     def close(self) -> None:
         with self._lock:
             self._memory.clear()
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
         if self._entry is not None:
             entry, self._entry = self._entry, None
             self.cache._release(entry)
+
+
+class _Stream(threading.Thread):
+    """One GET of chunks [start, stop) read as it arrives, each chunk checked and cached
+    (readers asking for it wait for it), never more than AHEAD chunks ahead of the
+    reader. A failure fails the chunk being read; the reader then fetches it by range."""
+
+    def __init__(self, owner: CachedObject, start: int, stop: int, reader: int) -> None:
+        super().__init__(name="encfs-stream", daemon=True)
+        self.owner, self.position, self.end = owner, start, stop
+        self.finished = False
+        self._reader = reader
+        self._stopped = False
+        self._wake = threading.Condition()
+
+    def reader_at(self, index: int) -> None:
+        with self._wake:
+            self._reader = max(self._reader, index)
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+
+    def run(self) -> None:
+        owner, chunk = self.owner, self.owner.cache.chunk
+        try:
+            begin, finish = self.position * chunk, min(owner.size, self.end * chunk)
+            body = owner._open_range(begin, finish - begin)  # type: ignore[misc]
+        except Exception:
+            self.finished = True
+            return
+        try:
+            for index in range(self.position, self.end):
+                if not self._wait_for_reader(index):
+                    return
+                self.position = index
+                if not self._one(body, index):
+                    return
+            self.position = self.end
+        finally:
+            self.finished = True
+            with contextlib.suppress(Exception):
+                body.close()
+
+    def _wait_for_reader(self, index: int) -> bool:
+        with self._wake:
+            idle_since = time.monotonic()
+            while index > self._reader + AHEAD and not self._stopped:
+                if time.monotonic() - idle_since > STREAM_IDLE_SECONDS:
+                    return False
+                self._wake.wait(0.5)
+            return not self._stopped
+
+    def _one(self, body: BinaryIO, index: int) -> bool:
+        """Read chunk `index` off the stream and deliver it (unless another fetch has
+        it); False if the stream failed."""
+        owner = self.owner
+        start = index * owner.cache.chunk
+        length = min(owner.cache.chunk, owner.size - start)
+        entry = owner._entry
+        held = entry is not None and owner.cache._hold(entry)
+        try:
+            use = entry if held else None
+            pending, mine = (None, False) if owner._known(index) else owner._claim(use, index)
+            try:
+                data = _read_exactly(body, length)
+            except BaseException as exc:
+                if mine:
+                    owner._settle(use, index, pending, exc)  # type: ignore[arg-type]
+                return False
+            if mine:
+                with contextlib.suppress(Exception):  # the reader sees the failure
+                    owner._deliver(use, index, data, pending)  # type: ignore[arg-type]
+            return True
+        finally:
+            if held:
+                owner.cache._release(entry)  # type: ignore[arg-type]
+
+
+def _read_exactly(body: BinaryIO, length: int) -> bytes:
+    pieces, got = [], 0
+    while got < length:
+        piece = body.read(length - got)
+        if not piece:
+            raise OSError(errno.EIO, f"the stream ended {length - got} bytes early")
+        pieces.append(piece)
+        got += len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)

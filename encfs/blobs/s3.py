@@ -336,12 +336,16 @@ class S3BlobReader:
                 place, size, sums = self.store.lookup(self.sha)
                 self._place, self._sums = place, sums
                 self._object = self.store.cache.open(f"blob:{self.sha}", size, self.sha, self._fetch,
-                                                     self._check)
+                                                     self._check, self._stream)
             return self._object
 
     def _fetch(self, offset: int, length: int) -> bytes:
         assert self._place is not None
         return self.store.get_range(self._place, self.sha, self._object.size, offset, length)
+
+    def _stream(self, offset: int, length: int) -> Any:
+        assert self._place is not None
+        return self.store.open_range(self._place, self.sha, self._object.size, offset, length)
 
     def _check(self, offset: int, data: bytes) -> None:
         """Each whole block of a fetched range against the blob's checksums."""
@@ -503,13 +507,26 @@ class S3BlobStore:
     def get_range(self, place: Place, sha: str, size: int, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) of the blob's object, checked to be of the
         object stored (ETag) and of its length."""
+        body = self.open_range(place, sha, size, offset, length)
+        try:
+            data = body.read()
+        except Exception as exc:
+            raise self.unreachable("read", place.key, sha, exc) from None
+        finally:
+            body.close()
+        if len(data) != length:
+            raise self.changed(place, sha, f"a range of {length} bytes came back with {len(data)}")
+        return data
+
+    def open_range(self, place: Place, sha: str, size: int, offset: int, length: int) -> Any:
+        """A stream of bytes [offset, offset + length) of the blob's object (GET with
+        If-Match its ETag; the object's length checked)."""
         args: dict[str, Any] = {"Bucket": self.place_of.bucket, "Key": place.key,
                                 "Range": f"bytes={offset}-{offset + length - 1}"}
         if place.etag:
             args["IfMatch"] = place.etag
         try:
             answer = self.client.get_object(**args)
-            data = answer["Body"].read()
         except Exception as exc:
             import botocore.exceptions as bex
 
@@ -522,10 +539,9 @@ class S3BlobStore:
             raise self.unreachable("read", place.key, sha, exc) from None
         total = str(answer.get("ContentRange", "")).rpartition("/")[2]
         if total.isdigit() and int(total) != size:
+            answer["Body"].close()
             raise self.changed(place, sha, f"it has {total} bytes instead of {size}")
-        if len(data) != length:
-            raise self.changed(place, sha, f"a range of {length} bytes came back with {len(data)}")
-        return data
+        return answer["Body"]
 
     def changed(self, place: Place, sha: str, problem: str) -> BucketError:
         self._log_once(place.key, logging.ERROR, "object s3://%s/%s (blob %s) changed in the bucket behind "

@@ -240,8 +240,9 @@ class Draft:
 
     def _write_behind(self) -> None:
         """Start a background fdatasync once WRITE_BEHIND more bytes were written
-        (unless the last one is still running)."""
-        if self.size - self._flushed_size < WRITE_BEHIND:
+        (unless the last one is still running). Not for a bucket store's draft: its
+        content is made durable by the upload, not on the local disk."""
+        if self._upload is not None or self.size - self._flushed_size < WRITE_BEHIND:
             return
         if self._flush is not None and not self._flush.done():
             return
@@ -408,7 +409,7 @@ class Draft:
         """Make the spool file durable. A taken blob needs nothing here: the commit
         fsyncs the stored blob, or the copy it stores anew (save_as_blob)."""
         self._settle_flush()
-        if self.fd >= 0:
+        if self.fd >= 0 and self._upload is None:  # a bucket store's draft is made durable by its upload
             os.fsync(self.fd)
 
     def discard(self, in_background: bool = False) -> None:

@@ -304,3 +304,15 @@ def test_an_object_changed_behind_the_stores_back_is_eio_never_wrong_bytes(
     log = store_log(s3_store)
     assert "changed in the bucket behind the store's back" in log
     assert f"s3://{bucket}/store/" in log
+    checked = encfs("fsck", "--store", str(s3_store))
+    assert checked.returncode != 0 and "Traceback" not in checked.stderr
+    assert checked.stdout.count("damaged content") == 2, checked.stdout
+    assert "/data/same-size.bin" in checked.stdout and "/data/shorter.bin" in checked.stdout
+
+
+def test_fsck_finds_a_whole_bucket_store_sound(s3_store: Path, s3_mount: Mounted) -> None:
+    (s3_mount / "data").mkdir()
+    (s3_mount / "data" / "a.bin").write_bytes(payload(20 * MiB, 70))
+    (s3_mount / "data" / "b.txt").write_bytes(b"small")
+    checked = encfs("fsck", "--store", str(s3_store))
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -141,7 +141,7 @@ def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def s3_store(seaweed: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A store whose blobs are in `bucket` under the prefix `store`, with a 64 MiB cache;
+    """A store whose blobs are in `bucket` under the prefix `store`, with a 32 MiB cache;
     the session server's AWS variables are set (mounts and commands inherit them)."""
     from encfs.blobs.s3 import BucketPlace
     from encfs.store import BucketBlobs
@@ -149,7 +149,7 @@ def s3_store(seaweed: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytes
     for name, value in seaweed.env().items():
         monkeypatch.setenv(name, value)
     place = BucketPlace.parse(f"s3://{bucket}/store")
-    return init_store(tmp_path / "store", bucket=BucketBlobs(place, 64 << 20))
+    return init_store(tmp_path / "store", bucket=BucketBlobs(place, 32 << 20))
 
 
 @pytest.fixture(autouse=True)

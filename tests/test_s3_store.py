@@ -124,7 +124,7 @@ def test_files_go_to_the_bucket_deduplicated_and_read_back(
         s3_store: Path, s3_mount: Mounted, seaweed: SeaweedS3, bucket: str, remount: Callable) -> None:
     folder = s3_mount / "data"
     folder.mkdir()
-    big, small = payload(24 * MiB, 1), b"a small file\n"
+    big, small = payload(20 * MiB, 1), b"a small file\n"
     (folder / "big.bin").write_bytes(big)
     (folder / "small.txt").write_bytes(small)
     stored = objects(seaweed, bucket)
@@ -142,7 +142,7 @@ def test_files_go_to_the_bucket_deduplicated_and_read_back(
 
 def test_a_big_file_goes_up_while_it_is_written(s3_mount: Mounted, seaweed: SeaweedS3, bucket: str) -> None:
     (s3_mount / "data").mkdir()
-    content = payload(48 * MiB, 2)
+    content = payload(40 * MiB, 2)
     with open(s3_mount / "data" / "video.bin", "wb") as out:
         for start in range(0, len(content), MiB):
             out.write(content[start:start + MiB])
@@ -155,7 +155,7 @@ def test_a_big_file_goes_up_while_it_is_written(s3_mount: Mounted, seaweed: Seaw
 def test_rewritten_and_appended_files_keep_the_right_content(s3_mount: Mounted, remount: Callable) -> None:
     (s3_mount / "data").mkdir()
     path = s3_mount / "data" / "f.bin"
-    content = bytearray(payload(40 * MiB, 3))
+    content = bytearray(payload(36 * MiB, 3))
     path.write_bytes(content)
     with open(path, "r+b") as out:  # a write behind parts already sent
         out.seek(MiB)
@@ -198,14 +198,14 @@ def test_removing_a_file_deletes_its_object_and_gc_respects_the_grace_period(
 
 def test_the_cache_stays_bounded(s3_store: Path, s3_mount: Mounted, remount: Callable) -> None:
     (s3_mount / "data").mkdir()
-    files = {f"f{n}.bin": payload(24 * MiB, 10 + n) for n in range(4)}
+    files = {f"f{n}.bin": payload(16 * MiB, 10 + n) for n in range(3)}
     for name, content in files.items():
         (s3_mount / "data" / name).write_bytes(content)
     mounted = remount(s3_mount)
-    for name, content in files.items():  # 96 MiB through a 64 MiB cache
+    for name, content in files.items():  # 48 MiB through a 32 MiB cache
         assert (mounted / "data" / name).read_bytes() == content
     cached = sum(p.stat().st_blocks * 512 for p in (s3_store / "cache").rglob("*.data"))
-    assert 32 * MiB <= cached <= 64 * MiB + 16 * MiB  # the limit, and the last reads' chunks pinned a moment
+    assert 16 * MiB <= cached <= 32 * MiB + 16 * MiB  # the limit, and the last reads' chunks pinned a moment
 
 
 def test_a_damaged_cache_chunk_is_fetched_again(s3_store: Path, s3_mount: Mounted, remount: Callable) -> None:
@@ -255,7 +255,7 @@ def test_while_the_server_is_away_reads_and_closes_fail_and_nothing_is_lost(
     survived the restart), a close is EIO and the file keeps its previous version;
     once the server is back, reads work and nothing is left in the bucket."""
     (s3_mount / "data").mkdir()
-    cached, uncached = payload(20 * MiB, 40), payload(20 * MiB, 41)
+    cached, uncached = payload(16 * MiB, 40), payload(16 * MiB, 41)
     (s3_mount / "data" / "cached.bin").write_bytes(cached)
     (s3_mount / "data" / "uncached.bin").write_bytes(uncached)
     previous = payload(2 * MiB, 42)
@@ -266,7 +266,7 @@ def test_while_the_server_is_away_reads_and_closes_fail_and_nothing_is_lost(
     stored = objects(seaweed, bucket)
     out = os.open(mounted / "data" / "written.bin", os.O_WRONLY | os.O_TRUNC)
     try:
-        content = payload(40 * MiB, 43)
+        content = payload(36 * MiB, 43)
         for start in range(0, len(content), MiB):
             os.write(out, content[start:start + MiB])
     finally:
@@ -276,7 +276,7 @@ def test_while_the_server_is_away_reads_and_closes_fail_and_nothing_is_lost(
             started = time.monotonic()
             with pytest.raises(OSError) as failed_read:
                 (mounted / "data" / "uncached.bin").read_bytes()
-            assert time.monotonic() - started < 20
+            assert time.monotonic() - started < 10  # after botocore's retries, then at once
             assert (mounted / "data" / "cached.bin").read_bytes() == cached
     assert failed_close.value.errno == errno.EIO and failed_read.value.errno == errno.EIO
     log = store_log(s3_store)

@@ -55,6 +55,7 @@ GRACE_SECONDS = 3600.0
 LOG_EVERY_SECONDS = 10.0
 DELETE_BATCH = 1000
 CLOSE_WAIT_SECONDS = 10.0
+AWAY_SECONDS = 2.0
 
 
 class BucketError(EncfsError):
@@ -390,15 +391,25 @@ class S3BlobStore:
         self.spool = store_path / "spool"
         self.meta = meta
         self.cache = cache
-        self.client = place.client()
+        self._client: Any = None
         self.uploading = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="encfs-upload")
         self._handed: OrderedDict[str, set[str]] = OrderedDict()  # sha -> keys this process stored
         self._deletions: queue.Queue[str] = queue.Queue()
         self._aborts: queue.Queue[tuple[str, str]] = queue.Queue()
         self._logged: dict[str, float] = {}
+        self._away_until = 0.0  # reads fail at once until then: the server did not answer
         self._lock = threading.Lock()
         threading.Thread(target=self._delete_loop, name="encfs-s3-delete", daemon=True).start()
         threading.Thread(target=self._abort_loop, name="encfs-s3-abort", daemon=True).start()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, made at first use (a command that reads no blob, `encfs ls`
+        say, does not pay for importing boto3)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self.place_of.client()
+            return self._client
 
     def create(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -425,6 +436,8 @@ class S3BlobStore:
         """The draft's content becomes blob `sha`: named by its upload if it went up
         before the transaction (checked to be still there), else uploaded now."""
         upload = upload or StreamUpload(self)
+        if upload.completed is not None:  # the commit's failure from here on deletes it (delete)
+            self._hand(sha, upload.completed.key)
         if upload.completed is not None and not self._still_there(upload.completed):
             upload.completed = None  # collected meanwhile (a very late commit): up again
         fd = os.open(spool_path, os.O_RDONLY)
@@ -525,11 +538,15 @@ class S3BlobStore:
                                 "Range": f"bytes={offset}-{offset + length - 1}"}
         if place.etag:
             args["IfMatch"] = place.etag
+        if time.monotonic() < self._away_until:
+            raise BucketError(f"the bucket {self.place_of.url} did not answer a moment ago; try again")
         try:
             answer = self.client.get_object(**args)
         except Exception as exc:
             import botocore.exceptions as bex
 
+            if not isinstance(exc, bex.ClientError):  # no answer: the next reads fail at once, a while
+                self._away_until = time.monotonic() + AWAY_SECONDS
             if isinstance(exc, bex.ClientError):
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 if code in ("PreconditionFailed", "412"):

@@ -45,6 +45,14 @@ def encfs(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "encfs", *args], capture_output=True, text=True, timeout=120)
 
 
+def readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+        return True
+    except OSError:
+        return False
+
+
 def store_log(store: Path) -> str:
     return (store / "log" / "encfs.log").read_text(errors="replace")
 
@@ -204,8 +212,10 @@ def test_the_cache_stays_bounded(s3_store: Path, s3_mount: Mounted, remount: Cal
     mounted = remount(s3_mount)
     for name, content in files.items():  # 48 MiB through a 32 MiB cache
         assert (mounted / "data" / name).read_bytes() == content
+    mounted = remount(mounted, keep_cache=True)  # the cache's writes behind the readers are done
     cached = sum(p.stat().st_blocks * 512 for p in (s3_store / "cache").rglob("*.data"))
     assert 16 * MiB <= cached <= 32 * MiB + 16 * MiB  # the limit, and the last reads' chunks pinned a moment
+    assert (mounted / "data" / "f2.bin").read_bytes() == files["f2.bin"]
 
 
 def test_a_damaged_cache_chunk_is_fetched_again(s3_store: Path, s3_mount: Mounted, remount: Callable) -> None:
@@ -282,6 +292,7 @@ def test_while_the_server_is_away_reads_and_closes_fail_and_nothing_is_lost(
     log = store_log(s3_store)
     assert "cannot read object" in log and "EIO until the bucket answers" in log
     assert "cannot store object" in log
+    assert wait_until(lambda: readable(mounted / "data" / "uncached.bin"), 3)  # reads fail at once for 0.5 s
     assert (mounted / "data" / "uncached.bin").read_bytes() == uncached
     assert (mounted / "data" / "written.bin").read_bytes() == previous
     assert wait_until(lambda: not open_uploads(seaweed, bucket), 20)  # nothing orphaned

@@ -55,7 +55,7 @@ GRACE_SECONDS = 3600.0
 LOG_EVERY_SECONDS = 10.0
 DELETE_BATCH = 1000
 CLOSE_WAIT_SECONDS = 10.0
-AWAY_SECONDS = 2.0
+AWAY_SECONDS = 0.5  # short: reads work again as soon as the server is back
 
 
 class BucketError(EncfsError):

@@ -411,6 +411,7 @@ class CachedObject:
         self._memory: OrderedDict[int, bytes] = OrderedDict()
         self._last_chunk = -1  # a first read at the start counts as in order
         self._stream: _Stream | None = None
+        self._advised = -1
         self._lock = threading.Lock()
         self.chunks = max(1, -(-size // cache.chunk))
 
@@ -542,13 +543,26 @@ class CachedObject:
                 return
             if stream is not None:
                 stream.stop()
+            limit = min(self.chunks, last + 1 + AHEAD)
             start = first
-            while start < self.chunks and self._known(start):
+            while start < limit and self._known(start):
                 start += 1
-            if start >= min(self.chunks, last + 1 + AHEAD):
+            if start >= limit:
+                self._advise(last + 1)
                 return
             self._stream = _Stream(self, start, min(self.chunks, start + STREAM_WINDOW), last)
             self._stream.start()
+
+    def _advise(self, index: int) -> None:
+        """The next chunk is cached: have the kernel read it from the disk ahead of the
+        reader (the kernel's own read-ahead does not see the reader's order)."""
+        entry = self._entry
+        if index == self._advised or index >= self.chunks or entry is None or not entry.slots[index]:
+            return
+        self._advised = index
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(entry.data_fd, index * self.cache.chunk, self.cache.chunk,
+                             os.POSIX_FADV_WILLNEED)
 
     def _known(self, index: int) -> bool:
         """Cached, in memory, or being fetched."""

@@ -188,6 +188,12 @@ def internal_error(exc: Exception) -> NoReturn:
     sys.exit(1)
 
 
+def bucket_options(command: F) -> F:
+    from encfs.cli_blobs import bucket_options as options
+
+    return options(command)
+
+
 @click.group(cls=EncfsGroup)
 @click.version_option(package_name="encfs")
 def main() -> None:
@@ -199,15 +205,18 @@ def main() -> None:
 @store_option
 @click.option("--max-metadata", "max_metadata", default=None, metavar="SIZE",
               help="How big the metadata may grow, e.g. 4GiB (default 64GiB); deletes always work.")
-def init(store_dir: Path | None, max_metadata: str | None) -> None:
+@bucket_options
+def init(store_dir: Path | None, max_metadata: str | None, **bucket: Any) -> None:
     """Create a new, empty store (private to you: other users cannot read it)."""
+    from encfs.cli_blobs import bucket_blobs
+
     path = locate(store_dir)
     try:
         limit = DEFAULT_MAX_METADATA if max_metadata is None else parse_size(max_metadata)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-metadata") from None
     try:
-        init_store(path, limit)
+        init_store(path, limit, bucket_blobs(**bucket))
     except EncfsError as exc:
         fail(exc)
     except OSError as exc:
@@ -768,8 +777,10 @@ logging.getLogger("encfs").addHandler(logging.NullHandler())
 
 
 def _register_collections() -> None:
+    from encfs.cli_blobs import gc
     from encfs.cli_datasets import dataset, project
 
+    main.add_command(gc)
     main.add_command(dataset)
     main.add_command(project)
     from encfs.cli_access import access, group, user

@@ -7,6 +7,11 @@ pieces on a background thread (hashlib releases the GIL), so the writer's reply 
 not wait for hashing and a commit needs no second pass; any other write pattern is
 hashed once at commit.
 
+In a store whose blobs are in a bucket, a draft also has an upload (blobs/s3.py): the
+parts of the spool file written in order go up while the writer is still writing,
+and the rest goes up before the commit's transaction (`upload_ahead`), so a close
+waits for the last part only.
+
 A spool file is also made durable as it grows (write-behind): every WRITE_BEHIND bytes
 a background fdatasync starts, so that the disk (and its cache flush) works while the
 writer is still sending, and an fsync at the end finds little left to do.
@@ -56,6 +61,18 @@ class Payload(Protocol):
     def copy_to(self, fd: int, offset: int) -> int: ...
 
     def to_bytes(self) -> bytes: ...
+
+
+class Upload(Protocol):
+    """A draft's content going to a bucket while it is written (see blobs/s3.py)."""
+
+    def feed(self, fd: int, end: int) -> None: ...
+
+    def invalidate(self) -> None: ...
+
+    def finish(self, fd: int, size: int, sha: str) -> object: ...
+
+    def abort(self) -> None: ...
 
 
 class InOrderHash:
@@ -125,8 +142,9 @@ class TakenBlob:
 
 
 class Draft:
-    def __init__(self, spool_dir: Path) -> None:
+    def __init__(self, spool_dir: Path, upload: Upload | None = None) -> None:
         self.spool_dir = spool_dir
+        self._upload = upload
         self.buffer: bytearray | None = bytearray()
         self.fd = -1
         self.path: Path | None = None
@@ -137,8 +155,8 @@ class Draft:
         self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
 
     @classmethod
-    def from_local_file(cls, spool_dir: Path, source: Path) -> Draft:
-        draft = cls(spool_dir)
+    def from_local_file(cls, spool_dir: Path, source: Path, upload: Upload | None = None) -> Draft:
+        draft = cls(spool_dir, upload)
         try:
             with open(source, "rb") as src:
                 while chunk := src.read(HASH_CHUNK):
@@ -195,6 +213,7 @@ class Draft:
                 self._hash.wrote_file_range(self.fd, offset, written)
                 self.size = max(self.size, offset + written)
                 self._write_behind()
+                self._feed_upload()
                 return written
             data = data.to_bytes()
         end = offset + len(data)
@@ -211,12 +230,23 @@ class Draft:
         self.size = max(self.size, offset + written)
         if self.buffer is None:
             self._write_behind()
+            self._feed_upload()
         return written
+
+    def _feed_upload(self) -> None:
+        """Hand the upload the bytes written in order so far (it sends full parts)."""
+        if self._upload is None:
+            return
+        if not self._hash.valid:
+            self._upload.invalidate()
+        elif self.fd >= 0:
+            self._upload.feed(self.fd, self._hash.hashed)
 
     def _write_behind(self) -> None:
         """Start a background fdatasync once WRITE_BEHIND more bytes were written
-        (unless the last one is still running)."""
-        if self.size - self._flushed_size < WRITE_BEHIND:
+        (unless the last one is still running). Not for a bucket store's draft: its
+        content is made durable by the upload, not on the local disk."""
+        if self._upload is not None or self.size - self._flushed_size < WRITE_BEHIND:
             return
         if self._flush is not None and not self._flush.done():
             return
@@ -253,6 +283,7 @@ class Draft:
             os.ftruncate(self.fd, length)
         if length < self._hash.hashed:
             self._hash.valid = False
+            self._feed_upload()
         self.size = length
 
     def allocate(self, offset: int, length: int) -> None:
@@ -368,21 +399,32 @@ class Draft:
         self.size = size
         self._hash.valid = False
 
-    def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> None:
-        """Hand the content to the blob store (a spool file is moved, not copied)."""
+    def upload_ahead(self, sha: str) -> None:
+        """Before the commit's transaction, in a bucket store: the rest of the content
+        goes up now (outside the metadata lock); the transaction then names it."""
+        if self._upload is not None and self.buffer is None and self._taken is None and self.fd >= 0:
+            self._upload.finish(self.fd, self.size, sha)
+
+    def save_as_blob(self, blobs: BlobStore, sha: str, durable: bool) -> bytes | None:
+        """Hand the content to the blob store (a spool file is moved, not copied).
+        Returns the blob's place when the store keeps one in the metadata (a bucket)."""
         self._settle_flush()
         if self._taken is not None:  # a taken blob that is gone from the store is stored again
             self._own_copy()
             if durable:
                 os.fsync(self.fd)
         if self.buffer is not None:
-            blobs.write(sha, self.buffer, durable)
+            return blobs.write(sha, self.buffer, durable)
+        assert self.path is not None
+        if os.fstat(self.fd).st_size != self.size:  # a blob file is exactly its content
+            os.ftruncate(self.fd, self.size)
+        if self._upload is None:
+            place = blobs.adopt(sha, self.path, durable)
         else:
-            assert self.path is not None
-            if os.fstat(self.fd).st_size != self.size:  # a blob file is exactly its content
-                os.ftruncate(self.fd, self.size)
-            blobs.adopt(sha, self.path, durable)
-            self.path = None
+            upload, self._upload = self._upload, None  # handed over: no longer the draft's to abort
+            place = blobs.adopt(sha, self.path, durable, upload=upload)
+        self.path = None
+        return place
 
     def _spill(self) -> None:
         if self.buffer is None:
@@ -446,7 +488,7 @@ class Draft:
         """Make the spool file durable. A taken blob needs nothing here: the commit
         fsyncs the stored blob, or the copy it stores anew (save_as_blob)."""
         self._settle_flush()
-        if self.fd >= 0:
+        if self.fd >= 0 and self._upload is None:  # a bucket store's draft is made durable by its upload
             os.fsync(self.fd)
 
     def discard(self, in_background: bool = False) -> None:
@@ -458,6 +500,9 @@ class Draft:
             self._flush.exception()  # its fd must not be closed under it
         self._flush = None
         self.buffer = None
+        if self._upload is not None:
+            self._upload.abort()
+            self._upload = None
         if self._taken is not None:
             self._taken.reader.close()
             self._taken = None

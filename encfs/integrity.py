@@ -377,6 +377,14 @@ class VerifiedBlobReader:
         self.verify(offset, max(0, min(size, self.size - offset)))
         return self.inner.pread(size, offset)
 
+    def descriptor_for(self, offset: int, size: int) -> int | None:
+        """The blob file's descriptor, its range checked here (libfuse copies from it,
+        never through Python)."""
+        fd = self.inner.fileno()
+        if fd is not None:
+            self.verify(offset, size)
+        return fd
+
     def fileno(self) -> int | None:
         return self.inner.fileno()
 

@@ -9,6 +9,10 @@ files are uncounted at once, or an item's record cannot be read) the uncounted f
 are moved to `STORE/quarantine/` with a log line instead. The common case, no
 uncounted file, costs one lookup per blob file.
 
+A store whose blobs are in a bucket has no blob files here: its objects that no
+record names are left to the bucket's collector (blobs/s3.py), which `empty_trash`
+starts in the background, with its grace period.
+
 `clear_abandoned_drafts` runs also at the start of every CLI command and now and
 then in a running mount, so a CLI upload killed with kill -9 leaves nothing behind
 for long.
@@ -24,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from encfs.blobs.base import BlobStore
 from encfs.blobs.local import LocalBlobStore
 from encfs.draft import DRAFT_PREFIX
 from encfs.meta.codec import decode_node
@@ -47,13 +52,15 @@ class Recovery:
     quarantined: list[str] = field(default_factory=list)
 
 
-def recover(meta: MetaStore, blobs: LocalBlobStore) -> Recovery:
+def recover(meta: MetaStore, blobs: BlobStore) -> Recovery:
     done = Recovery(drafts=clear_abandoned_drafts(blobs))
-    with meta.write() as w:
-        files = list(blobs.list())
-        uncounted = [sha for sha in files if w.blob(sha) is None]
-        if uncounted:
-            _settle_uncounted(w, blobs, uncounted, len(files), done)
+    uncounted: list[str] = []
+    if isinstance(blobs, LocalBlobStore):
+        with meta.write() as w:
+            files = list(blobs.list())
+            uncounted = [sha for sha in files if w.blob(sha) is None]
+            if uncounted:
+                _settle_uncounted(w, blobs, uncounted, len(files), done)
     done.trash = blobs.empty_trash()
     if done.drafts or done.trash or uncounted:
         log.info("recovery: removed %d abandoned drafts and %d files left in trash; of %d uncounted "
@@ -62,7 +69,7 @@ def recover(meta: MetaStore, blobs: LocalBlobStore) -> Recovery:
     return done
 
 
-def clear_abandoned_drafts(blobs: LocalBlobStore) -> int:
+def clear_abandoned_drafts(blobs: BlobStore) -> int:
     """Remove spool files no live process holds (each writer `flock`s its draft);
     returns how many."""
     spool = blobs.spool_dir()

@@ -849,6 +849,8 @@ class FilesService(Grouping, Datasets, Views):
     def _checked_reader(self, item: Item) -> BlobReader:
         assert item.blob is not None
         inner = self.blobs.open_reader(item.blob)
+        if self.blobs.checks_reads:  # a bucket's reader checks each range as it fetches it
+            return inner
         return VerifiedBlobReader(inner, item.blob, item.size, self.verifier, self._describer(item))
 
     def _describer(self, item: Item) -> Callable[[], str]:
@@ -879,7 +881,7 @@ class FilesService(Grouping, Datasets, Views):
         """A draft of the item's next content: its current bytes, or empty. `current`
         is the reader an open file holds on those bytes; it still has them when the
         item was removed while open (its blob may be gone from the store)."""
-        draft = Draft(self.blobs.spool_dir())
+        draft = Draft(self.blobs.spool_dir(), self.blobs.new_upload())
         if not keep_content or item is None or item.blob is None:
             return draft
         try:
@@ -984,6 +986,8 @@ class FilesService(Grouping, Datasets, Views):
             counted = sums is not None and r.blob(sha) is not None
             stored_sums = r.sums(sha) if counted else None
         sound = not counted or self._stored_copy_sound(sha, size, stored_sums)
+        if not counted:
+            draft.upload_ahead(sha)  # a bucket store: up now, outside the transaction
         content = NewContent(sha, size, sums, sound)
         try:
             return self._commit_checked(item_id, draft, content, head, durable, mtime_ns, path)
@@ -1027,18 +1031,24 @@ class FilesService(Grouping, Datasets, Views):
         sha = content.sha
         if w.add_blob_ref(sha, content.size) == 1:
             changes.written.append(sha)
-            draft.save_as_blob(self.blobs, sha, durable)
+            self._put_place(w, sha, draft.save_as_blob(self.blobs, sha, durable))
             sums = content.sums or draft.fingerprint()[1]  # a copy of a blob removed meanwhile
             assert sums is not None
             w.put_sums(sha, sums.pack())
         elif not content.sound and content.sums is not None:
-            draft.save_as_blob(self.blobs, sha, durable=True)  # other items rely on it: durable now
+            self._put_place(w, sha, draft.save_as_blob(self.blobs, sha, durable=True))  # others rely on it
             w.put_sums(sha, content.sums.pack())
             self.verifier.forget(sha)
             log.warning("repaired blob %s: its damaged stored copy was replaced by identical content "
                         "just written", sha)
         elif durable:  # stored already by a commit that was not fsynced: fsync it now
             self.blobs.sync(sha)
+
+    @staticmethod
+    def _put_place(w: WriteTxn, sha: str, place: bytes | None) -> None:
+        """Where a bucket store put the blob's bytes (a local store needs no record)."""
+        if place is not None:
+            w.put_place(sha, place)
 
     def _stored_copy_sound(self, sha: str, size: int, raw_sums: bytes | None) -> bool:
         """Whether the stored copy of content about to be shared (it is counted) is
@@ -1055,7 +1065,7 @@ class FilesService(Grouping, Datasets, Views):
         sha, sums = fingerprint_bytes(content)
         fresh = w.add_blob_ref(sha, len(content)) == 1
         if fresh or not self._stored_copy_sound(sha, len(content), w.sums(sha)):
-            self.blobs.write(sha, content, durable=not fresh)
+            self._put_place(w, sha, self.blobs.write(sha, content, durable=not fresh))
             w.put_sums(sha, sums.pack())
             self.verifier.forget(sha)
             if fresh:
@@ -1105,7 +1115,7 @@ class FilesService(Grouping, Datasets, Views):
         if not source.is_file():
             raise NotFound(f"local file {source} does not exist or is not a file", target)
         try:
-            draft = Draft.from_local_file(self.blobs.spool_dir(), source)
+            draft = Draft.from_local_file(self.blobs.spool_dir(), source, self.blobs.new_upload())
         except OSError as exc:
             raise self._os_refusal(exc, target) from exc
         try:

@@ -1,9 +1,12 @@
 """The store directory: where it is, creating it, opening it.
 
     STORE/
-      encfs-store.json   marks the directory as a store (format, id)
+      encfs-store.json   marks the directory as a store (format, id, and where its blobs
+                         are: this directory, or a bucket (s3://BUCKET/PREFIX, endpoint,
+                         profile, region: never a credential) with its cache's size)
       meta.lmdb/         the metadata (see meta/store.py for the key layout)
-      blobs/ab/cdef…     file bytes by sha256
+      blobs/ab/cdef…     file bytes by sha256 (a store whose blobs are in a bucket: none)
+      cache/             a bucket store's local cache of blob bytes (blobs/cache.py)
       spool/             drafts being written (same disk as blobs: adopting one is a rename)
       trash/             big deleted blobs, being unlinked in the background
       quarantine/        content set aside by recovery or fsck --repair, with a note each
@@ -24,7 +27,10 @@ from pathlib import Path
 
 import platformdirs
 
+from encfs.blobs.base import BlobStore
+from encfs.blobs.cache import BlobCache
 from encfs.blobs.local import LocalBlobStore
+from encfs.blobs.s3 import BucketPlace, S3BlobStore, check_bucket
 from encfs.errors import StoreError
 from encfs.logs import note_in_log
 from encfs.meta.check import check_data_file, damage_in
@@ -34,6 +40,7 @@ from encfs.meta.store import FORMAT, MetaStore
 MARKER = "encfs-store.json"
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 SUBFOLDERS = ("meta.lmdb", "blobs", "spool", "trash", "log")
+DEFAULT_CACHE_SIZE = 8 << 30
 
 
 def default_store_path() -> Path:
@@ -54,7 +61,7 @@ def locate(explicit: str | os.PathLike[str] | None) -> Path:
 class Store:
     path: Path
     meta: MetaStore
-    blobs: LocalBlobStore
+    blobs: BlobStore
 
     @property
     def log_path(self) -> Path:
@@ -66,23 +73,45 @@ class Store:
             return r.store_id()
 
     def close(self) -> None:
+        self.blobs.close()
         self.meta.close()
 
 
-def init_store(path: Path, max_metadata: int = DEFAULT_MAX_METADATA) -> Path:
+@dataclass(frozen=True)
+class BucketBlobs:
+    """A store's blobs in a bucket, as given to `encfs init --blobs`."""
+
+    place: BucketPlace
+    cache_size: int = DEFAULT_CACHE_SIZE
+    cache_dir: Path | None = None
+
+    def marker(self) -> dict:
+        return {**self.place.marker(), "cache_size": self.cache_size,
+                "cache_dir": None if self.cache_dir is None else str(self.cache_dir)}
+
+
+def init_store(path: Path, max_metadata: int = DEFAULT_MAX_METADATA,
+               bucket: BucketBlobs | None = None) -> Path:
     """Create the directory layout, private to its owner. Refuses a non-empty
-    directory that is not a store. `max_metadata`: how big the metadata may grow."""
+    directory that is not a store. `max_metadata`: how big the metadata may grow;
+    `bucket`: keep the blobs there (checked first: it exists and may be written)."""
     if (path / MARKER).exists():
         raise StoreError(f"{path} is already an encfs store")
     if path.exists() and any(path.iterdir()):
         raise StoreError(f"{path} is not empty; give an empty or new directory for the store")
     if max_metadata < SMALLEST_MAX_METADATA:
         raise StoreError(f"the metadata maximum must be at least {human(SMALLEST_MAX_METADATA)}")
+    if bucket is not None:
+        check_bucket(bucket.place)
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
     os.chmod(path, PRIVATE_FOLDER)
     for sub in ("meta.lmdb", "log"):
         (path / sub).mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
-    LocalBlobStore(path / "blobs").create()
+    if bucket is None:
+        LocalBlobStore(path / "blobs").create()
+    else:
+        for sub in ("spool", "trash"):
+            (path / sub).mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     meta = MetaStore(path / "meta.lmdb", create=True, max_metadata=max_metadata)
     from encfs.service import root_folder
 
@@ -91,6 +120,8 @@ def init_store(path: Path, max_metadata: int = DEFAULT_MAX_METADATA) -> Path:
         store_id = r.store_id()
     meta.close()
     marker = {"format": FORMAT.decode(), "store_id": store_id, "max_metadata": max_metadata}
+    if bucket is not None:
+        marker["blobs"] = bucket.marker()
     fd = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     with open(fd, "w") as out:
         out.write(json.dumps(marker) + "\n")
@@ -125,9 +156,43 @@ def open_store(path: Path) -> Store:
     if not known:
         meta.close()
         raise StoreError(f"store {path} has an unknown format")
-    blobs = LocalBlobStore(path / "blobs")
+    try:
+        blobs = _blob_store(path, meta)
+    except BaseException:
+        meta.close()
+        raise
     (path / "log").mkdir(exist_ok=True, mode=PRIVATE_FOLDER)
     return Store(path=path, meta=meta, blobs=blobs)
+
+
+def _blob_store(path: Path, meta: MetaStore) -> BlobStore:
+    """The blob store the marker names: the store's own `blobs/`, or a bucket."""
+    recorded = _marker(path).get("blobs")
+    if not recorded:
+        return LocalBlobStore(path / "blobs")
+    try:
+        place = BucketPlace.from_marker(recorded)
+        cache_dir = Path(recorded["cache_dir"]) if recorded.get("cache_dir") else path / "cache"
+        cache_size = int(recorded.get("cache_size") or DEFAULT_CACHE_SIZE)
+    except (KeyError, TypeError, ValueError, StoreError) as exc:
+        raise StoreError(f"store {path}: its marker names no usable bucket ({exc})") from None
+    store = S3BlobStore(place, path, meta, BlobCache(cache_dir, cache_size))
+    store.create()
+    return store
+
+
+def _marker(path: Path) -> dict:
+    try:
+        value = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def blobs_description(path: Path) -> str:
+    """Where a store's blobs are, for people."""
+    recorded = _marker(path).get("blobs")
+    return recorded["url"] if isinstance(recorded, dict) and "url" in recorded else str(path / "blobs")
 
 
 def _max_metadata(path: Path) -> int:

@@ -147,6 +147,19 @@ def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
     return seaweed.make_bucket(f"t-{name}-{uuid.uuid4().hex[:8]}")
 
 
+@pytest.fixture
+def s3_store(seaweed: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A store whose blobs are in `bucket` under the prefix `store`, with a 32 MiB cache;
+    the session server's AWS variables are set (mounts and commands inherit them)."""
+    from encfs.blobs.s3 import BucketPlace
+    from encfs.store import BucketBlobs
+
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    place = BucketPlace.parse(f"s3://{bucket}/store")
+    return init_store(tmp_path / "store", bucket=BucketBlobs(place, 32 << 20))
+
+
 @pytest.fixture(autouse=True)
 def isolated_store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test may fall back to the user's real store."""

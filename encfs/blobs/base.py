@@ -1,17 +1,22 @@
-"""The interface every blob store implements (a local directory now, S3 later)."""
+"""The interface every blob store implements: a local directory (local.py) or a
+bucket (s3.py), chosen when the store is created and recorded in its marker."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BlobReader(Protocol):
     def pread(self, size: int, offset: int) -> bytes: ...
 
     def fileno(self) -> int | None:
-        """An OS file descriptor libfuse may read from directly, if there is one."""
+        """An OS file descriptor holding the whole blob, if there is one."""
+
+    def descriptor_for(self, offset: int, size: int) -> int | None:
+        """A descriptor libfuse may copy [offset, offset + size) from (at that offset),
+        checked; None to answer the read with `pread`'s bytes."""
 
     def verify(self, offset: int, length: int) -> None:
         """Raise if the stored bytes of that range are damaged (before they are
@@ -32,6 +37,9 @@ class MemoryBlobReader:
     def fileno(self) -> None:
         return None
 
+    def descriptor_for(self, offset: int, size: int) -> None:
+        return None
+
     def verify(self, offset: int, length: int) -> None:
         """Bytes just written, held in memory: nothing to check."""
 
@@ -40,14 +48,23 @@ class MemoryBlobReader:
 
 
 class BlobStore(Protocol):
+    checks_reads: bool
+    """Whether its readers check what they read themselves (a bucket's, as they fetch);
+    a local store's readers are wrapped by integrity.VerifiedBlobReader."""
+
     def spool_dir(self) -> Path:
         """Where drafts are written: on the same disk, so adopting one is a rename."""
 
-    def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
-        """Make the finished spool file the content of blob `sha` (it is consumed)."""
+    def new_upload(self) -> Any:
+        """What takes a draft's content to the store while it is written (draft.Upload),
+        or None when storing it at the commit is a rename."""
 
-    def write(self, sha: str, data: bytes | bytearray, durable: bool) -> None:
-        """Store small content given in memory as blob `sha`."""
+    def adopt(self, sha: str, spool_path: Path, durable: bool, upload: Any = None) -> bytes | None:
+        """Make the finished spool file the content of blob `sha` (it is consumed).
+        Returns the blob's place for the metadata (`places`), None if it needs none."""
+
+    def write(self, sha: str, data: bytes | bytearray, durable: bool) -> bytes | None:
+        """Store small content given in memory as blob `sha` (returns its place, as adopt)."""
 
     def sync(self, sha: str) -> None:
         """Make a stored blob durable (a file fsynced now may share the content of one
@@ -62,3 +79,6 @@ class BlobStore(Protocol):
         """Free what a killed process was still removing; returns how many."""
 
     def list(self) -> Iterator[str]: ...
+
+    def close(self) -> None:
+        """Finish what runs in the background (a bucket's deletions) and let go."""

@@ -23,6 +23,9 @@ class LocalBlobReader:
     def fileno(self) -> int:
         return self.fd
 
+    def descriptor_for(self, offset: int, size: int) -> int:
+        return self.fd
+
     def verify(self, offset: int, length: int) -> None:
         """Unchecked: the service wraps the readers of items (integrity.py)."""
 
@@ -31,6 +34,8 @@ class LocalBlobReader:
 
 
 class LocalBlobStore:
+    checks_reads = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.spool = root.parent / "spool"
@@ -51,7 +56,11 @@ class LocalBlobStore:
     def path(self, sha: str) -> str:
         return f"{self._prefix}{sha[:2]}{os.sep}{sha[2:]}"
 
-    def adopt(self, sha: str, spool_path: Path, durable: bool) -> None:
+    def new_upload(self) -> None:
+        """Nothing to send ahead: adopting a draft is a rename."""
+        return None
+
+    def adopt(self, sha: str, spool_path: Path, durable: bool, upload: object = None) -> None:
         target = self.path(sha)
         os.rename(spool_path, target)
         if durable:
@@ -122,6 +131,9 @@ class LocalBlobStore:
         for entry in left:
             entry.unlink(missing_ok=True)
         return len(left)
+
+    def close(self) -> None:
+        """Nothing held open."""
 
     def list(self) -> Iterator[str]:
         if not self.root.exists():

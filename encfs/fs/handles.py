@@ -51,12 +51,11 @@ class OpenFile:
         if self.draft is not None or self.reader is None:
             data = self.read(size, offset)
             return data, len(data)
-        fd = self.reader.fileno()
         size = max(0, min(size, self.item.size - offset))
-        if fd is None or size == 0:
+        fd = self.reader.descriptor_for(offset, size) if size else None  # checked: libfuse copies from it
+        if fd is None:
             data = self.reader.pread(size, offset)
             return data, len(data)
-        self.reader.verify(offset, size)  # libfuse copies from fd: checked here, not by Python
         return fd, size
 
     def replace_reader(self, reader: BlobReader | None) -> None:

@@ -9,6 +9,8 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     blobs    sha256:32 bytes -> refcount:u64 + size:u64
     sums     sha256:32 bytes -> block size:u32 + xxh3-64:u64 per block (integrity.py;
              written with the blob's first reference, gone with its last)
+    places   sha256:32 bytes -> where a bucket store keeps the blob: object key + "\n" + ETag
+             (blobs/s3.py; dropped by its deleter once the blob is unused)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
@@ -76,8 +78,8 @@ REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
-        "attached", "attachments", "sums", "users", "uids", "groups", "memberships", "member_of", "grants",
-        "granted",  # access records (meta/access.py)
+        "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships", "member_of",
+        "grants", "granted",  # access records (meta/access.py)
         *journal.JOURNAL_DBS)
 
 
@@ -135,6 +137,14 @@ class ReadTxn:
     def sums(self, sha: str) -> bytes | None:
         """The packed block checksums of a blob (None for one stored before them)."""
         return self.txn.get(bytes.fromhex(sha), db=self.dbs["sums"])
+
+    def place(self, sha: str) -> bytes | None:
+        return self.txn.get(bytes.fromhex(sha), db=self.dbs["places"])
+
+    def all_places(self) -> Iterator[tuple[str, bytes]]:
+        with self.txn.cursor(db=self.dbs["places"]) as cur:
+            for key, value in cur:
+                yield key.hex(), value
 
     def all_blobs(self) -> Iterator[str]:
         with self.txn.cursor(db=self.dbs["blobs"]) as cur:
@@ -364,6 +374,12 @@ class WriteTxn(ReadTxn):
             return 0
         self.txn.put(key, BLOB.pack(count - 1, size), db=self.dbs["blobs"])
         return count - 1
+
+    def put_place(self, sha: str, packed: bytes) -> None:
+        self.txn.put(bytes.fromhex(sha), packed, db=self.dbs["places"])
+
+    def drop_place(self, sha: str) -> None:
+        self.txn.delete(bytes.fromhex(sha), db=self.dbs["places"])
 
     def put_sums(self, sha: str, packed: bytes) -> None:
         self.txn.put(bytes.fromhex(sha), packed, db=self.dbs["sums"])

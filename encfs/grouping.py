@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from encfs.actions import action
+from encfs.cloud.sync import refuse_batch_in
 from encfs.errors import Busy, InvalidInput, NotPermitted
 from encfs.media import dicom_series
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -207,6 +208,8 @@ class Grouping:
     ) -> BatchResult:
         """Make an image group or sequence from the images in the folder SOURCE, next to it."""
         frames, folder = self._frames_of(actor, source)
+        with self.meta.read() as r:
+            refuse_batch_in(self, r, folder.parent, source)
         name = name or folder.name
         parent_path = source.rstrip("/").rsplit("/", 1)[0] or "/"
         if kind == Kind.IMAGE_GROUP:
@@ -317,9 +320,9 @@ class Grouping:
         return planned
 
     def _content_of(self: FilesService, item: Item) -> bytes:
-        if item.blob is None:
+        reader = self.open_reader(Actor.local(), item)  # a blob, or a bucket object
+        if reader is None:
             return b""
-        reader = self._checked_reader(item)
         try:
             return reader.pread(item.size, 0)
         finally:

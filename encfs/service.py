@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from encfs.actions import action
 from encfs.blobs.base import BlobReader, MemoryBlobReader
+from encfs.cloud.items import CloudItems
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
 from encfs.errors import (
@@ -105,6 +106,7 @@ class FilesService(Grouping, Datasets, Views):
         self.meta = store.meta
         self.blobs = store.blobs
         self.verifier = Verifier(self._sums_of, self._store_sums)
+        self.cloud = CloudItems(self)  # items whose bytes stay in a bucket (cloud/)
 
     # ----------------------------------------------------------------- lookups
 
@@ -368,6 +370,7 @@ class FilesService(Grouping, Datasets, Views):
         w.unlink(item.parent, item.name)
         w.unindex_name(item.id, item.name)
         w.delete_node(item.id)
+        self.cloud.forget(w, item.id)
         if item.blob and w.drop_blob_ref(item.blob) == 0:
             changes.obsolete.append(item.blob)
 
@@ -404,6 +407,7 @@ class FilesService(Grouping, Datasets, Views):
                 self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
                 removed += 1
         self._unsync_deleted_folder(w, folder)
+        self.cloud.drop_folder(w, folder, changes)
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
         return removed
@@ -598,6 +602,7 @@ class FilesService(Grouping, Datasets, Views):
             for key, value in node.media.extra.items():
                 attrs[f"{ENCORD}{prefix}{key}"] = value
             attrs[ENCORD + "datasets"] = ""  # "Linked to": read from the links when asked
+            attrs.update(self.cloud.attributes(node))
         attrs[ENCORD + "client_metadata"] = metadata_text(node.client_metadata)
         return attrs
 
@@ -698,7 +703,7 @@ class FilesService(Grouping, Datasets, Views):
             return MemoryBlobReader(known_content)
         for _ in range(3):
             if item.blob is None:
-                return None
+                return self.cloud.reader_for(item)  # imported by reference, or empty
             try:
                 return self._checked_reader(item)
             except FileNotFoundError:
@@ -744,7 +749,7 @@ class FilesService(Grouping, Datasets, Views):
         is the reader an open file holds on those bytes; it still has them when the
         item was removed while open (its blob may be gone from the store)."""
         draft = Draft(self.blobs.spool_dir())
-        if not keep_content or item is None or item.blob is None:
+        if not keep_content or item is None or (item.blob is None and current is None):
             return draft
         try:
             reader = current or self._checked_reader(item)
@@ -1048,6 +1053,7 @@ class FilesService(Grouping, Datasets, Views):
                 details.update(self._folder_details(r, node))
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
+                details.update(self.cloud.where(r, node))
                 details.update(self.group_details(r, node))
                 details["datasets"], details["projects"] = self.linked_to(r, node.id)
         return details
@@ -1061,6 +1067,7 @@ class FilesService(Grouping, Datasets, Views):
             kinds: dict[str, int] = {}
             totals = {"files": 0, "folders": 0, "size": 0}
             self._summarise(r, folder.id, kinds, totals)
+            totals["tombstones"] = self.cloud.tombstones_below(r, folder.id)
             return {"path": self._path(r, folder.id, {}), "description": folder.description, **totals,
                     "kinds": dict(sorted(kinds.items())),
                     "synced_datasets": self.synced_datasets_of_folder(r, folder.id)}

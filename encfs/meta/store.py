@@ -24,6 +24,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     views    dataset:u64 + view name:utf8 -> item:u64 (names are unique in a Dataset)
     synced   folder:u64 + dataset:u64 -> b"" (the Datasets synced with a folder)
     attached project:u64 + dataset:u64 -> b"", and attachments dataset:u64 + project:u64 -> b""
+    integrations, refs, urls, tombstones, cloudsync: the cloud part (meta/cloud.py)
 
 One user-visible change is one write transaction. Writers in one process take a
 thread lock first; LMDB's own lock serialises writers across processes.
@@ -72,7 +73,7 @@ REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads
 ERRORS_KEPT = 100
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
-        "attached", "attachments", "sums")
+        "attached", "attachments", "sums", "integrations", "refs", "urls", "tombstones", "cloudsync")
 
 
 def u64(n: int) -> bytes:

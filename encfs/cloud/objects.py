@@ -1,0 +1,224 @@
+"""Reading bucket objects by range, never handing out bytes of a version other than
+the one an item refers to.
+
+The pieces are small on purpose, so a cache can sit between them:
+
+- `RangeSource` is the whole interface a reader needs: `get_range(offset, size)`
+  returns exactly those bytes of one version of one object, or raises.
+- `S3Object` is the source that asks the bucket: every GET carries the ETag it
+  expects (`If-Match`) and its answer is checked (ETag, total length, byte count).
+- `ObjectReader` is the mount's `BlobReader` over any `RangeSource`, with a read-ahead
+  window for sequential readers; `RangedFile` is a file object over one for the
+  media parsers (probing reads only the headers they ask for).
+
+A local block cache plugs in as a `RangeSource` that wraps `S3Object` (keyed by
+URL and ETag, which name one version's bytes for good).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from encfs.cloud.integrations import CloudError, Integration, ObjectUrl, client_for, explain
+
+log = logging.getLogger("encfs")
+READ_AHEAD = 4 << 20
+PROBE_BLOCK = 64 << 10
+
+
+class RangeSource(Protocol):
+    size: int
+
+    def get_range(self, offset: int, size: int) -> bytes:
+        """Exactly the bytes [offset, offset + size) (fewer only at the end), of the
+        version this source stands for; raises CloudError otherwise."""
+
+
+@dataclass
+class Version:
+    """What identifies the bytes of an object: its ETag (None: not known yet, pinned
+    by the first answer) and its size (None: not known yet)."""
+
+    etag: str | None
+    size: int | None
+
+
+def _etag(raw: str | None) -> str | None:
+    return raw.strip('"') if raw else raw
+
+
+def _total_length(content_range: str | None) -> int | None:
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1]
+    return int(total) if total.isdigit() else None
+
+
+class ObjectChanged(CloudError):
+    """The object is no longer the version the item refers to."""
+
+
+class S3Object:
+    """One version of one object, read by ranged GETs checked on every answer."""
+
+    def __init__(self, integration: Integration, url: ObjectUrl, version: Version) -> None:
+        self.integration = integration
+        self.url = url
+        self.version = version
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self.version.size or 0
+
+    def head(self) -> dict[str, Any]:
+        """HEAD the object; pins its version if not known yet. {} if it is missing."""
+        import botocore.exceptions
+
+        try:
+            answer = client_for(self.integration).head_object(Bucket=self.url.bucket, Key=self.url.key)
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return {}
+            raise explain(exc, self.integration, str(self.url)) from exc
+        except Exception as exc:
+            raise explain(exc, self.integration, str(self.url)) from exc
+        self._check(_etag(answer.get("ETag")), answer.get("ContentLength"))
+        return answer
+
+    def get_range(self, offset: int, size: int) -> bytes:
+        if size <= 0 or (self.version.size is not None and offset >= self.version.size):
+            return b""
+        arguments: dict[str, Any] = {"Bucket": self.url.bucket, "Key": self.url.key,
+                                     "Range": f"bytes={offset}-{offset + size - 1}"}
+        if self.version.etag:
+            arguments["IfMatch"] = f'"{self.version.etag}"'
+        try:
+            answer = client_for(self.integration).get_object(**arguments)
+            data = answer["Body"].read()
+        except ObjectChanged:
+            raise
+        except Exception as exc:
+            error = explain(exc, self.integration, str(self.url))
+            if "changed in the bucket" in error.reason:
+                raise ObjectChanged(error.reason) from exc
+            if _status(exc) == 416 and offset == 0:  # an empty object has no first byte
+                self.head()
+                return b""
+            raise error from exc
+        self._check(_etag(answer.get("ETag")), _total_length(answer.get("ContentRange")))
+        expected = size if self.version.size is None else min(size, self.version.size - offset)
+        if len(data) != expected:
+            raise ObjectChanged(f"{self.url}: the bucket returned {len(data)} bytes where {expected} "
+                                "were asked")
+        return data
+
+    def _check(self, etag: str | None, total: int | None) -> None:
+        """Pin the version at the first answer; refuse any answer of another one."""
+        with self._lock:
+            if self.version.etag and etag and etag != self.version.etag:
+                raise ObjectChanged(f"{self.url}: the object changed in the bucket (ETag {etag}, "
+                                    f"expected {self.version.etag})")
+            if self.version.size is not None and total is not None and total != self.version.size:
+                raise ObjectChanged(f"{self.url}: the object changed in the bucket (size {total}, "
+                                    f"expected {self.version.size})")
+            self.version.etag = self.version.etag or etag
+            if self.version.size is None:
+                self.version.size = total
+
+
+def _status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") if response else None
+
+
+class ObjectReader:
+    """A BlobReader over a RangeSource: what an open file of an item imported by
+    reference reads. A failed or refused GET is EIO with a log line naming the item
+    and the object; nothing of another version is ever returned."""
+
+    def __init__(self, source: RangeSource, size: int, describe: Any) -> None:
+        self.source = source
+        self.size = size
+        self.describe = describe
+        self._window = (0, b"")
+        self._lock = threading.Lock()
+
+    def pread(self, size: int, offset: int) -> bytes:
+        size = max(0, min(size, self.size - offset))
+        if size == 0:
+            return b""
+        with self._lock:
+            start, data = self._window
+            if start <= offset and offset + size <= start + len(data):
+                return data[offset - start : offset - start + size]
+            try:
+                fetched = self.source.get_range(offset, max(size, READ_AHEAD))
+            except CloudError as exc:
+                log.error("read of %s failed: %s", self.describe(), exc.reason)
+                raise CloudError(f"the object could not be read: {exc.reason}") from None
+            self._window = (offset, fetched)
+            return fetched[:size]
+
+    def fileno(self) -> None:
+        return None
+
+    def verify(self, offset: int, length: int) -> None:
+        """Every GET is checked as it is answered (ETag, length)."""
+
+    def close(self) -> None:
+        self._window = (0, b"")
+
+
+class RangedFile(io.RawIOBase):
+    """A read-only file object over a RangeSource for the media parsers: it reads the
+    blocks they ask for (a header, an index at the end of a video), never the whole object."""
+
+    def __init__(self, source: RangeSource, size: int) -> None:
+        super().__init__()
+        self.source = source
+        self.length = size
+        self.position = 0
+        self.blocks: dict[int, bytes] = {}
+        self.fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self.length - self.position)
+        if wanted <= 0:
+            return 0
+        data = self._read(self.position, wanted)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        first, last = offset // PROBE_BLOCK, (offset + size - 1) // PROBE_BLOCK
+        missing = [n for n in range(first, last + 1) if n not in self.blocks]
+        if missing:
+            start = missing[0] * PROBE_BLOCK
+            data = self.source.get_range(start, (missing[-1] + 1) * PROBE_BLOCK - start)
+            self.fetched += len(data)
+            for n in range(missing[0], missing[-1] + 1):
+                self.blocks[n] = data[(n - missing[0]) * PROBE_BLOCK : (n - missing[0] + 1) * PROBE_BLOCK]
+        joined = b"".join(self.blocks[n] for n in range(first, last + 1))
+        skip = offset - first * PROBE_BLOCK
+        return joined[skip : skip + size]

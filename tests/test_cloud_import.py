@@ -1,0 +1,138 @@
+"""Integrations and import by reference, against the suite's real SeaweedFS: through
+the CLI and a real mount. Objects stay in the bucket; reads stream them by range."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cloud_helpers import Cloud, aws_env, cli, cloud, explain  # noqa: F401  (fixture)
+from media import image_bytes, pdf_bytes, video_file, wav_bytes
+from seaweed import READER, SeaweedS3
+
+
+def xattr(path: Path, name: str) -> str:
+    return os.getxattr(path, name).decode()
+
+
+# ---------------------------------------------------------------- integrations
+
+
+def test_integration_add_ls_check_rm(cloud: Cloud) -> None:
+    listed = cloud.ok("integration", "ls").stdout
+    assert f"data  s3://{cloud.bucket}/" in listed
+    assert "can be listed" in cloud.ok("integration", "check", "data").stdout
+    cloud.ok("integration", "add", "sub", f"s3://{cloud.bucket}/some/prefix")
+    assert f"s3://{cloud.bucket}/some/prefix/" in cloud.ok("integration", "ls").stdout
+    cloud.ok("integration", "rm", "sub")
+    assert "sub" not in cloud.ok("integration", "ls").stdout
+
+
+def test_integration_is_checked_when_added_and_credentials_never_stored(
+        seaweed: SeaweedS3, bucket: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    aws_env(monkeypatch, seaweed, ("nobody", "not-a-secret-xyz"))
+    wrong = cli("integration", "add", "data", f"s3://{bucket}", store=store)
+    assert wrong.exit_code != 0 and "credentials were refused" in wrong.stderr, explain(wrong)
+    assert "Traceback" not in wrong.output
+    aws_env(monkeypatch, seaweed, READER)
+    missing = cli("integration", "add", "data", "s3://no-such-bucket-here", store=store)
+    assert missing.exit_code != 0 and "does not exist" in missing.stderr, explain(missing)
+    assert cli("integration", "ls", store=store).stdout == ""  # nothing recorded
+    bad = cli("integration", "add", "data", "http://x/y", store=store)
+    assert bad.exit_code != 0 and "s3://" in bad.stderr
+    added = cli("integration", "add", "data", f"s3://{bucket}", store=store)  # read-only identity is enough
+    assert added.exit_code == 0, explain(added)
+    data = b"".join(p.read_bytes() for p in (store / "meta.lmdb").iterdir())
+    assert READER[1].encode() not in data and READER[0].encode() not in data
+
+
+# ---------------------------------------------------------------- import and read through the mount
+
+
+def test_import_spec_by_reference_reads_through_the_mount(cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    jpeg = image_bytes("JPEG", (80, 60))
+    video = video_file(tmp_path / "clip.mp4", frames=24, size=(96, 64), fps=24).read_bytes()
+    objects = {
+        "img/a.jpg": jpeg, "clips/clip.mp4": video, "sound/beep.wav": wav_bytes(),
+        "docs/paper.pdf": pdf_bytes(), "notes/readme.txt": b"hello from the bucket\n",
+    }
+    urls = {key: cloud.put(key, data) for key, data in objects.items()}
+    spec = cloud.spec(tmp_path, {
+        "images": [{"objectUrl": urls["img/a.jpg"], "clientMetadata": {"site": "north"}}],
+        "videos": [{"objectUrl": urls["clips/clip.mp4"], "title": "chicken.mp4"}],
+        "audio": [{"objectUrl": urls["sound/beep.wav"]}],
+        "pdf": [{"objectUrl": urls["docs/paper.pdf"]}],
+        "text": [{"objectUrl": urls["notes/readme.txt"]}],
+    })
+    result = cloud.ok("import", "/Imported", spec, "--integration", "data")
+    assert "imported 5 into /Imported, 0 skipped, 0 failed" in result.stdout
+    assert sorted(cloud.names("/Imported")) == ["a.jpg", "beep.wav", "chicken.mp4", "paper.pdf", "readme.txt"]
+    mounted = mount_factory(cloud.store, "mnt")
+    folder = mounted.path / "Imported"
+    assert (folder / "a.jpg").read_bytes() == jpeg
+    assert (folder / "chicken.mp4").read_bytes() == video
+    assert (folder / "readme.txt").read_text() == "hello from the bucket\n"
+    assert xattr(folder / "a.jpg", "user.encord.width") == "80"
+    assert xattr(folder / "a.jpg", "user.encord.kind") == "image"
+    assert xattr(folder / "chicken.mp4", "user.encord.kind") == "video"
+    assert xattr(folder / "chicken.mp4", "user.encord.frames") == "24"
+    assert xattr(folder / "beep.wav", "user.encord.kind") == "audio"
+    assert xattr(folder / "paper.pdf", "user.encord.kind") == "pdf"
+    assert xattr(folder / "a.jpg", "user.encord.storage") == "bucket"
+    assert xattr(folder / "a.jpg", "user.encord.url") == urls["img/a.jpg"]
+    assert json.loads(xattr(folder / "a.jpg", "user.encord.client_metadata")) == {"site": "north"}
+    assert os.stat(folder / "chicken.mp4").st_size == len(video)
+    info = json.loads(cloud.ok("info", "/Imported/chicken.mp4", "--json").stdout)
+    assert info["storage"] == "bucket" and info["url"] == urls["clips/clip.mp4"] and info["sha256"] is None
+    assert not list((cloud.store / "blobs").rglob("*")) or all(p.is_dir() for p in (cloud.store / "blobs").rglob("*"))
+
+
+def test_writing_an_imported_file_stores_the_new_content_and_leaves_the_object(
+        cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    url = cloud.put("notes/readme.txt", b"first line\n")
+    spec = cloud.spec(tmp_path, {"text": [{"objectUrl": url}]})
+    cloud.ok("import", "/Imported", spec, "--integration", "data")
+    mounted = mount_factory(cloud.store, "mnt")
+    path = mounted.path / "Imported" / "readme.txt"
+    with open(path, "a") as f:
+        f.write("second line\n")
+    assert path.read_text() == "first line\nsecond line\n"
+    assert cloud.s3.get_object(Bucket=cloud.bucket, Key="notes/readme.txt")["Body"].read() == b"first line\n"
+    info = json.loads(cloud.ok("info", "/Imported/readme.txt", "--json").stdout)
+    assert info["storage"] == "store" and info["imported_from"] == url and info["sha256"]
+    assert "bucket object was not changed" in info["storage_note"]
+    assert xattr(path, "user.encord.storage") == "store"
+
+
+def test_an_object_changed_behind_the_items_back_is_eio_never_other_bytes(
+        cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    url = cloud.put("notes/a.txt", b"version one\n")
+    cloud.ok("import", "/Imported", cloud.spec(tmp_path, {"text": [{"objectUrl": url}]}), "--integration", "data")
+    cloud.put("notes/a.txt", b"version two\n")  # same length, other bytes
+    mounted = mount_factory(cloud.store, "mnt")
+    with pytest.raises(OSError) as caught:
+        (mounted.path / "Imported" / "a.txt").read_bytes()
+    assert caught.value.errno == errno.EIO
+    log = (cloud.store / "log" / "encfs.log").read_text()
+    assert url in log and "changed in the bucket" in log
+
+
+def test_reads_fail_while_the_server_is_away_and_work_when_it_returns(
+        cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    data = os.urandom(3 << 20) + b"\n"
+    url = cloud.put("big/blob.bin", data)
+    cloud.ok("import", "/Imported", f"s3://{cloud.bucket}/big", "--integration", "data")
+    mounted = mount_factory(cloud.store, "mnt")
+    path = mounted.path / "Imported" / "blob.bin"
+    with cloud.server.down():
+        with pytest.raises(OSError) as caught:
+            path.read_bytes()
+        assert caught.value.errno == errno.EIO
+    assert path.read_bytes() == data
+    log = (cloud.store / "log" / "encfs.log").read_text()
+    assert url in log and "cannot be reached" in log

@@ -23,6 +23,7 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 CONNECT_SECONDS = 3
 READ_SECONDS = 20
 ATTEMPTS = 3  # boto3's own retries of a request (bounded: a read waits for a few seconds at most)
+QUIET_SECONDS = 2.0  # after a service did not answer, requests fail at once for this long
 
 
 class CloudError(EncfsError):
@@ -138,6 +139,27 @@ def explain(exc: Exception, integration: Integration, what: str) -> CloudError:
     if isinstance(exc, CloudError):
         return exc
     return CloudError(f"{where}: {exc}")
+
+
+_unreachable_until: dict[str | None, float] = {}
+
+
+def refuse_if_unreachable(integration: Integration) -> None:
+    """A service that just failed to answer (after boto3's retries) is not asked again
+    for a moment: the reads queued behind the first (the kernel's read-ahead) fail at
+    once instead of each waiting through the retries."""
+    until = _unreachable_until.get(_endpoint(integration), 0.0)
+    if time.monotonic() < until:
+        raise Unreachable(f"integration {integration.name}: the storage service cannot be reached "
+                          f"(it did not answer {QUIET_SECONDS:.0f} s ago; not asked again yet)")
+
+
+def note_unreachable(integration: Integration) -> None:
+    _unreachable_until[_endpoint(integration)] = time.monotonic() + QUIET_SECONDS
+
+
+def _endpoint(integration: Integration) -> str | None:
+    return integration.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def check(integration: Integration) -> None:

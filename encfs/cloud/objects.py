@@ -23,7 +23,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from encfs.cloud.integrations import CloudError, Integration, ObjectUrl, client_for, explain
+from encfs.cloud.integrations import (
+    CloudError,
+    Integration,
+    ObjectUrl,
+    Unreachable,
+    client_for,
+    explain,
+    note_unreachable,
+    refuse_if_unreachable,
+)
 
 log = logging.getLogger("encfs")
 READ_AHEAD = 4 << 20
@@ -79,6 +88,7 @@ class S3Object:
         """HEAD the object; pins its version if not known yet. {} if it is missing."""
         import botocore.exceptions
 
+        refuse_if_unreachable(self.integration)
         try:
             answer = client_for(self.integration).head_object(Bucket=self.url.bucket, Key=self.url.key)
         except botocore.exceptions.ClientError as exc:
@@ -87,7 +97,7 @@ class S3Object:
                 return {}
             raise explain(exc, self.integration, str(self.url)) from exc
         except Exception as exc:
-            raise explain(exc, self.integration, str(self.url)) from exc
+            raise self._explained(exc) from exc
         self._check(_etag(answer.get("ETag")), answer.get("ContentLength"))
         return answer
 
@@ -98,13 +108,14 @@ class S3Object:
                                      "Range": f"bytes={offset}-{offset + size - 1}"}
         if self.version.etag:
             arguments["IfMatch"] = f'"{self.version.etag}"'
+        refuse_if_unreachable(self.integration)
         try:
             answer = client_for(self.integration).get_object(**arguments)
             data = answer["Body"].read()
         except ObjectChanged:
             raise
         except Exception as exc:
-            error = explain(exc, self.integration, str(self.url))
+            error = self._explained(exc)
             if "changed in the bucket" in error.reason:
                 raise ObjectChanged(error.reason) from exc
             if _status(exc) == 416 and offset == 0:  # an empty object has no first byte
@@ -117,6 +128,12 @@ class S3Object:
             raise ObjectChanged(f"{self.url}: the bucket returned {len(data)} bytes where {expected} "
                                 "were asked")
         return data
+
+    def _explained(self, exc: Exception) -> CloudError:
+        error = explain(exc, self.integration, str(self.url))
+        if isinstance(error, Unreachable):
+            note_unreachable(self.integration)
+        return error
 
     def _check(self, etag: str | None, total: int | None) -> None:
         """Pin the version at the first answer; refuse any answer of another one."""

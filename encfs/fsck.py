@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from encfs.integrity import Sums, fingerprint_fd
+from encfs.meta.cloud import all_tombstoned
 from encfs.meta.codec import decode_attributes, decode_collection, decode_node
 from encfs.meta.search import grams_of
-from encfs.meta.cloud import all_tombstoned
 from encfs.meta.store import U64, ReadTxn, WriteTxn, u64
 from encfs.model import ROOT_ID, Dataset, Folder, Item, Node, attributes_of
 from encfs.store import Store

@@ -207,9 +207,9 @@ class Grouping:
         name: str | None = None,
     ) -> BatchResult:
         """Make an image group or sequence from the images in the folder SOURCE, next to it."""
-        frames, folder = self._frames_of(actor, source)
         with self.meta.read() as r:
-            refuse_batch_in(self, r, folder.parent, source)
+            refuse_batch_in(self, r, self._resolve_id(r, [p for p in source.split("/") if p]), source)
+        frames, folder = self._frames_of(actor, source)
         name = name or folder.name
         parent_path = source.rstrip("/").rsplit("/", 1)[0] or "/"
         if kind == Kind.IMAGE_GROUP:

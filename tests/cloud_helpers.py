@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from encfs.cli import main
+
 from seaweed import SeaweedS3
 
 
@@ -21,7 +22,8 @@ def cli(*args: str | os.PathLike[str], store: Path) -> Result:
 
 
 def explain(result: Result) -> str:
-    return f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n{result.exception!r}"
+    return (f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
+            f"{result.exception!r}")
 
 
 @dataclass
@@ -53,13 +55,14 @@ class Cloud:
         return [line for line in result.stdout.splitlines() if line]
 
 
-def aws_env(monkeypatch: pytest.MonkeyPatch, server: SeaweedS3, identity: tuple[str, str] | None = None) -> None:
+def aws_env(monkeypatch: pytest.MonkeyPatch, server: SeaweedS3,
+            identity: tuple[str, str] | None = None) -> None:
     for name, value in (server.env(identity) if identity else server.env()).items():
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture
-def cloud(seaweed: SeaweedS3, bucket: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+def make_cloud(seaweed: SeaweedS3, bucket: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    """A store with integration `data` to the bucket and a folder /Imported."""
     aws_env(monkeypatch, seaweed)
     made = Cloud(store, bucket, seaweed.client(), seaweed)
     made.ok("integration", "add", "data", f"s3://{bucket}")

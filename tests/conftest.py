@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cloud_helpers import Cloud, make_cloud
 
 from encfs.store import init_store
 
@@ -137,6 +138,12 @@ def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
     """A new, empty bucket on the session's server, named after the test."""
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     return seaweed.make_bucket(f"t-{name}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def cloud(seaweed: SeaweedS3, bucket: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    """A store with integration `data` to the test's bucket, the AWS chain pointed at it."""
+    return make_cloud(seaweed, bucket, store, monkeypatch)
 
 
 @pytest.fixture(autouse=True)

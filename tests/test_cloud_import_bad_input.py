@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from cloud_helpers import Cloud, cloud, explain  # noqa: F401  (fixture)
+from cloud_helpers import Cloud, explain
+
 from store_state import service_of
 
 
@@ -37,7 +38,8 @@ def test_a_spec_that_is_not_json_or_has_unknown_keys_is_refused_whole(cloud: Clo
     refused(cloud, tmp_path / "missing.json", "no such spec file")
 
 
-def test_urls_outside_the_bucket_missing_objects_and_wrong_kinds_are_named(cloud: Cloud, tmp_path: Path) -> None:
+def test_urls_outside_the_bucket_missing_objects_and_wrong_kinds_are_named(
+        cloud: Cloud, tmp_path: Path) -> None:
     text = cloud.put("notes/a.txt", b"just text\n")
     refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": "s3://another-bucket/a.txt"}]}),
             "text[0]", "outside integration data")
@@ -53,8 +55,8 @@ def test_duplicate_urls(cloud: Cloud, tmp_path: Path) -> None:
     result = cloud.ok("import", "/Imported", twice, "--integration", "data")
     assert "imported 2" in result.stdout and "more than once" in result.stderr
     assert sorted(cloud.names("/Imported")) == ["a (2).txt", "a.txt"]  # as in Encord: two items
-    skipping = cloud.spec(tmp_path, {"text": [{"objectUrl": url, "clientMetadata": {"v": 2}}, {"objectUrl": url}],
-                                     "skip_duplicate_urls": True, "upsert_metadata": True})
+    entries = [{"objectUrl": url, "clientMetadata": {"v": 2}}, {"objectUrl": url}]
+    skipping = cloud.spec(tmp_path, {"text": entries, "skip_duplicate_urls": True, "upsert_metadata": True})
     result = cloud.ok("import", "/Imported", skipping, "--integration", "data")
     assert "imported 0 into /Imported, 2 skipped" in result.stdout
     assert len(cloud.names("/Imported")) == 2
@@ -78,7 +80,8 @@ def test_ten_thousand_entries_with_three_bad_ones(cloud: Cloud, tmp_path: Path) 
     assert cloud.names("/Imported") == []
     report = tmp_path / "errors.jsonl"
     started = time.monotonic()
-    result = cloud.run("import", "/Imported", spec, "--integration", "data", "--ignore-errors", "--report", report)
+    result = cloud.run("import", "/Imported", spec, "--integration", "data", "--ignore-errors",
+                       "--report", report)
     took = time.monotonic() - started
     assert result.exit_code == 1, explain(result)
     assert "imported 9997 into /Imported, 0 skipped, 3 failed" in result.stdout
@@ -92,7 +95,7 @@ def test_ten_thousand_entries_with_three_bad_ones(cloud: Cloud, tmp_path: Path) 
         assert (item.size, item.media.width, item.media.kind.value) == (1005, 64, "image")
 
 
-def service_actor():  # noqa: ANN201
+def service_actor():
     from encfs.model import Actor
 
     return Actor.local()

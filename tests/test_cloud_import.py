@@ -6,13 +6,16 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from cloud_helpers import Cloud, aws_env, cli, explain
 
-from media import image_bytes, pdf_bytes, video_file, wav_bytes
+from media import image_bytes, pdf_bytes, slice_bytes, video_file, wav_bytes
 from seaweed import READER, SeaweedS3
 from store_state import poll
 
@@ -148,3 +151,89 @@ def test_reads_fail_while_the_server_is_away_and_work_when_it_returns(
     assert poll(lambda: readable(path) == data, timeout=10)
     log = (cloud.store / "log" / "encfs.log").read_text()
     assert url in log and "cannot be reached" in log
+
+
+# ---------------------------------------------------------------- groups, sequences, series, prefixes
+
+
+def test_image_groups_sequences_and_dicom_series_by_reference(cloud: Cloud, tmp_path: Path) -> None:
+    front, side = image_bytes("PNG", (32, 24)), image_bytes("JPEG", (32, 24))
+    urls = [cloud.put("g/front.png", front), cloud.put("g/side.jpg", side)]
+    slices = [cloud.put(f"ct/{n}.dcm", slice_bytes("1.2.826.0.1.3680043.99.1", float(z), n + 1))
+              for n, z in enumerate((2, 0, 1))]
+    spec = cloud.spec(tmp_path, {
+        "image_groups": [
+            {"title": "views", "createVideo": False, "objectUrl_1": urls[0], "objectUrl_0": urls[1],
+             "clientMetadata": {"rig": 3}},
+            {"title": "clip", "createVideo": True, "objectUrl_0": urls[0], "objectUrl_1": urls[1]},
+        ],
+        "dicom_series": [{"title": "CT-123", **{f"objectUrl_{n}": url for n, url in enumerate(slices)}}],
+    })
+    result = cloud.ok("import", "/Imported", spec, "--integration", "data")
+    assert "imported 3" in result.stdout
+    names = cloud.names("/Imported")
+    assert {"views.imagegroup", "views/", "clip.imagesequence.mp4", "clip/", "CT-123/"} <= set(names), names
+    group = json.loads(cloud.ok("info", "/Imported/views.imagegroup", "--json").stdout)
+    assert group["kind"] == "image_group" and group["frames"] == 2 and group["client_metadata"] == {"rig": 3}
+    assert cloud.names("/Imported/views") == ["0_side.jpg", "1_front.png"]  # spec order
+    sequence = json.loads(cloud.ok("info", "/Imported/clip.imagesequence.mp4", "--json").stdout)
+    assert sequence["kind"] == "image_sequence" and sequence["frames"] == 2 and sequence["storage"] == "store"
+    series = [n for n in cloud.names("/Imported/CT-123") if n.endswith(".dcmseries")]
+    assert len(series) == 1, cloud.names("/Imported/CT-123")
+    details = json.loads(cloud.ok("info", f"/Imported/CT-123/{series[0]}", "--json").stdout)
+    assert details["kind"] == "dicom_series" and details["frames"] == 3
+    slice_info = json.loads(cloud.ok("info", "/Imported/CT-123/0.dcm", "--json").stdout)
+    assert slice_info["storage"] == "bucket" and slice_info["dicom"]["series_uid"] == "1.2.826.0.1.3680043.99.1"
+
+
+def test_import_of_a_prefix_keeps_its_folders_and_sidecars(cloud: Cloud) -> None:
+    cloud.put("batch/one.txt", b"one\n")
+    cloud.put("batch/deeper/two.jpg", image_bytes("JPEG"))
+    cloud.put("batch/deeper/two.jpg.metadata.json", b'{"label": "cat"}')
+    cloud.put("elsewhere/three.txt", b"three\n")
+    result = cloud.ok("import", "/Imported", f"s3://{cloud.bucket}/batch", "--integration", "data")
+    assert "imported 2" in result.stdout
+    assert sorted(cloud.names("/Imported")) == ["deeper/", "one.txt"]
+    assert cloud.names("/Imported/deeper") == ["two.jpg"]
+    info = json.loads(cloud.ok("info", "/Imported/deeper/two.jpg", "--json").stdout)
+    assert info["client_metadata"] == {"label": "cat"} and info["kind"] == "image"
+    again = cloud.ok("import", "/Imported", f"s3://{cloud.bucket}/batch", "--integration", "data")
+    assert "imported 0 into /Imported, 2 skipped" in again.stdout  # a re-run completes, never duplicates
+    outside = cloud.run("import", "/Imported", "s3://other-bucket/batch", "--integration", "data")
+    assert outside.exit_code != 0 and "outside integration data" in outside.stderr
+
+
+def test_an_interrupted_import_keeps_what_finished(cloud: Cloud, tmp_path: Path) -> None:
+    count = 3000
+    spec = cloud.spec(tmp_path, {"images": [
+        {"objectUrl": f"s3://{cloud.bucket}/f/{n:05d}.jpg", "imageMetadata": {"fileSize": 10, "width": 4,
+                                                                           "height": 4}}
+        for n in range(count)], "skip_duplicate_urls": True})
+    argv = [sys.executable, "-m", "encfs", "import", "/Imported", str(spec), "--integration", "data",
+            "--ignore-errors", "--store", str(cloud.store)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert poll(lambda: count_items(cloud) > 0, timeout=30)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    kept = count_items(cloud)
+    if process.returncode == 130:
+        assert "interrupted" in err and 0 < kept < count, (out, err, kept)
+    else:  # it finished before the signal arrived
+        assert process.returncode == 0 and kept == count, (out, err, kept)
+    result = cloud.ok("import", "/Imported", spec, "--integration", "data")
+    assert f"imported {count - kept} into /Imported, {kept} skipped" in result.stdout
+    assert count_items(cloud) == count
+
+
+def count_items(cloud: Cloud) -> int:
+    from store_state import service_of
+
+    from encfs.model import Actor
+
+    with service_of(cloud.store) as service:
+        return len(service.list_folder(Actor.local(), "/Imported"))

@@ -183,7 +183,8 @@ def test_image_groups_sequences_and_dicom_series_by_reference(cloud: Cloud, tmp_
     details = json.loads(cloud.ok("info", f"/Imported/CT-123/{series[0]}", "--json").stdout)
     assert details["kind"] == "dicom_series" and details["frames"] == 3
     slice_info = json.loads(cloud.ok("info", "/Imported/CT-123/0.dcm", "--json").stdout)
-    assert slice_info["storage"] == "bucket" and slice_info["dicom"]["series_uid"] == "1.2.826.0.1.3680043.99.1"
+    assert slice_info["storage"] == "bucket"
+    assert slice_info["dicom"]["series_uid"] == "1.2.826.0.1.3680043.99.1"
 
 
 def test_import_of_a_prefix_keeps_its_folders_and_sidecars(cloud: Cloud) -> None:
@@ -231,9 +232,9 @@ def test_an_interrupted_import_keeps_what_finished(cloud: Cloud, tmp_path: Path)
 
 
 def count_items(cloud: Cloud) -> int:
-    from store_state import service_of
-
     from encfs.model import Actor
+
+    from store_state import service_of
 
     with service_of(cloud.store) as service:
         return len(service.list_folder(Actor.local(), "/Imported"))

@@ -68,9 +68,17 @@ class CloudItems:
             if not isinstance(base, Folder):
                 raise NotAFolder("not a folder", folder)
             folders: dict[tuple[str, ...], Folder] = {(): base}
+            touched: dict[int, Folder] = {}
             for new in planned:
                 parent = self._folder_below(w, actor, folders, new.folders)
+                touched[parent.id] = parent
                 made.append(self._make(w, actor, parent, new, changes))
+            now = time.time_ns()
+            for folder_id in touched:  # each folder's record once, not once an item
+                parent = w.node(folder_id)
+                assert isinstance(parent, Folder)
+                service._touch(parent, now)
+                w.put_node(parent)
         return made
 
     def _folder_below(self, w: WriteTxn, actor: Actor, known: dict[tuple[str, ...], Folder],
@@ -89,7 +97,7 @@ class CloudItems:
                     child = self.service._make_folder(w, actor, path, 0o755, "", None)
                 known[key] = child
             folder = known[key]
-        return w.node(folder.id)  # type: ignore[return-value]  # fresh: earlier items touched it
+        return folder
 
     def free_name(self, r: ReadTxn, folder: Folder, name: str) -> str:
         """`name`, or `name (2).ext`… if a file, folder or tombstone has it."""
@@ -112,9 +120,12 @@ class CloudItems:
             fields["mtime_ns"] = new.mtime_ns
         item = Item(**fields, size=new.version.size or 0, media=new.media,
                     client_metadata=new.client_metadata)
-        service._insert_item(w, parent, item)
+        w.put_node(item)  # as service._insert_item, but the folder's record is written once a batch
+        w.link(parent.id, item.name, item.id, False)
+        w.index_name(item.id, item.name)
+        service._resync_item(w, item)
         tables.put_reference(w, item.id, {"integration": new.integration, "url": new.url,
-                                          "etag": new.version.etag, "size": new.version.size})
+                                          "etag": new.version.etag, "size": new.version.size}, new=True)
         if new.dicom:
             item.dicom = new.dicom
             w.put_node(item)

@@ -61,8 +61,9 @@ def references(r: ReadTxn) -> Iterator[tuple[int, dict[str, Any]]]:
         yield U64.unpack(key)[0], json.loads(value)
 
 
-def put_reference(w: WriteTxn, item_id: int, record: dict[str, Any]) -> None:
-    old = reference(w, item_id)
+def put_reference(w: WriteTxn, item_id: int, record: dict[str, Any], new: bool = False) -> None:
+    """`new`: the item was just made (no earlier row to replace)."""
+    old = None if new else reference(w, item_id)
     if old is not None and old["url"] != record["url"]:
         w.txn.delete(url_key(old["url"]) + u64(item_id), db=w.dbs["urls"])
     w.txn.put(u64(item_id), _json(record), db=w.dbs["refs"])

@@ -468,6 +468,11 @@ def folder_info(path: str, as_json: bool, store_dir: Path | None) -> None:
                    f"{human_size(summary['size'])}")
         if summary["description"]:
             click.echo(f"description: {summary['description']}")
+        if "cloud_sync" in summary:
+            sync = summary["cloud_sync"]
+            click.echo(f"cloud-synced with {sync['url']} (integration {sync['integration']})")
+        if summary["files_in_bucket"]:
+            click.echo(f"in a bucket: {summary['files_in_bucket']} of the files (the rest in the store)")
         if summary["tombstones"]:
             click.echo(f"tombstones: {summary['tombstones']} (files whose object is gone from the bucket)")
         if summary["synced_datasets"]:

@@ -1067,8 +1067,8 @@ class FilesService(Grouping, Datasets, Views):
             kinds: dict[str, int] = {}
             totals = {"files": 0, "folders": 0, "size": 0}
             self._summarise(r, folder.id, kinds, totals)
-            totals["tombstones"] = self.cloud.tombstones_below(r, folder.id)
             return {"path": self._path(r, folder.id, {}), "description": folder.description, **totals,
+                    **self.cloud.summary(r, folder),
                     "kinds": dict(sorted(kinds.items())),
                     "synced_datasets": self.synced_datasets_of_folder(r, folder.id)}
 

@@ -16,7 +16,7 @@ import pytest
 from cloud_helpers import Cloud, aws_env, cli, explain
 
 from media import image_bytes, pdf_bytes, slice_bytes, video_file, wav_bytes
-from seaweed import READER, SeaweedS3
+from seaweed import READER, WRITE_ONLY, SeaweedS3
 from store_state import poll
 
 
@@ -50,6 +50,9 @@ def test_integration_is_checked_when_added_and_credentials_never_stored(
     wrong = cli("integration", "add", "data", f"s3://{bucket}", store=store)
     assert wrong.exit_code != 0 and "credentials were refused" in wrong.stderr, explain(wrong)
     assert "Traceback" not in wrong.output
+    aws_env(monkeypatch, seaweed, WRITE_ONLY)
+    denied = cli("integration", "add", "data", f"s3://{bucket}", store=store)
+    assert denied.exit_code != 0 and "permission denied" in denied.stderr, explain(denied)
     aws_env(monkeypatch, seaweed, READER)
     missing = cli("integration", "add", "data", "s3://no-such-bucket-here", store=store)
     assert missing.exit_code != 0 and "does not exist" in missing.stderr, explain(missing)
@@ -238,3 +241,31 @@ def count_items(cloud: Cloud) -> int:
 
     with service_of(cloud.store) as service:
         return len(service.list_folder(Actor.local(), "/Imported"))
+
+
+def test_probing_reads_the_headers_only(cloud: Cloud) -> None:
+    """A big image and a big video: a few ranged reads of their headers, not the objects."""
+    from encfs.cloud.integrations import parse_url
+    from encfs.cloud.probing import examine
+
+    from store_state import service_of
+
+    noise = os.urandom(6 << 20)
+    picture = image_bytes("PNG", (1600, 1200)) + noise  # Pillow reads the header; the rest is never asked
+    url = cloud.put("big/picture.png", picture)
+    with service_of(cloud.store) as service:
+        found = examine(service.cloud.integration("data"), parse_url(url))
+    assert found.media.kind.value == "image" and found.media.width == 1600
+    assert found.version.size == len(picture) and found.fetched <= 256 << 10, found.fetched
+
+
+def test_folder_info_says_where_the_bytes_are(cloud: Cloud, tmp_path: Path) -> None:
+    url = cloud.put("notes/a.txt", b"in the bucket\n")
+    cloud.ok("import", "/Imported", cloud.spec(tmp_path, {"text": [{"objectUrl": url}]}),
+             "--integration", "data")
+    local = tmp_path / "local.txt"
+    local.write_text("in the store\n")
+    cloud.ok("upload", "/Imported", local)
+    summary = json.loads(cloud.ok("folder", "info", "/Imported", "--json").stdout)
+    assert summary["files"] == 2 and summary["files_in_bucket"] == 1 and summary["tombstones"] == 0
+    assert "in a bucket: 1 of the files" in cloud.ok("folder", "info", "/Imported").stdout

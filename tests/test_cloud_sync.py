@@ -47,6 +47,7 @@ def test_a_sync_adds_tombstones_restores_and_updates(cloud: Cloud, tmp_path: Pat
     assert "a.txt  (tombstone:" in cloud.ok("ls", "/Synced", "--tombstones").stdout
     summary = json.loads(cloud.ok("folder", "info", "/Synced", "--json").stdout)
     assert summary["tombstones"] == 1 and summary["files"] == 2
+    assert summary["cloud_sync"] == {"url": f"s3://{cloud.bucket}/live/", "integration": "data"}
     assert "tombstones: 1" in cloud.ok("folder", "info", "/Synced").stdout
 
     cloud.put("live/a.txt", b"alpha\n")  # the same bytes again: the same item comes back

@@ -112,6 +112,12 @@ class Importer:
         for n, listed in enumerate(objects):
             entry = Entry("objects", n, None, [str(listed.url)], title=listed.name, size=listed.size,
                           folders=listed.folders, etag=listed.etag)
+            try:
+                for part in [*listed.folders, listed.name]:
+                    check_name(part)
+            except EncfsError as exc:
+                self._fail(entry, str(listed.url), exc)
+                continue
             sidecar = sidecars.get(listed.relative)
             if sidecar is not None:
                 try:
@@ -155,8 +161,7 @@ class Importer:
             if not self.integration.covers(parsed):
                 raise InvalidInput(f"{url} is outside integration {self.integration.name} "
                                    f"({self.integration.url})")
-        if entry.title is not None:
-            check_name(entry.title)
+        check_name(entry.title or _basename(entry.urls[0]))
 
     def _run(self, entries: list[Entry], skip_duplicates: bool, upsert: bool) -> Outcome:
         try:

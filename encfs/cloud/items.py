@@ -24,7 +24,7 @@ from encfs.cloud.integrations import Integration, Integrations, parse_url
 from encfs.cloud.objects import ObjectReader, S3Object, Version
 from encfs.errors import NotAFolder, NotFound
 from encfs.meta import cloud as tables
-from encfs.meta.store import ReadTxn, WriteTxn
+from encfs.meta.store import ReadTxn, WriteTxn, u64
 from encfs.model import Actor, Folder, Item, Media
 from encfs.names import check_name, fit_name, split_path
 
@@ -194,12 +194,25 @@ class CloudItems:
             found[ENCORD + "url"] = url
         return found
 
-    def tombstones_below(self, r: ReadTxn, folder_id: int) -> int:
-        count = sum(1 for _ in tables.tombstones_in(r, folder_id))
+    def summary(self, r: ReadTxn, folder: Folder) -> dict[str, Any]:
+        """For `encfs folder info`: where the files' bytes are, tombstones, and the
+        folder's cloud sync (subfolders included)."""
+        counts = {"in_bucket": 0, "tombstones": 0}
+        self._count(r, folder.id, counts)
+        shown: dict[str, Any] = {"tombstones": counts["tombstones"], "files_in_bucket": counts["in_bucket"]}
+        sync = tables.cloud_sync(r, folder.id)
+        if sync is not None:
+            shown["cloud_sync"] = {"url": sync["url"], "integration": sync["integration"]}
+        return shown
+
+    def _count(self, r: ReadTxn, folder_id: int, counts: dict[str, int]) -> None:
+        counts["tombstones"] += sum(1 for _ in tables.tombstones_in(r, folder_id))
         for _, child_id, is_folder in r.children(folder_id):
             if is_folder:
-                count += self.tombstones_below(r, child_id)
-        return count
+                self._count(r, child_id, counts)
+            elif r.txn.get(u64(child_id), db=r.dbs["refs"]) is not None:
+                item = r.node(child_id)
+                counts["in_bucket"] += isinstance(item, Item) and item.blob is None
 
     def tombstones(self, actor: Actor, folder: str) -> list[tuple[str, Item]]:
         with self.meta.read() as r:

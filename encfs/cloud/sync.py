@@ -31,6 +31,7 @@ from encfs.errors import EncfsError, InvalidInput, NotPermitted
 from encfs.meta import cloud as tables
 from encfs.meta.store import ReadTxn
 from encfs.model import Actor, Folder, Item, Kind
+from encfs.names import check_name
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -128,8 +129,10 @@ class FolderSync:
             url = str(obj.url)
             seen.add(url)
             entry = known.get(url)
-            if entry is None:
+            if entry is None and self._nameable(obj):
                 new.append(obj)
+            elif entry is None:
+                continue
             elif entry.item.blob is not None:
                 self.outcome.unchanged += 1  # written through the mount: the store's own now
             elif entry.ref.get("etag") != obj.etag or entry.ref.get("size") != obj.size:
@@ -147,6 +150,15 @@ class FolderSync:
                  self.outcome.folder, self.outcome.added, self.outcome.updated, self.outcome.tombstoned,
                  self.outcome.restored, len(self.outcome.failures))
         return self.outcome
+
+    def _nameable(self, obj: Listed) -> bool:
+        try:
+            for part in [*obj.folders, obj.name]:
+                check_name(part)
+        except EncfsError as exc:
+            self._fail(str(obj.url), f"its key cannot be a name in Files: {exc.reason}")
+            return False
+        return True
 
     def _known(self) -> dict[str, Known]:
         """The folder's items (subfolders and tombstones included) that refer to objects."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,17 @@ import click
 from encfs.cli import fail, files_path, service_for, store_option
 from encfs.errors import EncfsError
 from encfs.model import Actor
+
+
+@contextmanager
+def recorded(service: Any, operation: str, path: str = "") -> Iterator[None]:
+    """A refusal is also recorded for the user (`encfs errors`, /.encfs/errors) and logged."""
+    try:
+        yield
+    except EncfsError as exc:
+        exc.path = exc.path or path
+        service.record_refusal(Actor.local(), operation, exc)
+        raise
 
 
 @click.group()
@@ -29,7 +42,7 @@ def integration() -> None:
 def integration_add(name: str, url: str, endpoint_url: str | None, profile: str | None, region: str | None,
                     store_dir: Path | None) -> None:
     """Add an integration; the bucket is listed first, and nothing is recorded if that fails."""
-    with service_for(store_dir) as service:
+    with service_for(store_dir) as service, recorded(service, "integration add", url):
         added = service.cloud.integrations.add(name, url, endpoint_url, profile, region)
         click.echo(f"added integration {added.name}: {added.url}")
 
@@ -85,27 +98,34 @@ def import_command(folder_path: str, source: str, integration_name: str, ignore_
                    report: Path | None, store_dir: Path | None) -> None:
     """Import objects by reference (they stay in the bucket): an Encord JSON spec, or
     every object under an s3:// prefix."""
-    from encfs.cloud.importer import Importer, report_path
-    from encfs.cloud.spec import load_spec
-
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, folder_path)
-        found = service.cloud.integration(integration_name)
-        spec = None if source.startswith("s3://") else load_spec(Path(source))
-        bar = click.progressbar(length=1, label="importing", file=sys.stderr, show_pos=True,
-                                item_show_func=lambda p: p)
-        with bar:
-            def shown(progress: Any) -> None:
-                bar.length = max(progress.total, 1)
-                finished = progress.done + progress.skipped + progress.failed
-                bar.update(finished - bar.pos, f"{progress.done} done, {progress.skipped} skipped, "
-                                                f"{progress.failed} failed")
-
-            importer = Importer(service, actor, target, found, ignore_errors,
-                                report or report_path(service.store.log_path), shown)
-            outcome = importer.import_spec(spec) if spec is not None else importer.import_prefix(source)
+        with recorded(service, "import", target):
+            outcome = run_import(service, actor, target, source, integration_name, ignore_errors, report)
         summarise(outcome, target)
+
+
+def run_import(service: Any, actor: Actor, target: str, source: str, integration_name: str,
+               ignore_errors: bool, report: Path | None) -> Any:
+    """The import job, with a progress bar of done, skipped and failed entries."""
+    from encfs.cloud.importer import Importer, report_path
+    from encfs.cloud.spec import load_spec
+
+    found = service.cloud.integration(integration_name)
+    spec = None if source.startswith("s3://") else load_spec(Path(source))
+    bar = click.progressbar(length=1, label="importing", file=sys.stderr, show_pos=True,
+                            item_show_func=lambda p: p)
+    with bar:
+        def shown(progress: Any) -> None:
+            bar.length = max(progress.total, 1)
+            finished = progress.done + progress.skipped + progress.failed
+            bar.update(finished - bar.pos, f"{progress.done} done, {progress.skipped} skipped, "
+                                            f"{progress.failed} failed")
+
+        importer = Importer(service, actor, target, found, ignore_errors,
+                            report or report_path(service.store.log_path), shown)
+        return importer.import_spec(spec) if spec is not None else importer.import_prefix(source)
 
 
 def summarise(outcome: Any, target: str) -> None:
@@ -138,7 +158,9 @@ def sync_command(folder_path: str, as_json: bool, store_dir: Path | None) -> Non
     from encfs.cloud.sync import sync_folder
 
     with service_for(store_dir) as service:
-        outcome = sync_folder(service, Actor.local(), files_path(service, folder_path))
+        target = files_path(service, folder_path)
+        with recorded(service, "sync", target):
+            outcome = sync_folder(service, Actor.local(), target)
     if as_json:
         click.echo(json.dumps(vars(outcome), indent=2))
     else:
@@ -158,7 +180,8 @@ def create_cloud_synced(service: Any, actor: Actor, target: str, url: str, integ
 
     if not integration_name:
         fail(EncfsError("--cloud-sync needs --integration NAME", target))
-    return create_synced_folder(service, actor, target, url, integration_name, description, metadata)
+    with recorded(service, "mkdir", target):
+        return create_synced_folder(service, actor, target, url, integration_name, description, metadata)
 
 
 def print_tombstones(service: Any, actor: Actor, target: str, long_format: bool) -> None:

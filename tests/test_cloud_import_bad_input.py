@@ -36,6 +36,7 @@ def test_a_spec_that_is_not_json_or_has_unknown_keys_is_refused_whole(cloud: Clo
     refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": url, "clientMetadata": [1]}]}),
             "text[0]: clientMetadata")
     refused(cloud, tmp_path / "missing.json", "no such spec file")
+    assert "import /Imported: " in cloud.ok("errors").stdout  # recorded for the user, as on the mount
 
 
 def test_urls_outside_the_bucket_missing_objects_and_wrong_kinds_are_named(

@@ -269,3 +269,23 @@ def test_folder_info_says_where_the_bytes_are(cloud: Cloud, tmp_path: Path) -> N
     summary = json.loads(cloud.ok("folder", "info", "/Imported", "--json").stdout)
     assert summary["files"] == 2 and summary["files_in_bucket"] == 1 and summary["tombstones"] == 0
     assert "in a bucket: 1 of the files" in cloud.ok("folder", "info", "/Imported").stdout
+
+
+def test_an_item_imported_with_metadata_given_is_pinned_at_its_first_read(
+        cloud: Cloud, tmp_path: Path) -> None:
+    from store_state import stored_bytes
+
+    url = cloud.put("notes/a.txt", b"version one\n")
+    spec = cloud.spec(tmp_path, {"text": [{"objectUrl": url}], "images": [
+        {"objectUrl": cloud.put("i.jpg", image_bytes("JPEG")), "imageMetadata": {"fileSize": 3}}]})
+    given = json.loads(spec.read_text())
+    given["text"] = []
+    given["videos"] = [{"objectUrl": url, "title": "a.txt", "videoMetadata": {"file_size": 12, "fps": 25}}]
+    spec.write_text(json.dumps(given))
+    cloud.ok("import", "/Imported", spec, "--integration", "data")  # nothing read: the kinds are trusted
+    assert stored_bytes(cloud.store, "/Imported/a.txt") == b"version one\n"
+    cloud.put("notes/a.txt", b"version two\n")  # the same size
+    with pytest.raises(Exception, match="changed in the bucket"):
+        stored_bytes(cloud.store, "/Imported/a.txt")
+    with pytest.raises(Exception, match="changed in the bucket"):
+        stored_bytes(cloud.store, "/Imported/i.jpg")  # 3 bytes were given, the object has more

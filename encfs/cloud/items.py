@@ -159,9 +159,21 @@ class CloudItems:
         if ref is None:
             return None
         source = S3Object(self.integration(ref["integration"]), parse_url(ref["url"]),
-                          Version(ref.get("etag"), ref.get("size", item.size)))
+                          Version(ref.get("etag"), ref.get("size", item.size)),
+                          on_pinned=lambda etag: self._pin(item.id, etag))
         describe = self.service._describer(item)
         return ObjectReader(source, item.size, lambda: f"{describe()} from {ref['url']}")
+
+    def _pin(self, item_id: int, etag: str) -> None:
+        """An item imported with its metadata given (nothing read) learns its object's
+        ETag at its first read; every later read of any open must match it."""
+        try:
+            with self.meta.write() as w:
+                ref = tables.reference(w, item_id)
+                if ref is not None and not ref.get("etag"):
+                    tables.put_reference(w, item_id, {**ref, "etag": etag})
+        except Exception as exc:  # the read itself is good; the next open pins again
+            log.warning("could not record the ETag of item %s: %s", item_id, exc)
 
     def integration(self, name: str) -> Integration:
         return self.integrations.get(name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,10 +75,12 @@ class ObjectChanged(CloudError):
 class S3Object:
     """One version of one object, read by ranged GETs checked on every answer."""
 
-    def __init__(self, integration: Integration, url: ObjectUrl, version: Version) -> None:
+    def __init__(self, integration: Integration, url: ObjectUrl, version: Version,
+                 on_pinned: Callable[[str], None] | None = None) -> None:
         self.integration = integration
         self.url = url
         self.version = version
+        self.on_pinned = on_pinned  # told the ETag when a version first learns it
         self._lock = threading.Lock()
 
     @property
@@ -144,9 +147,12 @@ class S3Object:
             if self.version.size is not None and total is not None and total != self.version.size:
                 raise ObjectChanged(f"{self.url}: the object changed in the bucket (size {total}, "
                                     f"expected {self.version.size})")
+            pinned = self.version.etag is None and etag is not None
             self.version.etag = self.version.etag or etag
             if self.version.size is None:
                 self.version.size = total
+        if pinned and self.on_pinned is not None and etag is not None:
+            self.on_pinned(etag)
 
 
 def _status(exc: Exception) -> int | None:

@@ -21,6 +21,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +37,9 @@ from encfs.cloud.integrations import (
 )
 
 log = logging.getLogger("encfs")
-READ_AHEAD = 4 << 20
+_read_ahead_pool = ThreadPoolExecutor(8, thread_name_prefix="encfs-read-ahead")
+FIRST_WINDOW = 1 << 20
+READ_AHEAD = 8 << 20  # the largest window of a sequential reader
 PROBE_BLOCK = 64 << 10
 
 
@@ -163,13 +166,21 @@ def _status(exc: Exception) -> int | None:
 class ObjectReader:
     """A BlobReader over a RangeSource: what an open file of an item imported by
     reference reads. A failed or refused GET is EIO with a log line naming the item
-    and the object; nothing of another version is ever returned."""
+    and the object; nothing of another version is ever returned.
+
+    Reads are served from a window of the object. A reader that goes on where it
+    stopped is sequential: its window doubles (1 to 8 MiB) and the next window is
+    fetched in the background while it reads this one; a random reader fetches
+    1 MiB around what it asks."""
 
     def __init__(self, source: RangeSource, size: int, describe: Any) -> None:
         self.source = source
         self.size = size
         self.describe = describe
         self._window = (0, b"")
+        self._next: tuple[int, Future[bytes]] | None = None
+        self._span = FIRST_WINDOW
+        self._expected = 0  # where a sequential reader reads next
         self._lock = threading.Lock()
 
     def pread(self, size: int, offset: int) -> bytes:
@@ -177,16 +188,40 @@ class ObjectReader:
         if size == 0:
             return b""
         with self._lock:
+            sequential = offset == self._expected
+            self._expected = offset + size
             start, data = self._window
-            if start <= offset and offset + size <= start + len(data):
-                return data[offset - start : offset - start + size]
-            try:
-                fetched = self.source.get_range(offset, max(size, READ_AHEAD))
-            except CloudError as exc:
-                log.error("read of %s failed: %s", self.describe(), exc.reason)
-                raise CloudError(f"the object could not be read: {exc.reason}") from None
-            self._window = (offset, fetched)
-            return fetched[:size]
+            if not (start <= offset and offset + size <= start + len(data)):
+                self._span = min(self._span * 2, READ_AHEAD) if sequential else FIRST_WINDOW
+                data = self._prefetched(offset, size) or self._fetch(offset, max(size, self._span))
+                start = offset
+                self._window = (start, data)
+                if sequential:
+                    self._read_ahead(start + len(data))
+            return data[offset - start : offset - start + size]
+
+    def _fetch(self, offset: int, size: int) -> bytes:
+        try:
+            return self.source.get_range(offset, size)
+        except CloudError as exc:
+            log.error("read of %s failed: %s", self.describe(), exc.reason)
+            raise CloudError(f"the object could not be read: {exc.reason}") from None
+
+    def _prefetched(self, offset: int, size: int) -> bytes | None:
+        """The window fetched ahead, if it starts here and holds the read (a failure
+        there is met again, and reported, by the read's own GET)."""
+        ahead, self._next = self._next, None
+        if ahead is None or ahead[0] != offset:
+            return None
+        try:
+            data = ahead[1].result()
+        except Exception:
+            return None
+        return data if len(data) >= size else None
+
+    def _read_ahead(self, offset: int) -> None:
+        if offset < self.size:
+            self._next = (offset, _read_ahead_pool.submit(self.source.get_range, offset, self._span))
 
     def fileno(self) -> None:
         return None
@@ -196,6 +231,7 @@ class ObjectReader:
 
     def close(self) -> None:
         self._window = (0, b"")
+        self._next = None
 
 
 class RangedFile(io.RawIOBase):

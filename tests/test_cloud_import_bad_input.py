@@ -37,6 +37,11 @@ def test_a_spec_that_is_not_json_or_has_unknown_keys_is_refused_whole(cloud: Clo
             "text[0]: clientMetadata")
     refused(cloud, tmp_path / "missing.json", "no such spec file")
     assert "import /Imported: " in cloud.ok("errors").stdout  # recorded for the user, as on the mount
+    good = cloud.spec(tmp_path, {"text": [{"objectUrl": url}]})
+    unknown = cloud.run("import", "/Imported", good, "--integration", "nope")
+    assert unknown.exit_code == 2 and "no integration named nope" in unknown.stderr, explain(unknown)
+    nowhere = cloud.run("import", "/Missing", good, "--integration", "data")
+    assert nowhere.exit_code == 2 and "/Missing" in nowhere.stderr, explain(nowhere)
 
 
 def test_urls_outside_the_bucket_missing_objects_and_wrong_kinds_are_named(

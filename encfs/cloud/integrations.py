@@ -103,7 +103,7 @@ def _new_client(integration: Integration) -> Any:
         raise CloudError(f"integration {integration.name}: AWS profile {integration.profile!r} "
                          "is not configured") from exc
     config = Config(retries={"max_attempts": ATTEMPTS, "mode": "standard"}, connect_timeout=CONNECT_SECONDS,
-                    read_timeout=READ_SECONDS, max_pool_connections=64)
+                    read_timeout=READ_SECONDS, max_pool_connections=64, parameter_validation=False)
     return session.client("s3", endpoint_url=integration.endpoint_url, region_name=integration.region,
                           config=config)
 

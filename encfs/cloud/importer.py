@@ -25,7 +25,7 @@ from encfs.cloud.integrations import Integration, ObjectUrl, Unreachable, parse_
 from encfs.cloud.items import NewReference
 from encfs.cloud.listing import list_objects, read_sidecar, split_sidecars
 from encfs.cloud.probing import Found, examine
-from encfs.cloud.spec import Entry, Spec
+from encfs.cloud.spec import SECTION_ORDER, Entry, Spec
 from encfs.errors import EncfsError, InvalidInput, NotFound
 from encfs.model import Actor, Folder, Kind
 from encfs.names import check_name
@@ -367,8 +367,7 @@ def _first_error(where: str, exc: Exception | str, count: int) -> str:
 
 
 def _order(where: str) -> tuple[int, int]:
-    from encfs.cloud.spec import SECTION_ORDER
-
+    """Spec order of `videos[3]`: by section, then index."""
     section, _, index = where.partition("[")
     number = index.split("]")[0]
     return (SECTION_ORDER.index(section) if section in SECTION_ORDER else 99,

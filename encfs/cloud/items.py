@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from encfs.blobs.base import BlobReader
 from encfs.cloud.integrations import Integration, Integrations, parse_url
 from encfs.cloud.objects import ObjectReader, RangeSource, S3Object, Version
-from encfs.errors import NotAFolder, NotFound
+from encfs.errors import NotAFolder
 from encfs.meta import cloud as tables
 from encfs.meta.store import ReadTxn, WriteTxn, u64
 from encfs.model import Actor, Folder, Item, Media
@@ -299,9 +299,3 @@ class CloudItems:
         service._resync_item(w, item)
         tables.put_reference(w, item.id, {k: v for k, v in ref.items() if k not in ("tombstone", "datasets")})
         return item
-
-    def lookup_folder(self, actor: Actor, path: str) -> Folder:
-        node = self.service.lookup(actor, path)
-        if not isinstance(node, Folder):
-            raise NotFound("not a folder", path)
-        return node

@@ -235,11 +235,19 @@ def init(store_dir: Path | None, max_metadata: str | None, **bucket: Any) -> Non
                    "as root), or only yourself.")
 @click.option("--as", "serve_as", default=None, metavar="EMAIL",
               help="Serve one user of the organisation, to that user's Linux user only (with full caching).")
+@click.option("--sync-every", "--every", "sync_every", default=None, metavar="DURATION",
+              help="Sync every cloud-synced folder this often (30s, 10m, 24h).")
 def mount(mountpoint: Path, store_dir: Path | None, foreground: bool, debug: bool, daemon: bool,
-          multi_user: bool | None, serve_as: str | None) -> None:
+          multi_user: bool | None, serve_as: str | None, sync_every: str | None) -> None:
     """Mount the store at MOUNTPOINT (an empty directory)."""
+    from encfs.cloud.sync import SYNC_EVERY_VARIABLE, parse_duration
     from encfs.fs.mount import check_mountpoint, check_multi_user
 
+    if sync_every is not None:  # the daemon, started with this environment, reads it
+        try:
+            os.environ[SYNC_EVERY_VARIABLE] = str(parse_duration(sync_every))
+        except EncfsError as exc:
+            fail(exc)
     store_path = locate(store_dir)
     mountpoint = mountpoint.absolute()
     if serve_as is not None and multi_user:
@@ -375,17 +383,24 @@ def folder() -> None:
 @click.option("--description", default="", help="What the folder holds.")
 @click.option("--metadata", default=None, help="Client metadata, a JSON object.")
 @click.option("--parents", "-p", is_flag=True, help="Create missing parent folders too.")
+@click.option("--cloud-sync", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Mirror this bucket prefix (fixed at creation; encfs sync FOLDER syncs it).")
+@click.option("--integration", "integration_name", default=None, help="The integration of --cloud-sync.")
 @store_option
-def folder_create(path: str, description: str, metadata: str | None, parents: bool,
-                  store_dir: Path | None) -> None:
+def folder_create(path: str, description: str, metadata: str | None, parents: bool, cloud_sync: str | None,
+                  integration_name: str | None, store_dir: Path | None) -> None:
     """Create a folder."""
+    from encfs.cli_cloud import create_cloud_synced
+
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, path)
         client_metadata = parse_metadata(metadata)
         if parents:
             create_parents(service, actor, target)
-        created = service.create_folder(actor, target, 0o755, description, client_metadata)
+        created = (create_cloud_synced(service, actor, target, cloud_sync, integration_name, description,
+                                       client_metadata) if cloud_sync
+                   else service.create_folder(actor, target, 0o755, description, client_metadata))
         click.echo(f"created folder {service.path_of(actor, created.id)}")
 
 
@@ -483,6 +498,13 @@ def folder_info(path: str, as_json: bool, store_dir: Path | None) -> None:
                    f"{human_size(summary['size'])}")
         if summary["description"]:
             click.echo(f"description: {summary['description']}")
+        if "cloud_sync" in summary:
+            sync = summary["cloud_sync"]
+            click.echo(f"cloud-synced with {sync['url']} (integration {sync['integration']})")
+        if summary["files_in_bucket"]:
+            click.echo(f"in a bucket: {summary['files_in_bucket']} of the files (the rest in the store)")
+        if summary["tombstones"]:
+            click.echo(f"tombstones: {summary['tombstones']} (files whose object is gone from the bucket)")
         if summary["synced_datasets"]:
             click.echo(f"synced with Dataset: {', '.join(summary['synced_datasets'])}")
         for kind, count in summary["kinds"].items():
@@ -642,12 +664,18 @@ def human_size(size: float) -> str:
 @main.command("ls")
 @click.argument("path", default="/")
 @click.option("--long", "-l", "long_format", is_flag=True, help="Kind, size and modification time.")
+@click.option("--tombstones", is_flag=True, help="Files of a cloud-synced folder whose object is gone.")
 @store_option
-def ls(path: str, long_format: bool, store_dir: Path | None) -> None:
+def ls(path: str, long_format: bool, tombstones: bool, store_dir: Path | None) -> None:
     """List a folder."""
+    from encfs.cli_cloud import print_tombstones
+
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, path)
+        if tombstones:
+            print_tombstones(service, actor, target, long_format)
+            return
         node = service.lookup(actor, target)
         entries = service.list_entries(actor, target) if node.is_folder else [(node.name, node)]
         for name, child in entries:
@@ -792,3 +820,7 @@ def _register_collections() -> None:
 
 
 _register_collections()
+from encfs.cli_cloud import import_command, integration, sync_command  # noqa: E402  (uses this module)
+
+for _command in (integration, import_command, sync_command):
+    main.add_command(_command)

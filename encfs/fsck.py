@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 
 from encfs.blobs.s3 import BucketError, S3BlobStore
 from encfs.integrity import READ_CHUNK, Sums, fingerprint_fd
+from encfs.meta.cloud import all_tombstoned
 from encfs.meta.codec import decode_attributes, decode_collection, decode_node
 from encfs.meta.search import grams_of
 from encfs.meta.store import U64, ReadTxn, WriteTxn, u64
@@ -133,6 +134,7 @@ class MetadataCheck:
         self.r, self.report, self.w = r, report, w
         self.nodes: dict[int, Node] = {}
         self.collections: dict[int, Dataset | Project] = {}
+        self.tombstoned = all_tombstoned(r)  # out of the tree and search until their object returns
 
     def fix(self, kind: str, where: str, detail: str, repair: Callable[[WriteTxn], None] | None) -> None:
         """Record a problem, and repair it now when repairing and it can be."""
@@ -193,7 +195,7 @@ class MetadataCheck:
                          lambda w, node=node: w.put_node(node))
 
     def check_dirents(self) -> None:
-        named: set[int] = set()
+        named: set[int] = set(self.tombstoned)
         for key, value in self.rows("dirents"):
             parent_id, name = U64.unpack(key[:8])[0], key[8:].decode(errors="replace")
             child_id, is_folder = U64.unpack(value[:8])[0], value[8:9] == b"d"
@@ -397,7 +399,8 @@ class MetadataCheck:
             else:
                 postings[item_id].add(gram)
         for node in self.nodes.values():
-            if isinstance(node, Item) and not grams_of(node.name.casefold()) <= postings[node.id]:
+            if (isinstance(node, Item) and node.id not in self.tombstoned
+                    and not grams_of(node.name.casefold()) <= postings[node.id]):
                 self.fix("missing postings", self.where(node), "search would not find it by name",
                          lambda w, node=node: w.index_name(node.id, node.name))
 

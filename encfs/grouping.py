@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from encfs.access.roles import Role
 from encfs.actions import action
+from encfs.cloud.sync import refuse_batch_in
 from encfs.errors import Busy, InvalidInput, NotPermitted
 from encfs.media import dicom_series
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -207,6 +208,8 @@ class Grouping:
         name: str | None = None,
     ) -> BatchResult:
         """Make an image group or sequence from the images in the folder SOURCE, next to it."""
+        with self.meta.read() as r:
+            refuse_batch_in(self, r, self._resolve_id(r, [p for p in source.split("/") if p]), source)
         frames, folder = self._frames_of(actor, source)
         name = name or folder.name
         parent_path = source.rstrip("/").rsplit("/", 1)[0] or "/"
@@ -320,9 +323,9 @@ class Grouping:
         return planned
 
     def _content_of(self: FilesService, item: Item) -> bytes:
-        if item.blob is None:
+        reader = self.open_reader(Actor.local(), item)  # a blob, or a bucket object
+        if reader is None:
             return b""
-        reader = self._checked_reader(item)
         try:
             return reader.pread(item.size, 0)
         finally:

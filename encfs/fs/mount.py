@@ -438,6 +438,16 @@ def exit_stuck(service: Any, mountpoint: Path, stop: threading.Event) -> None:
         os._exit(1)
 
 
+def start_cloud_sync(service: Any, stop: threading.Event) -> None:
+    """encfs mount --sync-every: sync the cloud-synced folders in the background."""
+    from encfs.cloud.sync import SYNC_EVERY_VARIABLE, sync_periodically
+
+    seconds = os.environ.get(SYNC_EVERY_VARIABLE)
+    if seconds:
+        log.info("syncing cloud-synced folders every %s s", seconds)
+        threading.Thread(target=sync_periodically, args=(service, float(seconds), stop), daemon=True).start()
+
+
 def served_actor(service: Any, email: str) -> Any:
     """The user a mount `--as EMAIL` serves: they must have a uid, and a mount not run
     by root serves only the Linux user who runs it."""
@@ -481,6 +491,7 @@ def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: b
     threading.Thread(target=follow_organisation, args=(operations, service, stop), daemon=True).start()
     threading.Thread(target=raise_readahead, args=(mountpoint, stop), daemon=True).start()
     threading.Thread(target=warm_up_parsers, daemon=True).start()
+    start_cloud_sync(service, stop)
     watchdog = Watchdog(mountpoint)
     fuse_class = make_fuse_class(mfusepy, os.path.realpath(mountpoint), watchdog, stop)
     threading.Thread(target=watchdog.watch, daemon=True, args=(

@@ -28,6 +28,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     attached project:u64 + dataset:u64 -> b"", and attachments dataset:u64 + project:u64 -> b""
     users, uids, groups, memberships, member_of, grants, granted: access (see access.py)
     journal, journal_folders: the change journal (journal.py)
+    integrations, refs, urls, tombstones, cloudsync: the cloud part (meta/cloud.py)
 
 One user-visible change is one write transaction. Writers in one process take a
 thread lock first; LMDB's own lock serialises writers across processes.
@@ -80,6 +81,7 @@ _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "member
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
         "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships", "member_of",
         "grants", "granted",  # access records (meta/access.py)
+        "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
         *journal.JOURNAL_DBS)
 
 

@@ -159,6 +159,9 @@ def s3_store(seaweed: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytes
         monkeypatch.setenv(name, value)
     place = BucketPlace.parse(f"s3://{bucket}/store")
     return init_store(tmp_path / "store", bucket=BucketBlobs(place, 32 << 20))
+
+
+@pytest.fixture
 def cloud(seaweed: SeaweedS3, bucket: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
     """A store with integration `data` to the test's bucket, the AWS chain pointed at it."""
     return make_cloud(seaweed, bucket, store, monkeypatch)

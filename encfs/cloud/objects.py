@@ -226,6 +226,9 @@ class ObjectReader:
     def fileno(self) -> None:
         return None
 
+    def descriptor_for(self, offset: int, size: int) -> None:
+        return None  # bytes fetched into memory: answered with pread's
+
     def verify(self, offset: int, length: int) -> None:
         """Every GET is checked as it is answered (ETag, length)."""
 

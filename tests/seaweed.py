@@ -56,6 +56,7 @@ class SeaweedS3:
         ]}))
         self.ports = {name: _free_port() for name in PORT_NAMES}
         self.process: subprocess.Popen | None = None
+        self.started = False
 
     @property
     def endpoint(self) -> str:
@@ -75,6 +76,19 @@ class SeaweedS3:
         )
 
     def start(self) -> None:
+        """Start the server. The first start tries new ports if it fails (another
+        process may have taken one since they were chosen); a restart keeps them."""
+        for attempt in range(3):
+            try:
+                self._launch()
+                self.started = True
+                return
+            except RuntimeError:
+                if self.started or attempt == 2:
+                    raise
+                self.ports = {name: _free_port() for name in PORT_NAMES}
+
+    def _launch(self) -> None:
         args = ["weed", "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", "-webdav=false", f"-s3.config={self.config}"]
         args += [f"-{name}={port}" for name, port in self.ports.items()]

@@ -126,12 +126,14 @@ def test_a_private_file_is_unreadable_by_another_user(shared: Mounted, people: P
 def test_a_private_folder_hides_its_files_even_just_after_its_owner_looked(shared: Mounted,
                                                                            people: People) -> None:
     """The kernel caches names and attributes for every user of the mount; its check
-    is still per caller, so bob cannot ride on what alice's stat cached."""
+    is still per caller, so bob cannot ride on what alice's stat cached, neither just
+    after it nor once the cache has expired."""
     home = shared.path / "shared" / "alice-home"
     assert run_as(people.alice, "mkdir", "-m", "700", str(home)).returncode == 0
     assert run_as(people.alice, "sh", "-c", f"echo x > {home}/plan.txt").returncode == 0
-    for _ in range(3):
+    for pause in (0, 0, 1.2):  # within the kernel's one-second caches, and after
         assert run_as(people.alice, "stat", f"{home}/plan.txt").returncode == 0
+        time.sleep(pause)
         for command in (["stat", f"{home}/plan.txt"], ["ls", str(home)], ["cat", f"{home}/plan.txt"],
                         ["touch", f"{home}/new"]):
             refused = run_as(people.bob, *command)

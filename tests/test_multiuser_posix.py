@@ -464,3 +464,24 @@ def test_the_rules_read_modes_as_the_kernel_does() -> None:
     assert new_ownership(actor, folder(0o040755, 0), 0o040755) == (1000, 100, 0o040755)
     assert new_ownership(actor, folder(0o042775, 500), 0o040755) == (1000, 500, 0o042755)
     assert new_ownership(actor, folder(0o042775, 500), 0o100644) == (1000, 500, 0o100644)
+
+
+def test_a_killed_daemons_socket_is_cleared_by_the_next_mount(store: Path, tmp_path: Path) -> None:
+    from encfs.remote import socket_path
+
+    place = Path(tempfile.mkdtemp(prefix="encfs-mu-"))
+    try:
+        first = start_mount(store, place / "first")
+        left = socket_path(first.path)
+        assert left.exists()
+        first.process.kill()
+        stop_mount(first)
+        assert left.exists()  # nobody removed it
+        second = start_mount(init_store(tmp_path / "other"), place / "second")
+        try:
+            assert not left.exists() and socket_path(second.path).exists()
+        finally:
+            stop_mount(second)
+        assert not socket_path(second.path).exists()  # a clean stop removes its own
+    finally:
+        shutil.rmtree(place, ignore_errors=True)

@@ -13,7 +13,7 @@ import contextlib
 import stat
 from typing import Any
 
-from encfs.errors import AccessDenied, EncfsError, NotFound, NotPermitted
+from encfs.errors import AccessDenied, EncfsError, NotFound
 from encfs.model import Actor, Attributes, Folder
 from encfs.names import split_path
 from encfs.posix import READ, SEARCH, WRITE, Credentials, findable, may, may_remove
@@ -172,7 +172,3 @@ class CallerGate:
         self._need(actor, "batch", source, READ | SEARCH, "batching needs read permission on the folder")
         self._need(actor, "batch", parent_of(source), WRITE | SEARCH, "batching writes next to the folder")
         return self.service.batch_folder(actor, source, *args, **kwargs)
-
-
-def refused_command(name: str) -> NotPermitted:
-    return NotPermitted(f"encfs {name} is {REFUSED}")

@@ -73,6 +73,7 @@ class CommandServer:
             if info.st_uid != 0 or info.st_mode & 0o022 or not stat.S_ISDIR(info.st_mode):
                 log.error("not serving other users' commands: only root may write in %s", RUN_DIR)
                 return
+            remove_stale_sockets()
             self.path.unlink(missing_ok=True)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(str(self.path))
@@ -138,6 +139,18 @@ class CommandServer:
                 child.terminate()
                 child.wait()
         return child.returncode
+
+
+def remove_stale_sockets() -> None:
+    """Sockets left by daemons that were killed: nobody listens on them any more."""
+    for path in RUN_DIR.glob("*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def peer_credentials(connection: socket.socket) -> Credentials:

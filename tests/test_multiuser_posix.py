@@ -126,12 +126,14 @@ def test_a_private_file_is_unreadable_by_another_user(shared: Mounted, people: P
 def test_a_private_folder_hides_its_files_even_just_after_its_owner_looked(shared: Mounted,
                                                                            people: People) -> None:
     """The kernel caches names and attributes for every user of the mount; its check
-    is still per caller, so bob cannot ride on what alice's stat cached."""
+    is still per caller, so bob cannot ride on what alice's stat cached, neither just
+    after it nor once the cache has expired."""
     home = shared.path / "shared" / "alice-home"
     assert run_as(people.alice, "mkdir", "-m", "700", str(home)).returncode == 0
     assert run_as(people.alice, "sh", "-c", f"echo x > {home}/plan.txt").returncode == 0
-    for _ in range(3):
+    for pause in (0, 0, 1.2):  # within the kernel's one-second caches, and after
         assert run_as(people.alice, "stat", f"{home}/plan.txt").returncode == 0
+        time.sleep(pause)
         for command in (["stat", f"{home}/plan.txt"], ["ls", str(home)], ["cat", f"{home}/plan.txt"],
                         ["touch", f"{home}/new"]):
             refused = run_as(people.bob, *command)
@@ -462,3 +464,24 @@ def test_the_rules_read_modes_as_the_kernel_does() -> None:
     assert new_ownership(actor, folder(0o040755, 0), 0o040755) == (1000, 100, 0o040755)
     assert new_ownership(actor, folder(0o042775, 500), 0o040755) == (1000, 500, 0o042755)
     assert new_ownership(actor, folder(0o042775, 500), 0o100644) == (1000, 500, 0o100644)
+
+
+def test_a_killed_daemons_socket_is_cleared_by_the_next_mount(store: Path, tmp_path: Path) -> None:
+    from encfs.remote import socket_path
+
+    place = Path(tempfile.mkdtemp(prefix="encfs-mu-"))
+    try:
+        first = start_mount(store, place / "first")
+        left = socket_path(first.path)
+        assert left.exists()
+        first.process.kill()
+        stop_mount(first)
+        assert left.exists()  # nobody removed it
+        second = start_mount(init_store(tmp_path / "other"), place / "second")
+        try:
+            assert not left.exists() and socket_path(second.path).exists()
+        finally:
+            stop_mount(second)
+        assert not socket_path(second.path).exists()  # a clean stop removes its own
+    finally:
+        shutil.rmtree(place, ignore_errors=True)

@@ -193,3 +193,13 @@ class Lines:
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode()
+
+
+def test_grants_changed_are_access_changes_in_the_folders_activity(mount: Mounted) -> None:
+    (mount / "Team").mkdir()
+    assert encfs(mount.store, "user", "add", "ann@example.com", "--uid", "4242").returncode == 0
+    assert encfs(mount.store, "access", "grant", "/Team", "ann@example.com", "viewer").returncode == 0
+    (mount / "Team" / ".access").write_text("ann@example.com editor\n")  # root: admin everywhere
+    assert encfs(mount.store, "access", "revoke", "/Team", "ann@example.com").returncode == 0
+    assert [a for a in actions(mount / "Team") if a[0] == "access change"] == [
+        ("access change", ["/Team"])] * 3

@@ -219,6 +219,7 @@ class AccessAdmin:
                     raise InvalidInput(f"{where}{line.who} is named twice; nothing was changed", path)
                 wanted[subject] = role
             self._replace_grants(w, target, {s: r for s, r in wanted.items() if not self._is_org_admin(w, s)})
+            self._journal(w, target, collection, path)
 
     def _replace_grants(self, w: WriteTxn, target: int, wanted: dict[str, Role]) -> None:
         current = dict(records.grants_on(w, target))
@@ -283,6 +284,7 @@ class AccessAdmin:
             subject, level = self._grant_of(w, who, role, collection, path)
             if not self._is_org_admin(w, subject):
                 records.set_grant(w, target, subject, level)
+                self._journal(w, target, collection, path)
 
     @action("access revoke")
     def revoke(self, actor: Actor, path: str, who: str) -> None:
@@ -296,6 +298,13 @@ class AccessAdmin:
                 raise NotFound(f"{who} has no grant on {path} itself (inherited grants are revoked where "
                                "they were made)", path)
             records.set_grant(w, target, subject, None)
+            self._journal(w, target, collection, path)
+
+    @staticmethod
+    def _journal(w: WriteTxn, target: int, collection: bool, path: str) -> None:
+        """A change of grants is an "access change" line in the folder's activity (a
+        Dataset's or Project's is in no folder's)."""
+        w.journal("access change", [path], folder_ids=[] if collection else [target])
 
 
 def _check_email(email: str) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from encfs.access.roles import ROLE_WORDS
 from encfs.cli import fail, files_path, service_for, store_option
 from encfs.errors import AccessDenied, NotFound
 from encfs.meta import access as records
@@ -199,11 +198,12 @@ def access_ls(path: str, as_json: bool, as_user: str | None, store_dir: Path | N
 @access.command("grant")
 @click.argument("path")
 @click.argument("who", metavar="EMAIL|@GROUP")
-@click.argument("role", type=click.Choice(list(ROLE_WORDS), case_sensitive=False))
+@click.argument("role", metavar="ROLE")  # the service checks it (a Dataset's roles differ)
 @as_option
 @store_option
 def access_grant(path: str, who: str, role: str, as_user: str | None, store_dir: Path | None) -> None:
-    """Give EMAIL or @GROUP a ROLE on PATH (and the folders below it)."""
+    """Give EMAIL or @GROUP a ROLE on PATH (and the folders below it): viewer, editor or
+    admin; on a Dataset or Project, viewer or admin."""
     with service_for(store_dir) as service:
         target = files_path(service, path)
         service.access_admin.grant(acting(service, as_user), target, who, role)

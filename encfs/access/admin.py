@@ -5,6 +5,7 @@ is written; refusals are recorded like every other action's."""
 from __future__ import annotations
 
 import pwd
+import re
 from typing import TYPE_CHECKING, Any
 
 from encfs.access import text
@@ -23,7 +24,7 @@ from encfs.errors import AccessDenied, AlreadyExists, EncfsError, InvalidInput, 
 from encfs.meta import access as records
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.model import ROOT_ID, Actor, Folder
-from encfs.names import split_path
+from encfs.names import is_text, printable, split_path
 
 if TYPE_CHECKING:
     from encfs.service import FilesService
@@ -308,15 +309,18 @@ class AccessAdmin:
 
 
 def _check_email(email: str) -> None:
-    malformed = "@" not in email.strip("@") or email.startswith("@") or len(email) > 254
-    if malformed or any(c.isspace() or c == "#" for c in email):
-        raise InvalidInput(f"{email!r} is not an email address", email)
+    malformed = "@" not in email.strip("@") or email.startswith("@") or len(email) > 254 or not is_text(email)
+    if malformed or any(c.isspace() or c in "#/" for c in email):
+        raise InvalidInput(f"{printable(email)[:300]!r} is not an email address", "")
+
+
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _check_group_name(name: str) -> None:
-    if not name or any(c.isspace() for c in name) or "@" in name or len(name) > 128 or "\x00" in name:
-        raise InvalidInput(f"{name!r} is not a group name (no spaces or @, at most 128 characters)",
-                           f"@{name}")
+    if not GROUP_NAME.fullmatch(name):
+        raise InvalidInput(f"{printable(name)[:200]!r} is not a group name (letters, digits, '.', '_' "
+                           "and '-', at most 128)", "")
 
 
 def _uid_of(uid: int | None, linux_user: str | None, email: str) -> int | None:

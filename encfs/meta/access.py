@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from encfs.meta.store import U64, ReadTxn, WriteTxn, u64
+from encfs.meta.store import U64, ReadTxn, WriteTxn, _text_key, u64
 
 GENERATION = b"access_generation"
 
@@ -39,7 +39,8 @@ def has_users(r: ReadTxn) -> bool:
 
 
 def user(r: ReadTxn, email: str) -> dict[str, Any] | None:
-    raw = r.txn.get(email.lower().encode(), db=r.dbs["users"])
+    key = _text_key(email.lower())
+    raw = None if key is None else r.txn.get(key, db=r.dbs["users"])
     return None if raw is None else json.loads(raw)
 
 
@@ -80,7 +81,8 @@ def delete_user(w: WriteTxn, email: str) -> None:
 
 
 def group_exists(r: ReadTxn, name: str) -> bool:
-    return r.txn.get(name.encode(), db=r.dbs["groups"]) is not None
+    key = _text_key(name)
+    return key is not None and r.txn.get(key, db=r.dbs["groups"]) is not None
 
 
 def group_names(r: ReadTxn) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from encfs.cli import fail, files_path, service_for, store_option
-from encfs.errors import EncfsError
+from encfs.errors import EncfsError, InvalidInput
 from encfs.model import Actor
 
 
@@ -89,18 +89,22 @@ def integration_check(name: str, store_dir: Path | None) -> None:
 @click.command("import")
 @click.argument("folder_path", metavar="FOLDER")
 @click.argument("source", metavar="SPEC.json|s3://BUCKET/PREFIX")
-@click.option("--integration", "integration_name", required=True, help="The integration to read through.")
+@click.option("--integration", "integration_name", default=None,
+              help="The integration to read through (required).")
 @click.option("--ignore-errors", is_flag=True, help="Import what can be imported; report the rest.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Where to write the per-item errors (JSON lines); default STORE/log/import-TIME.jsonl.")
 @store_option
-def import_command(folder_path: str, source: str, integration_name: str, ignore_errors: bool,
+def import_command(folder_path: str, source: str, integration_name: str | None, ignore_errors: bool,
                    report: Path | None, store_dir: Path | None) -> None:
     """Import objects by reference (they stay in the bucket): an Encord JSON spec, or
     every object under an s3:// prefix."""
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, folder_path)
+        if not integration_name:  # checked after the store opened: a damaged store says so first
+            fail(InvalidInput("give the integration to read through: --integration NAME "
+                              "(see encfs integration ls)"))
         with recorded(service, "import", target):
             outcome = run_import(service, actor, target, source, integration_name, ignore_errors, report)
         summarise(outcome, target)

@@ -17,6 +17,7 @@ URL and ETag, which name one version's bytes for good).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -40,6 +41,8 @@ log = logging.getLogger("encfs")
 _read_ahead_pool = ThreadPoolExecutor(8, thread_name_prefix="encfs-read-ahead")
 FIRST_WINDOW = 1 << 20
 READ_AHEAD = 8 << 20  # the largest window of a sequential reader
+NEAR = 2 << 20  # a read this close to where the last ended is still sequential
+WINDOWS_KEPT = 3
 PROBE_BLOCK = 64 << 10
 
 
@@ -177,7 +180,7 @@ class ObjectReader:
         self.source = source
         self.size = size
         self.describe = describe
-        self._window = (0, b"")
+        self._windows: list[tuple[int, bytes]] = []  # the latest few, newest last
         self._next: tuple[int, Future[bytes]] | None = None
         self._span = FIRST_WINDOW
         self._expected = 0  # where a sequential reader reads next
@@ -188,17 +191,29 @@ class ObjectReader:
         if size == 0:
             return b""
         with self._lock:
-            sequential = offset == self._expected
-            self._expected = offset + size
-            start, data = self._window
-            if not (start <= offset and offset + size <= start + len(data)):
+            # the kernel's parallel requests arrive a little out of order: near is sequential
+            sequential = abs(offset - self._expected) <= NEAR
+            self._expected = max(self._expected, offset + size) if sequential else offset + size
+            found = self._held(offset, size)
+            if found is None:
                 self._span = min(self._span * 2, READ_AHEAD) if sequential else FIRST_WINDOW
-                data = self._prefetched(offset, size) or self._fetch(offset, max(size, self._span))
-                start = offset
-                self._window = (start, data)
-                if sequential:
-                    self._read_ahead(start + len(data))
+                self._take_read_ahead()
+                found = self._held(offset, size) or self._remember(
+                    offset, self._fetch(offset, max(size, self._span)))
+            start, data = found
+            if sequential and self._next is None:
+                self._read_ahead(max(s + len(d) for s, d in self._windows))
             return data[offset - start : offset - start + size]
+
+    def _held(self, offset: int, size: int) -> tuple[int, bytes] | None:
+        for start, data in reversed(self._windows):
+            if start <= offset and offset + size <= start + len(data):
+                return start, data
+        return None
+
+    def _remember(self, offset: int, data: bytes) -> tuple[int, bytes]:
+        self._windows = [*self._windows[-(WINDOWS_KEPT - 1):], (offset, data)]
+        return offset, data
 
     def _fetch(self, offset: int, size: int) -> bytes:
         try:
@@ -207,17 +222,13 @@ class ObjectReader:
             log.error("read of %s failed: %s", self.describe(), exc.reason)
             raise CloudError(f"the object could not be read: {exc.reason}") from None
 
-    def _prefetched(self, offset: int, size: int) -> bytes | None:
-        """The window fetched ahead, if it starts here and holds the read (a failure
-        there is met again, and reported, by the read's own GET)."""
+    def _take_read_ahead(self) -> None:
+        """Keep the window fetched ahead (a failure there is met again, and reported,
+        by the read's own GET)."""
         ahead, self._next = self._next, None
-        if ahead is None or ahead[0] != offset:
-            return None
-        try:
-            data = ahead[1].result()
-        except Exception:
-            return None
-        return data if len(data) >= size else None
+        if ahead is not None:
+            with contextlib.suppress(Exception):
+                self._remember(ahead[0], ahead[1].result())
 
     def _read_ahead(self, offset: int) -> None:
         if offset < self.size:
@@ -233,7 +244,7 @@ class ObjectReader:
         """Every GET is checked as it is answered (ETag, length)."""
 
     def close(self) -> None:
-        self._window = (0, b"")
+        self._windows = []
         self._next = None
 
 

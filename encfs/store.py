@@ -22,7 +22,7 @@ import json
 import os
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -62,6 +62,17 @@ class Store:
     path: Path
     meta: MetaStore
     blobs: BlobStore
+    _object_cache: BlobCache | None = field(default=None, repr=False)
+
+    @property
+    def object_cache(self) -> BlobCache:
+        """Where bytes read from buckets are kept on the local disk: a bucket store's
+        own blob cache, or `cache/` for the objects a local store's items refer to."""
+        if isinstance(self.blobs, S3BlobStore):
+            return self.blobs.cache
+        if self._object_cache is None:
+            self._object_cache = BlobCache(self.path / "cache", DEFAULT_CACHE_SIZE)
+        return self._object_cache
 
     @property
     def log_path(self) -> Path:
@@ -73,6 +84,8 @@ class Store:
             return r.store_id()
 
     def close(self) -> None:
+        if self._object_cache is not None:
+            self._object_cache.close()
         self.blobs.close()
         self.meta.close()
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from encfs.blobs.base import BlobReader
+from encfs.cloud.cached import CachedObjectReader
 from encfs.cloud.integrations import Integration, Integrations, parse_url
-from encfs.cloud.objects import ObjectReader, RangeSource, S3Object, Version
+from encfs.cloud.objects import ObjectReader, S3Object, Version
 from encfs.errors import NotAFolder
 from encfs.meta import cloud as tables
 from encfs.meta.store import ReadTxn, WriteTxn, u64
@@ -57,9 +57,6 @@ class CloudItems:
         self.service = service
         self.meta = service.meta
         self.integrations = Integrations(service.meta)
-        # Where a block cache plugs in: it gets the object's source, whose version (URL and
-        # ETag) names its bytes for good, and returns a RangeSource that reads through it.
-        self.wrap_source: Callable[[S3Object], RangeSource] = lambda source: source
 
     # ------------------------------------------------------------- making items
 
@@ -166,8 +163,10 @@ class CloudItems:
                           Version(ref.get("etag"), ref.get("size", item.size)),
                           on_pinned=lambda etag: self._pin(item.id, etag))
         describe = self.service._describer(item)
-        cached = self.wrap_source(source) if source.version.etag else source  # unpinned: not cacheable yet
-        return ObjectReader(cached, item.size, lambda: f"{describe()} from {ref['url']}")
+        described = lambda: f"{describe()} from {ref['url']}"  # noqa: E731
+        if source.version.etag:  # a known version: read through the store's block cache
+            return CachedObjectReader(self.service.store.object_cache, source, described)
+        return ObjectReader(source, item.size, described)  # its first answer pins the version
 
     def _pin(self, item_id: int, etag: str) -> None:
         """An item imported with its metadata given (nothing read) learns its object's

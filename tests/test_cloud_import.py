@@ -156,6 +156,19 @@ def test_reads_fail_while_the_server_is_away_and_work_when_it_returns(
     assert url in log and "cannot be reached" in log
 
 
+def test_a_second_read_comes_from_the_block_cache_even_with_the_server_away(
+        cloud: Cloud, mount_factory) -> None:
+    data = os.urandom(5 << 20)
+    cloud.put("epoch/img.bin", data)
+    cloud.ok("import", "/Imported", f"s3://{cloud.bucket}/epoch", "--integration", "data")
+    mounted = mount_factory(cloud.store, "mnt")
+    path = mounted.path / "Imported" / "img.bin"
+    assert path.read_bytes() == data  # fetched once, into STORE/cache
+    with cloud.server.down():
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")  # not the kernel's pages: the cache's
+        assert path.read_bytes() == data
+    assert any((cloud.store / "cache").glob("??/*.data"))
+
 # ---------------------------------------------------------------- groups, sequences, series, prefixes
 
 

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("encfs")
 
 PART = 16 << 20
-PARTS_IN_FLIGHT = 4  # per upload, while the file is being written
-UPLOAD_WORKERS = 8
+PARTS_IN_FLIGHT = 8  # per upload, while the file is being written
+UPLOAD_WORKERS = 10
 GRACE_SECONDS = 3600.0
 LOG_EVERY_SECONDS = 10.0
 DELETE_BATCH = 1000

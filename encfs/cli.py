@@ -21,6 +21,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from encfs import remote
+from encfs.cli_blobs import bucket_blobs, bucket_options
 from encfs.errors import AlreadyExists, DamagedMetadata, EncfsError, InvalidInput, NotFound, StoreError
 from encfs.logs import setup_logging
 from encfs.meta.check import damage_in
@@ -188,12 +189,6 @@ def internal_error(exc: Exception) -> NoReturn:
     sys.exit(1)
 
 
-def bucket_options(command: F) -> F:
-    from encfs.cli_blobs import bucket_options as options
-
-    return options(command)
-
-
 @click.group(cls=EncfsGroup)
 @click.version_option(package_name="encfs")
 def main() -> None:
@@ -207,9 +202,8 @@ def main() -> None:
               help="How big the metadata may grow, e.g. 4GiB (default 64GiB); deletes always work.")
 @bucket_options
 def init(store_dir: Path | None, max_metadata: str | None, **bucket: Any) -> None:
-    """Create a new, empty store (private to you: other users cannot read it)."""
-    from encfs.cli_blobs import bucket_blobs
-
+    """Create a new, empty store (private to you: other users cannot read it). With
+    --blobs, file bytes go to a bucket (credentials: the standard AWS chain)."""
     path = locate(store_dir)
     try:
         limit = DEFAULT_MAX_METADATA if max_metadata is None else parse_size(max_metadata)

@@ -24,7 +24,7 @@ def bucket_options(command: F) -> F:
         click.option("--profile", default=None, help="The AWS profile whose credentials to use."),
         click.option("--region", default=None, help="The bucket's region."),
         click.option("--cache-size", default=None, metavar="SIZE",
-                     help="How much blob data to cache on the local disk (default 8GiB)."),
+                     help="How much blob data to cache on the local disk (default 8GiB; 0: none)."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Where to cache it (default: the store's cache/ folder)."),
     ]

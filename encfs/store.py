@@ -186,7 +186,8 @@ def _blob_store(path: Path, meta: MetaStore) -> BlobStore:
     try:
         place = BucketPlace.from_marker(recorded)
         cache_dir = Path(recorded["cache_dir"]) if recorded.get("cache_dir") else path / "cache"
-        cache_size = int(recorded.get("cache_size") or DEFAULT_CACHE_SIZE)
+        size = recorded.get("cache_size")
+        cache_size = DEFAULT_CACHE_SIZE if size is None else int(size)
     except (KeyError, TypeError, ValueError, StoreError) as exc:
         raise StoreError(f"store {path}: its marker names no usable bucket ({exc})") from None
     store = S3BlobStore(place, path, meta, BlobCache(cache_dir, cache_size))

@@ -256,6 +256,24 @@ def test_reads_go_on_uncached_when_the_cache_disk_is_full(s3_store: Path, bucket
         subprocess.run(["umount", "-l", str(small_disk)], check=False)
 
 
+def test_a_store_without_a_cache_reads_from_the_bucket(bucket: str, seaweed: SeaweedS3, tmp_path: Path,
+                                                       mount_factory: Callable,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    store = tmp_path / "uncached"
+    done = encfs("init", "--store", str(store), "--blobs", f"s3://{bucket}/u", "--cache-size", "0")
+    assert done.returncode == 0, done.stderr
+    mounted = mount_factory(store, "u")
+    (mounted / "data").mkdir()
+    content = payload(12 * MiB, 80)
+    (mounted / "data" / "f.bin").write_bytes(content)
+    stop_mount(mounted)
+    mounted = mount_factory(store, "u2")
+    assert (mounted / "data" / "f.bin").read_bytes() == content
+    assert not list((store / "cache").rglob("*.data"))
+
+
 # ----------------------------------------------------------------- faults
 
 

@@ -146,7 +146,8 @@ def _read_map(path: Path) -> tuple[bytes, list[int]] | None:
 
 class BlobCache:
     def __init__(self, folder: Path, limit: int, chunk: int = CHUNK, workers: int = AHEAD) -> None:
-        self.folder, self.limit, self.chunk = folder, max(limit, SMALLEST_LIMIT), chunk
+        self.folder, self.chunk = folder, chunk
+        self.limit = max(limit, SMALLEST_LIMIT) if limit else 0  # 0: no cache, reads from memory only
         self.used = 0
         self._lru: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
         self._entries: dict[str, _Entry] = {}
@@ -163,7 +164,7 @@ class BlobCache:
     def enabled(self) -> bool:
         with self._lock:
             if self._taken is None:
-                self._taken = self._take()
+                self._taken = self.limit > 0 and self._take()
                 if self._taken:
                     self._load()
             return self._taken
@@ -551,6 +552,7 @@ class CachedObject:
                 self._advise(last + 1)
                 return
             self._stream = _Stream(self, start, min(self.chunks, start + STREAM_WINDOW), last)
+            self._stream.claim_first()  # a reader of that chunk waits for the stream, not a GET of its own
             self._stream.start()
 
     def _advise(self, index: int) -> None:
@@ -601,6 +603,13 @@ class _Stream(threading.Thread):
         self._reader = reader
         self._stopped = False
         self._wake = threading.Condition()
+        self._first: tuple[_Entry | None, Future] | None = None
+
+    def claim_first(self) -> None:
+        entry = self.owner._entry
+        pending, mine = self.owner._claim(entry, self.position)
+        if mine:
+            self._first = (entry, pending)
 
     def reader_at(self, index: int) -> None:
         with self._wake:
@@ -617,21 +626,39 @@ class _Stream(threading.Thread):
         try:
             begin, finish = self.position * chunk, min(owner.size, self.end * chunk)
             body = owner._open_range(begin, finish - begin)  # type: ignore[misc]
-        except Exception:
+        except Exception as exc:
+            if self._first is not None:  # its reader sees why
+                owner._settle(self._first[0], self.position, self._first[1], exc)
             self.finished = True
             return
         try:
             for index in range(self.position, self.end):
-                if not self._wait_for_reader(index):
+                first = index == self.position and self._first is not None
+                if not first and not self._wait_for_reader(index):
                     return
                 self.position = index
-                if not self._one(body, index):
+                if not (self._first_one(body, index) if first else self._one(body, index)):
                     return
             self.position = self.end
         finally:
             self.finished = True
             with contextlib.suppress(Exception):
                 body.close()
+
+    def _first_one(self, body: BinaryIO, index: int) -> bool:
+        """The chunk claimed when the stream was made: read and delivered whatever happens."""
+        assert self._first is not None
+        entry, pending = self._first
+        owner = self.owner
+        start = index * owner.cache.chunk
+        try:
+            data = _read_exactly(body, min(owner.cache.chunk, owner.size - start))
+        except BaseException as exc:
+            owner._settle(entry, index, pending, exc)
+            return False
+        with contextlib.suppress(Exception):  # the reader sees the failure
+            owner._deliver(entry, index, data, pending)
+        return True
 
     def _wait_for_reader(self, index: int) -> bool:
         with self._wake:

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("encfs")
 
 PART = 16 << 20
-PARTS_IN_FLIGHT = 4  # per upload, while the file is being written
-UPLOAD_WORKERS = 8
+PARTS_IN_FLIGHT = 8  # per upload, while the file is being written
+UPLOAD_WORKERS = 10
 GRACE_SECONDS = 3600.0
 LOG_EVERY_SECONDS = 10.0
 DELETE_BATCH = 1000
@@ -283,6 +283,8 @@ class StreamUpload:
     def _abandon(self) -> None:
         """Abort the multipart upload once its parts in flight are done, in the
         background (retried there while the bucket is away)."""
+        if not self._parts and self._fd < 0 and self._upload_id is None:
+            return  # nothing went up (a small file, say): nothing to abort
         parts, self._parts = list(self._parts.values()), {}
         fd, self._fd = self._fd, -1
         key = self.key

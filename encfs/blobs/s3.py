@@ -202,6 +202,7 @@ class StreamUpload:
         self.key = store.place_of.key(f"uploads/{uuid.uuid4().hex}")
         self.completed: Place | None = None
         self._upload_id: str | None = None
+        self._upload_key = self.key  # the key the multipart upload was begun for
         self._parts: dict[int, Future] = {}
         self._covered = 0
         self._fd = -1
@@ -228,6 +229,7 @@ class StreamUpload:
         with self._lock:
             if self._upload_id is None:
                 client = self.store.client
+                self._upload_key = self.key
                 self._upload_id = client.create_multipart_upload(Bucket=self.store.place_of.bucket,
                                                                  Key=self.key)["UploadId"]
             return self._upload_id
@@ -287,7 +289,6 @@ class StreamUpload:
             return  # nothing went up (a small file, say): nothing to abort
         parts, self._parts = list(self._parts.values()), {}
         fd, self._fd = self._fd, -1
-        key = self.key
         for part in parts:
             part.cancel()
 
@@ -297,8 +298,9 @@ class StreamUpload:
                     part.exception()
             if fd >= 0:
                 os.close(fd)
-            with self._lock:
+            with self._lock:  # the upload's own key: `finish` may have chosen a new one since
                 upload_id, self._upload_id = self._upload_id, None
+                key = self._upload_key
             if upload_id is not None:
                 self.store.forget_upload(key, upload_id)
 

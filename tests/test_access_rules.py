@@ -348,3 +348,15 @@ class AccessMachine(RuleBasedStateMachine):
 def test_access_state_machine() -> None:
     run_state_machine_as_test(AccessMachine, settings=settings(
         max_examples=25, stateful_step_count=12, deadline=None, suppress_health_check=list(HealthCheck)))
+
+
+def test_a_removed_user_takes_their_grants_along(service: FilesService) -> None:
+    organise(service)
+    admin = service.access_admin
+    service.create_folder(ALICE, "/Shared")
+    admin.grant(ALICE, "/Shared", "bob@example.com", "viewer")
+    assert names(service, BOB, "/") == ["Shared"]
+    admin.remove_user(ROOT, "bob@example.com")
+    assert admin.listing(ALICE, "/Shared")["own"] == [("alice@example.com", "admin", "/Shared")]
+    admin.add_user(ROOT, "bob@example.com", uid=BOB.uid)  # the same address again: a new user
+    assert names(service, BOB, "/") == []

@@ -32,6 +32,19 @@ def open_uploads(seaweed: SeaweedS3, bucket: str) -> list[str]:
     return [u["Key"] for u in seaweed.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
+def written_and_read_after_remount(store: Path, mount_factory: Callable, name: str,
+                                   content: bytes) -> Mounted:
+    """Write /data/f.bin through a mount, mount the store again, and read it back
+    there; returns the second mount."""
+    mounted = mount_factory(store, name)
+    (mounted / "data").mkdir()
+    (mounted / "data" / "f.bin").write_bytes(content)
+    stop_mount(mounted)
+    mounted = mount_factory(store, name + "2")
+    assert (mounted / "data" / "f.bin").read_bytes() == content
+    return mounted
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -242,13 +255,7 @@ def test_reads_go_on_uncached_when_the_cache_disk_is_full(s3_store: Path, bucket
         done = encfs("init", "--store", str(store), "--blobs", f"s3://{bucket}/other",
                      "--cache-dir", str(small_disk / "cache"), "--cache-size", "1GiB")
         assert done.returncode == 0, done.stderr
-        mounted = mount_factory(store, "small")
-        (mounted / "data").mkdir()
-        content = payload(24 * MiB, 30)
-        (mounted / "data" / "f.bin").write_bytes(content)
-        stop_mount(mounted)
-        mounted = mount_factory(store, "small2")
-        assert (mounted / "data" / "f.bin").read_bytes() == content
+        mounted = written_and_read_after_remount(store, mount_factory, "small", payload(24 * MiB, 30))
         assert "cannot write to the blob cache" in store_log(store)
         assert "disk is full" in store_log(store)
         stop_mount(mounted)
@@ -264,13 +271,7 @@ def test_a_store_without_a_cache_reads_from_the_bucket(bucket: str, seaweed: Sea
     store = tmp_path / "uncached"
     done = encfs("init", "--store", str(store), "--blobs", f"s3://{bucket}/u", "--cache-size", "0")
     assert done.returncode == 0, done.stderr
-    mounted = mount_factory(store, "u")
-    (mounted / "data").mkdir()
-    content = payload(12 * MiB, 80)
-    (mounted / "data" / "f.bin").write_bytes(content)
-    stop_mount(mounted)
-    mounted = mount_factory(store, "u2")
-    assert (mounted / "data" / "f.bin").read_bytes() == content
+    written_and_read_after_remount(store, mount_factory, "u", payload(12 * MiB, 80))
     assert not list((store / "cache").rglob("*.data"))
 
 

@@ -74,10 +74,7 @@ def delete_user(w: WriteTxn, email: str) -> None:
         w.txn.delete(u64(record["uid"]), db=w.dbs["uids"])
     for group in groups_of_user(w, key):
         set_member(w, group, key, False)
-    for target, _ in grants_by(w, "u:" + key):
-        set_grant(w, target, "u:" + key, None)
-    w.txn.delete(key.encode(), db=w.dbs["users"])
-    bump_generation(w)
+    _drop_subject(w, "u:" + key, "users", key)
 
 
 def group_exists(r: ReadTxn, name: str) -> bool:
@@ -98,9 +95,14 @@ def put_group(w: WriteTxn, name: str) -> None:
 def delete_group(w: WriteTxn, name: str) -> None:
     for email in members(w, name):
         set_member(w, name, email, False)
-    for target, _ in grants_by(w, "g:" + name):
-        set_grant(w, target, "g:" + name, None)
-    w.txn.delete(name.encode(), db=w.dbs["groups"])
+    _drop_subject(w, "g:" + name, "groups", name)
+
+
+def _drop_subject(w: WriteTxn, subject: str, db: str, key: str) -> None:
+    """A user or group goes: its grants everywhere, then its record."""
+    for target, _ in grants_by(w, subject):
+        set_grant(w, target, subject, None)
+    w.txn.delete(key.encode(), db=w.dbs[db])
     bump_generation(w)
 
 

@@ -38,15 +38,18 @@ def stored_bytes(store: Path, path: str) -> bytes:
     """The committed content of an item, read from the store itself (no mount's page
     cache can answer for it)."""
     with service_of(store) as service:
-        actor = Actor.local()
-        item = service.lookup(actor, path)
-        reader = service.open_reader(actor, item)
-        if reader is None:
-            return b""
-        try:
-            return reader.pread(item.size, 0)
-        finally:
-            reader.close()
+        return item_bytes(service, service.lookup(Actor.local(), path))
+
+
+def item_bytes(service: FilesService, item: Any) -> bytes:
+    """An item's committed content, read through an open service."""
+    reader = service.open_reader(Actor.local(), item)
+    if reader is None:
+        return b""
+    try:
+        return reader.pread(item.size, 0)
+    finally:
+        reader.close()
 
 
 def snapshot(store: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from encfs.model import Actor, Folder
 
 from conftest import Mounted
-from store_state import service_of
+from store_state import item_bytes, service_of
 
 BOUND = 2.0
 FOLDERS = ["F", "G"]
@@ -38,21 +38,11 @@ def store_tree(service: Any) -> Tree:
     for folder in FOLDERS:
         for node in service.list_folder(actor, f"/{folder}"):
             if not isinstance(node, Folder):
-                tree[f"{folder}/{node.name}"] = (node.size, 1 + node.datasets, stored(service, node))
+                tree[f"{folder}/{node.name}"] = (node.size, 1 + node.datasets, item_bytes(service, node))
     for view_name, path in service.dataset_files(actor, "D"):
         node = service.lookup(actor, path)
-        tree[f".datasets/D/{view_name}"] = (node.size, 1 + node.datasets, stored(service, node))
+        tree[f".datasets/D/{view_name}"] = (node.size, 1 + node.datasets, item_bytes(service, node))
     return tree
-
-
-def stored(service: Any, item: Any) -> bytes:
-    reader = service.open_reader(Actor.local(), item)
-    if reader is None:
-        return b""
-    try:
-        return reader.pread(item.size, 0)
-    finally:
-        reader.close()
 
 
 def mount_tree(root: Path) -> Tree:

@@ -107,6 +107,11 @@ class AccessAdmin:
         with self.meta.read() as r:
             return sorted((User.of(u) for u in records.users(r)), key=lambda u: u.email)
 
+    def user(self, email: str) -> User:
+        """The user with this email (NotFound if there is none)."""
+        with self.meta.read() as r:
+            return self._user(r, email)
+
     def _user(self, r: ReadTxn, email: str) -> User:
         found = records.user(r, email)
         if found is None:

@@ -451,18 +451,18 @@ def start_cloud_sync(service: Any, stop: threading.Event) -> None:
 def served_actor(service: Any, email: str) -> Any:
     """The user a mount `--as EMAIL` serves: they must have a uid, and a mount not run
     by root serves only the Linux user who runs it."""
-    from encfs.meta import access as records
+    from encfs.errors import NotFound
     from encfs.model import Actor
 
-    with service.meta.read() as r:
-        record = records.user(r, email)
-    if record is None:
-        raise StoreError(f"no user {email} in this store (encfs user ls)")
-    if record.get("uid") is None:
+    try:
+        user = service.access_admin.user(email)
+    except NotFound:
+        raise StoreError(f"no user {email} in this store (encfs user ls)") from None
+    if user.uid is None:
         raise StoreError(f"user {email} has no Linux uid (encfs user set {email} --uid N)")
-    if os.geteuid() not in (0, record["uid"]):
-        raise StoreError(f"--as serves the Linux user who mounts it; {email} is uid {record['uid']}")
-    return Actor.from_ids(record["uid"], record["uid"])
+    if os.geteuid() not in (0, user.uid):
+        raise StoreError(f"--as serves the Linux user who mounts it; {email} is uid {user.uid}")
+    return Actor.from_ids(user.uid, user.uid)
 
 
 def serve(store_path: Path, mountpoint: Path, debug: bool = False, multi_user: bool = False,

@@ -6,7 +6,8 @@ Metadata (one LMDB transaction, a write transaction when repairing):
   - every `dirents` row names a node that is there, under that parent and name, of
     that type; every node but the root is named by its parent's entry;
   - a folder's `subfolders` count is the number of folders in it;
-  - a blob's count in `blobs` is the number of items naming it;
+  - a blob's count in `blobs` is the number of items naming it, and the `holders`
+    index names exactly those items;
   - Dataset links are three rows (`links`, `linked`, `views`) in step, with the Dataset
     and the item there, and an item's `datasets` count is its number of links;
   - `members` and `contents` hold the same pairs;
@@ -39,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 from encfs.blobs.s3 import BucketError, S3BlobStore
 from encfs.integrity import READ_CHUNK, Sums, fingerprint_fd
+from encfs.meta import holders
 from encfs.meta.cloud import all_tombstoned
 from encfs.meta.codec import decode_attributes, decode_collection, decode_node
 from encfs.meta.search import grams_of
@@ -424,8 +426,28 @@ class MetadataCheck:
             if key.hex() not in counts:
                 self.fix("stray checksums", f"blob {key.hex()}", "checksums of a blob no item names",
                          self.delete("sums", key))
+        self.check_holders()
         self.report.counted["blobs"] = len(counts)
         return sizes
+
+    def check_holders(self) -> None:
+        """The index of which items name each blob, against the items themselves."""
+        named = {node.id: node.blob for node in self.nodes.values() if isinstance(node, Item) and node.blob}
+        indexed = {U64.unpack_from(key, 32)[0]: key[:32].hex() for key, _ in self.rows("holders")}
+        recorded = {U64.unpack(key)[0]: value.hex() for key, value in self.rows("held")}
+        wrong = {i for i in set(named) | set(indexed) | set(recorded)
+                 if not named.get(i) == indexed.get(i) == recorded.get(i)}
+        for item_id in sorted(wrong):
+            self.fix("blob holders", f"item {item_id}",
+                     f"names blob {named.get(item_id)}, the index says {indexed.get(item_id)}",
+                     lambda w, i=item_id: self.reindex_holder(w, i, named.get(i), indexed.get(i)))
+
+    @staticmethod
+    def reindex_holder(w: WriteTxn, item_id: int, sha: str | None, indexed: str | None) -> None:
+        if indexed:
+            w.txn.delete(bytes.fromhex(indexed) + U64.pack(item_id), db=w.dbs["holders"])
+        w.txn.delete(U64.pack(item_id), db=w.dbs["held"])
+        holders.hold(w.txn, w.dbs, item_id, sha)
 
     def where(self, node: Node) -> str:
         """A node's path as its records say (`?` where a parent is missing)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from encfs.meta import holders
 from encfs.meta.store import WriteTxn, u64
 from encfs.model import Actor, Item
 from encfs.store import open_store
@@ -115,6 +117,45 @@ def test_a_lost_blob_row_is_counted_again_and_the_content_survives_removal(fille
     with service_of(filled) as service:
         service.remove_item(Actor.local(), "/data/copy.txt")
     assert blob_file(filled, B).read_bytes() == B
+
+
+def test_a_count_too_low_never_deletes_content_another_file_names(filled: Path, caplog) -> None:
+    """a.txt and copy.txt share one blob; its count damaged to 1, removing a.txt
+    must not delete the content copy.txt still names (no fsck run in between)."""
+    sha = item(filled, "/data/a.txt").blob
+    with metadata(filled) as w:
+        w.set_blob(sha, 1, len(A))
+    with service_of(filled) as service, caplog.at_level(logging.WARNING, logger="encfs.meta"):
+        service.remove_item(Actor.local(), "/data/a.txt")
+        reader = service.open_reader(Actor.local(), service.lookup(Actor.local(), "/data/copy.txt"))
+        assert reader is not None and reader.pread(len(A) + 1, 0) == A
+        reader.close()
+    assert blob_file(filled, A).read_bytes() == A
+    assert f"blob {sha}: its count reached zero but 1 item(s) still name it" in caplog.text
+    assert fsck(filled).returncode == 0  # counted again correctly: nothing left to fix
+    with service_of(filled) as service:
+        service.remove_item(Actor.local(), "/data/copy.txt")
+    assert not blob_file(filled, A).exists()  # and once nothing names it, it goes
+
+
+def test_a_store_without_the_holders_index_gets_it_when_opened(filled: Path) -> None:
+    sha = item(filled, "/data/a.txt").blob
+    with metadata(filled) as w:  # as a store made before the index existed
+        holders.clear(w.txn, w.dbs)
+        w.txn.delete(holders.BUILT_MARK, db=w.dbs["info"])
+    with metadata(filled) as w:
+        assert len(w.holders(sha)) == 2
+    assert fsck(filled).returncode == 0
+
+
+def test_a_holders_index_out_of_step_is_rebuilt(filled: Path) -> None:
+    a, b, copy = (item(filled, f"/data/{name}") for name in ("a.txt", "b.bin", "copy.txt"))
+    with metadata(filled) as w:
+        holders.hold(w.txn, w.dbs, a.id, b.blob)  # the index now says a.txt names b.bin's blob
+    repaired_and_clean(filled, "blob holders")
+    with metadata(filled) as w:
+        assert sorted(w.holders(a.blob)) == sorted([a.id, copy.id])
+        assert w.holders(b.blob) == [b.id]
 
 
 def test_a_dangling_entry_is_dropped(filled: Path) -> None:

@@ -9,6 +9,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     blobs    sha256:32 bytes -> refcount:u64 + size:u64
     sums     sha256:32 bytes -> block size:u32 + xxh3-64:u64 per block (integrity.py;
              written with the blob's first reference, gone with its last)
+    holders, held: which items name each blob, kept with every item record (holders.py)
     places   sha256:32 bytes -> where a bucket store keeps the blob: object key + "\n" + ETag
              (blobs/s3.py; dropped by its deleter once the blob is unused)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 import struct
 import threading
@@ -51,7 +53,7 @@ from typing import Any
 import lmdb
 
 from encfs.errors import NoSpace
-from encfs.meta import journal
+from encfs.meta import holders, journal
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -77,12 +79,13 @@ BLOB = struct.Struct(">QQ")
 DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
 REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
+log = logging.getLogger("encfs.meta")
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
         "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
         "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships", "member_of",
         "grants", "granted",  # access records (meta/access.py)
         "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
-        *journal.JOURNAL_DBS)
+        *journal.JOURNAL_DBS, *holders.HOLDERS_DBS)
 
 
 def u64(n: int) -> bytes:
@@ -147,6 +150,10 @@ class ReadTxn:
         with self.txn.cursor(db=self.dbs["places"]) as cur:
             for key, value in cur:
                 yield key.hex(), value
+
+    def holders(self, sha: str) -> list[int]:
+        """The items naming a blob, from the index kept with their records."""
+        return list(holders.holders(self.txn, self.dbs, sha))
 
     def all_blobs(self) -> Iterator[str]:
         with self.txn.cursor(db=self.dbs["blobs"]) as cur:
@@ -311,6 +318,7 @@ class WriteTxn(ReadTxn):
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
         super().__init__(txn, dbs)
         self.touched = journal.Touched()
+        self._zeroed: dict[str, int] = {}  # blobs whose count reached zero here -> size
 
     def journal(self, activity: str, paths: list[str], item_id: int | None = None,
                 folder_ids: list[int] | None = None, user: str | None = None, **more: Any) -> None:
@@ -338,12 +346,15 @@ class WriteTxn(ReadTxn):
             self.touched.folders.add(node.id)
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
+        if isinstance(node, Item):
+            holders.hold(self.txn, self.dbs, node.id, node.blob)
 
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)
         self.touched.nodes[node_id] = -1
         self.txn.delete(key, db=self.dbs["nodes"])
         self.txn.delete(key, db=self.dbs["stats"])
+        holders.hold(self.txn, self.dbs, node_id, None)
 
     def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
         value = u64(child) + (b"d" if is_folder else b"f")
@@ -364,7 +375,9 @@ class WriteTxn(ReadTxn):
         return count
 
     def drop_blob_ref(self, sha: str) -> int:
-        """Count one reference less; at zero the record goes and 0 is returned."""
+        """Count one reference less; at zero the record goes and 0 is returned (the
+        count is checked against the items naming the blob before the commit:
+        `check_zeroed_blobs`)."""
         key = bytes.fromhex(sha)
         raw = self.txn.get(key, db=self.dbs["blobs"])
         if raw is None:
@@ -372,10 +385,25 @@ class WriteTxn(ReadTxn):
         count, size = BLOB.unpack(raw)
         if count <= 1:
             self.txn.delete(key, db=self.dbs["blobs"])
-            self.txn.delete(key, db=self.dbs["sums"])
+            self._zeroed[sha] = size
             return 0
         self.txn.put(key, BLOB.pack(count - 1, size), db=self.dbs["blobs"])
         return count - 1
+
+    def check_zeroed_blobs(self) -> None:
+        """Before the commit: a blob whose count reached zero in this transaction but
+        that items still name had a count too low. It keeps its record (counted
+        again), its checksums and so its file; otherwise its checksums go too."""
+        for sha, size in self._zeroed.items():
+            if self.blob(sha) is not None:
+                continue  # counted again later in the same transaction
+            named_by = self.holders(sha)
+            if not named_by:
+                self.txn.delete(bytes.fromhex(sha), db=self.dbs["sums"])
+                continue
+            self.set_blob(sha, len(named_by), size)
+            log.warning("blob %s: its count reached zero but %d item(s) still name it (%s): counted again, "
+                        "content kept", sha, len(named_by), ", ".join(map(str, named_by[:5])))
 
     def put_place(self, sha: str, packed: bytes) -> None:
         self.txn.put(bytes.fromhex(sha), packed, db=self.dbs["places"])
@@ -534,6 +562,26 @@ class MetaStore:
         self._map_size = self.env.info()["map_size"]
         self._data_fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
         self._data_size = os.fstat(self._data_fd).st_size
+        self._index_holders()
+
+    def _index_holders(self) -> None:
+        """Build the blob holders index of a store made before it existed (once)."""
+        with self.read() as r:
+            if r.txn.get(b"format", db=self.dbs["info"]) is None or holders.is_built(r.txn, self.dbs):
+                return
+        with self.write(reserve=True) as w:
+            if holders.is_built(w.txn, self.dbs):
+                return
+            holders.clear(w.txn, self.dbs)
+            for node_id, raw in w.node_records():
+                try:
+                    node = decode_node(raw)
+                except Exception:  # a damaged record: fsck reports it
+                    continue
+                if isinstance(node, Item) and node.blob:
+                    holders.hold(w.txn, self.dbs, node_id, node.blob)
+            holders.mark_built(w.txn, self.dbs)
+        log.info("indexed which items name each blob (a store made by an older encfs)")
 
     def initialise(self, root: Folder) -> None:
         with self.write() as w:
@@ -542,6 +590,7 @@ class MetaStore:
             w.txn.put(b"format", FORMAT, db=self.dbs["info"])
             w.txn.put(b"store_id", str(uuid.uuid4()).encode(), db=self.dbs["info"])
             w.txn.put(b"next_id", u64(root.id + 1), db=self.dbs["info"])
+            holders.mark_built(w.txn, self.dbs)
             w.put_node(root)
         self.sync()
 
@@ -581,6 +630,7 @@ class MetaStore:
                 with self._begin_write() as txn:
                     w = WriteTxn(txn, self.dbs)
                     yield w
+                    w.check_zeroed_blobs()
                     written = journal.append(txn, self.dbs, w.touched)
                 journal.committed(written)
             except lmdb.MapFullError:

@@ -359,8 +359,8 @@ def umount(mountpoint: str) -> None:
     except UnmountError as exc:
         fail(exc)
     if forced:
-        click.echo(f"encfs: the daemon of {mountpoint} did not answer (hung or gone): its FUSE "
-                   "connection was aborted", err=True)
+        click.echo(f"encfs: the daemon of {mountpoint} did not answer (hung, stuck inside libfuse or gone): "
+                   "its FUSE connection was aborted", err=True)
     click.echo(f"unmounted {mountpoint}")
 
 

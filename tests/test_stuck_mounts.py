@@ -14,6 +14,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from encfs.fs import connection
+
 from conftest import Mounted, in_mount_table, start_mount, stop_mount
 
 UMOUNT_BOUND = 60.0
@@ -135,3 +137,64 @@ def test_a_daemon_with_a_stuck_request_still_stops_on_sigterm(store: Path, tmp_p
             caller.wait()
         environment.close()
         stop_mount(mounted)
+
+
+RENAMER = """
+import os, sys, time
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    try:
+        os.rename(sys.argv[1], sys.argv[1])
+    except FileNotFoundError:
+        pass
+"""
+REPLACER = """
+import os, sys, time
+folder, end, i = sys.argv[1], time.monotonic() + 90, 0
+while time.monotonic() < end and not os.path.exists(sys.argv[2]):
+    os.rename(f"{folder}/s", f"{folder}/o{i}")
+    os.mkdir(f"{folder}/s")
+    os.rmdir(f"{folder}/o{i}")
+    i += 1
+"""
+
+
+def test_a_request_stuck_inside_libfuse_is_logged_and_umount_frees_it(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadlock the rename guard prevents, let through on purpose: libfuse's own
+    path locks hold a rename for ever, so encfs never sees the request. The watchdog
+    still logs it (from the kernel's count of unanswered requests), and `encfs
+    umount` frees the mount and its blocked caller."""
+    monkeypatch.setenv("ENCFS_REQUEST_SECONDS", "1")
+    monkeypatch.setenv("ENCFS_RENAME_GUARD", "off")
+    m1 = start_mount(store, tmp_path / "m1")
+    monkeypatch.delenv("ENCFS_RENAME_GUARD")
+    m2 = start_mount(store, tmp_path / "m2")
+    stop_replacing = tmp_path / "stop"
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        (m1 / "A" / "s").mkdir(parents=True)
+        workers.append(subprocess.Popen([sys.executable, "-c", RENAMER, str(m1 / "A" / "s")]))
+        workers.append(subprocess.Popen([sys.executable, "-c", REPLACER, str(m2 / "A"), str(stop_replacing)]))
+        log_file, deadline = store / "log" / "encfs.log", time.monotonic() + 80
+        while "stuck inside libfuse" not in log_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop_replacing.touch()
+        assert "stuck inside libfuse" in log_file.read_text(), "the rename never hung, or the hang was silent"
+        assert workers[0].poll() is None  # the renamer is blocked in the kernel
+        done = encfs_umount(m1.path)
+        assert done.returncode == 0, done.stderr
+        assert not in_mount_table(m1.path)
+        assert workers[0].wait(timeout=30) != 0  # freed: its rename failed
+    finally:
+        stop_replacing.touch()
+        if any(worker.poll() is None for worker in workers):
+            for mounted in (m1, m2):
+                connection.abort(mounted.path)  # frees the blocked workers whatever happened
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait(timeout=30)
+        m1.process.kill()
+        stop_mount(m1)
+        stop_mount(m2)

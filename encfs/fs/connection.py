@@ -61,3 +61,43 @@ def abort(mountpoint: Path | str) -> bool:
     except OSError:
         return False
     return True
+
+
+# A request stuck inside libfuse: the daemon still answers everything else, so only its
+# watchdog knows. It leaves a note for `encfs umount` (root mounts only: aborting a
+# connection needs root anyway), naming the connection, the mount and its own pid.
+STUCK_DIR = Path("/run/encfs")
+
+
+def _stuck_note(number: str) -> Path:
+    return STUCK_DIR / f"connection-{number}.stuck"
+
+
+def note_stuck(number: str, mountpoint: Path | str) -> None:
+    try:
+        STUCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _stuck_note(number).write_text(f"{os.getpid()}\n{os.path.abspath(mountpoint)}\n")
+    except OSError:
+        pass
+
+
+def clear_stuck(number: str) -> None:
+    try:
+        note = _stuck_note(number)
+        if note.read_text().split("\n")[0] == str(os.getpid()):
+            note.unlink()
+    except (OSError, IndexError):
+        pass
+
+
+def noted_stuck(mountpoint: Path | str) -> bool:
+    """Whether the daemon of the mount at mountpoint (alive) has noted a request stuck
+    inside libfuse that it cannot answer."""
+    number = connection_number(mountpoint)
+    if number is None:
+        return False
+    try:
+        pid, noted_mountpoint = _stuck_note(number).read_text().split("\n")[:2]
+    except (OSError, ValueError):
+        return False
+    return noted_mountpoint == os.path.abspath(mountpoint) and Path(f"/proc/{pid}").exists()

@@ -1,7 +1,9 @@
 """`encfs umount`: unmount normally; when the daemon does not answer (it hangs, is
 stopped, or died), abort its FUSE connection and unmount lazily, so that nobody has to
 write to /sys/fs/fuse/connections/N/abort by hand. A mount whose daemon answers but
-that is in use is left alone (unmounting it would take files from the programs)."""
+that is in use is left alone (unmounting it would take files from the programs),
+unless its watchdog noted a request stuck inside libfuse, which nothing but an abort
+can free."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def unmount(mountpoint: Path) -> bool:
     done = _run(["fusermount3", "-u", str(mountpoint)], UNMOUNT_SECONDS)
     if done is not None and done.returncode == 0 and not is_mounted(mountpoint):
         return False
-    if daemon_answers(mountpoint):
+    if daemon_answers(mountpoint) and not connection.noted_stuck(mountpoint):
         reason = done.stderr.strip().removeprefix("fusermount3: ") if done is not None else "timed out"
         raise UnmountError(f"could not unmount {mountpoint}: {reason} (close the files and folders "
                            "in use there first)")

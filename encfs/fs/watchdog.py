@@ -5,7 +5,8 @@
 - A request stuck inside libfuse before it reaches encfs is invisible there, so the
   kernel's count of requests sent and not answered (/sys/fs/fuse/connections/N/
   waiting) is watched too: non-zero for longer than the bound while encfs answers
-  nothing is logged.
+  nothing is logged, and noted for `encfs umount` (connection.note_stuck), which
+  otherwise sees a daemon that answers and would not abort the connection.
 - Once libfuse is asked to stop (SIGTERM, unmount) and has not stopped within the
   bound, a worker is stuck: the mount's own FUSE connection is aborted (every waiting
   request fails, so the callers are freed), and if that does not end the daemon
@@ -49,6 +50,7 @@ class Watchdog:
         self._reported: set[tuple[int, float]] = set()
         self._kernel_waiting_since: float | None = None
         self._kernel_reported = False
+        self._number: str | None = None
 
     def started(self, operation: str, argument: Any) -> None:
         """A request is being answered by this thread (one at a time per thread)."""
@@ -60,6 +62,14 @@ class Watchdog:
     def watch(self, stop: threading.Event, exiting: Callable[[], bool],
               on_stuck_exit: Callable[[], None]) -> None:
         """Check every fraction of the bound until stop is set."""
+        try:
+            self._watch(stop, exiting, on_stuck_exit)
+        finally:
+            if self._kernel_reported and self._number is not None:
+                connection.clear_stuck(self._number)
+
+    def _watch(self, stop: threading.Event, exiting: Callable[[], bool],
+               on_stuck_exit: Callable[[], None]) -> None:
         number: str | None = None
         exit_asked: float | None = None
         while not stop.wait(min(1.0, self.bound / 4)):
@@ -67,6 +77,7 @@ class Watchdog:
             self._check_requests(now)
             if number is None:
                 number = connection.connection_number(self.mountpoint) if connection.visible() else None
+                self._number = number
             if number is not None:
                 self._check_kernel(number, now)
             if exit_asked is None and exiting():
@@ -85,6 +96,8 @@ class Watchdog:
     def _check_kernel(self, number: str, now: float) -> None:
         waiting = connection.waiting_requests(number)
         if not waiting or self.in_flight:
+            if self._kernel_reported:
+                connection.clear_stuck(number)
             self._kernel_waiting_since, self._kernel_reported = None, False
             return
         if self._kernel_waiting_since is None:
@@ -94,6 +107,7 @@ class Watchdog:
             log.warning("%d FUSE request(s) on %s not answered after %.0f s and none of them in encfs: "
                         "stuck inside libfuse (encfs umount %s frees the mount)", waiting,
                         self.mountpoint, now - self._kernel_waiting_since, self.mountpoint)
+            connection.note_stuck(number, self.mountpoint)
 
 
 def _printable(argument: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -95,6 +96,26 @@ class BlobChanges:
 
     obsolete: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FolderRemoval:
+    """Where a folder's removal (remove_folder) stands between its transactions."""
+
+    parts: list[str]
+    path: str
+    recursive: bool
+    step: int = 2_000  # entries per transaction, halved when one does not fit
+    was_empty: bool | None = None  # at the start: the rule for removing it depends on that
+    generated_left: bool = True  # groups and series go first, so their frames are free
+    removed: int = 0
+
+
+@dataclass
+class RemovalBudget:
+    """How many more entries one step of a folder's removal may remove."""
+
+    left: int
 
 
 @dataclass(frozen=True)
@@ -482,46 +503,94 @@ class FilesService(Grouping, Datasets, Views):
 
     @action("rmdir")
     def remove_folder(self, actor: Actor, path: str, recursive: bool = False) -> int:
-        """Remove a folder (with everything in it if recursive); returns items removed."""
+        """Remove a folder (with everything in it if recursive); returns items removed.
+
+        A big tree goes in steps of up to 2,000 entries, one transaction each; a
+        step that does not fit in the room kept for deletes (the metadata at its
+        maximum) is tried again with half as many, down to one entry, so a removal
+        always works where single deletes do. Like `rm -r` on a disk, a removal
+        stopped half way leaves the rest."""
         parts = split_path(path)
         if is_view(parts):
             self.view_rmdir(actor, parts)
             return 0
-        with self._changing(freeing=True) as (w, changes):
-            folder = self._resolve(w, parts)
-            self.access.check_sees(w, actor, folder.id, path)
-            if not isinstance(folder, Folder):
-                raise NotAFolder("not a folder; remove files with unlink", path)
-            self.access.require_removable(w, actor, folder, not w.has_children(folder.id), path)
-            if not recursive and w.has_children(folder.id):
-                raise FolderNotEmpty("the folder is not empty", path)
-            removed = self._drop_tree(w, folder, changes)
-            parent = self._resolve_parent(w, parts)
-            parent.subfolders -= 1
-            self._touch(parent, time.time_ns())
-            w.put_node(parent)
-        return removed
+        removal = FolderRemoval(parts, path, recursive)
+        while not self._remove_step(actor, removal):
+            pass
+        return removal.removed
 
-    def _drop_tree(self, w: WriteTxn, folder: Folder, changes: BlobChanges) -> int:
-        """Remove a folder and all it holds. Groups and series go before the rest, so
-        that their frames are free by the time they are removed."""
+    def _remove_step(self, actor: Actor, removal: FolderRemoval) -> bool:
+        """One transaction of a folder's removal; True once the folder is gone. A step
+        the reserve cannot hold is given half the entries (NoSpace at one entry)."""
+        try:
+            with self._changing(freeing=True) as (w, changes):
+                folder = self._resolve(w, removal.parts)
+                self.access.check_sees(w, actor, folder.id, removal.path)
+                if not isinstance(folder, Folder):
+                    raise NotAFolder("not a folder; remove files with unlink", removal.path)
+                was_empty = not w.has_children(folder.id) if removal.was_empty is None else removal.was_empty
+                self.access.require_removable(w, actor, folder, was_empty, removal.path)
+                if not removal.recursive and w.has_children(folder.id):
+                    raise FolderNotEmpty("the folder is not empty", removal.path)
+                budget, generated_left, removed = RemovalBudget(removal.step), removal.generated_left, 0
+                if generated_left:
+                    removed += self._drop_within(w, folder, changes, budget, generated=True)
+                    generated_left = budget.left <= 0
+                if not generated_left:
+                    removed += self._drop_within(w, folder, changes, budget, generated=False)
+                gone = not w.has_children(folder.id)
+                if gone:
+                    self._drop_empty_folder(w, folder, changes)
+                    parent = self._resolve_parent(w, removal.parts)
+                    parent.subfolders -= 1
+                    self._touch(parent, time.time_ns())
+                    w.put_node(parent)
+        except NoSpace:
+            if removal.step == 1:
+                raise
+            removal.step //= 2
+            return False
+        removal.was_empty, removal.generated_left = was_empty, generated_left
+        removal.removed += removed
+        return gone
+
+    def _drop_within(self, w: WriteTxn, folder: Folder, changes: BlobChanges, budget: RemovalBudget,
+                     generated: bool) -> int:
+        """Remove what a folder holds, up to the budget of entries; returns items
+        removed. The `generated` pass removes only groups and series (reading every
+        entry), so that their frames are free by the time the plain pass removes
+        them, entries in name order, reading no more than it removes; it also removes
+        the subfolders it empties."""
         removed = 0
-        children = [w.node(child_id) for _, child_id, _ in list(w.children(folder.id))]
-        children.sort(key=lambda c: not (isinstance(c, Item) and c.is_generated))
-        for child in children:
+        entries = w.children(folder.id)
+        for _, child_id, _ in list(entries) if generated else list(itertools.islice(entries, budget.left)):
+            child = w.node(child_id)
+            if budget.left <= 0:
+                break
             if isinstance(child, Folder):
-                removed += self._drop_tree(w, child, changes)
+                removed += self._drop_within(w, child, changes, budget, generated)
+                if not generated and not w.has_children(child.id):
+                    self._drop_empty_folder(w, child, changes)
+                    folder.subfolders -= 1
+                    w.put_node(folder)
+                    budget.left -= 1
+            elif generated and not (isinstance(child, Item) and child.is_generated):
+                continue
             elif isinstance(child, Special):
                 self._drop_special(w, child)
-            elif isinstance(child, Item) and w.node(child.id) is not None:
-                self._drop_item(w, w.node(child.id), changes)  # type: ignore[arg-type]
+                budget.left -= 1
+            elif isinstance(child, Item):
+                self._drop_item(w, child, changes)
                 removed += 1
+                budget.left -= 1
+        return removed
+
+    def _drop_empty_folder(self, w: WriteTxn, folder: Folder, changes: BlobChanges) -> None:
         self._unsync_deleted_folder(w, folder)
         self.access.removed(w, folder.id)
         self.cloud.drop_folder(w, folder, changes)
         w.unlink(folder.parent, folder.name)
         w.delete_node(folder.id)
-        return removed
 
     @contextmanager
     def _changing(self, freeing: bool = False) -> Iterator[tuple[WriteTxn, BlobChanges]]:
@@ -626,7 +695,7 @@ class FilesService(Grouping, Datasets, Views):
         if isinstance(existing, Folder):
             if w.has_children(existing.id):
                 raise FolderNotEmpty("the target folder is not empty", target)
-            self._drop_tree(w, existing, changes)
+            self._drop_empty_folder(w, existing, changes)
             parent = w.node(existing.parent)
             assert isinstance(parent, Folder)
             parent.subfolders -= 1

@@ -16,12 +16,14 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from encfs.errors import NoSpace
 from encfs.meta import room
 from encfs.meta.store import MetaStore
+from encfs.model import Actor
 from encfs.store import init_store
 
 from conftest import Mounted, errors_of, start_mount, stop_mount
-from store_state import explain, os_refused, poll
+from store_state import explain, os_refused, poll, service_of
 
 MiB = 1 << 20
 
@@ -335,3 +337,31 @@ def test_a_background_daemon_writes_nothing_to_stderr(tmp_path: Path) -> None:
             time.sleep(0.05)
         if os.path.exists(f"/proc/{pid}"):
             os.kill(pid, 9)
+
+
+def test_one_huge_rm_r_at_the_maximum_map_size_works(tmp_path: Path) -> None:
+    """A folder of thousands of files in a store whose metadata reached its maximum:
+    `encfs rm -r` removes it all (in bounded steps, each within the reserve kept for
+    deletes) and the room can be used again."""
+    store = tmp_path / "store"
+    done = run("init", "--store", store, "--max-metadata", "16MiB")
+    assert done.returncode == 0, explain(done)
+    actor = Actor.local()
+    with service_of(store) as service:
+        service.create_folder(actor, "/data")
+        service.create_folder(actor, "/data/deeper")
+        created = 0
+        with pytest.raises(NoSpace):
+            while True:
+                folder = "/data" if created % 2 else "/data/deeper"
+                service.create_item(actor, f"{folder}/frame_{created:07d}_with_a_long_name.jpg")
+                created += 1
+    assert created > 2_000
+    removed = run("rm", "-r", "/data", "--store", store, timeout=300)
+    assert removed.returncode == 0, explain(removed)
+    listed = run("ls", "/", "--store", store)
+    assert listed.returncode == 0 and "data" not in listed.stdout
+    with service_of(store) as service:
+        service.create_folder(actor, "/again")
+        service.create_item(actor, "/again/fits.jpg")
+    assert run("fsck", "--store", store).returncode == 0

@@ -46,6 +46,9 @@ _SUM = struct.Struct(">Q")
 FILES_REMEMBERED = 65_536
 SUMS_REMEMBERED = 1_024
 AHEAD_BLOCKS = 2
+# `ENCFS_READ_CHECKS=off` in a mount's environment serves stored content unchecked:
+# only so that `scripts/bench` can state what the checks cost, never for use.
+READ_CHECKS = os.environ.get("ENCFS_READ_CHECKS", "on") != "off"
 
 _verifying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encfs-verify")
 

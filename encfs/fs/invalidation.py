@@ -53,6 +53,8 @@ log = logging.getLogger("encfs")
 
 FOLLOW_SECONDS = 0.02  # how often a mount looks for other processes' changes
 HANDOFF_WAIT_SECONDS = 0.5  # longest a request waits for its changes to be forgotten elsewhere
+SEARCH_PATH = "/.search"
+SEARCH_ENTRY = ("/", ".search")  # forgotten when names change: its results may have
 DIRECTORY_REQUESTS = frozenset({"create", "mknod", "mkdir", "unlink", "rmdir", "rename_fuse_3", "rename",
                                 "link", "symlink"})
 
@@ -153,7 +155,7 @@ def targets_of(r: ReadTxn, record: dict[str, Any], paths: Paths | None = None) -
         if owner is not None and member is not None:
             found.entries.add((f"/.projects/{owner.name}", member.name))
     if found.names_changed:
-        found.entries.add(("/", ".search"))
+        found.entries.add(SEARCH_ENTRY)
     return found
 
 
@@ -279,6 +281,8 @@ class Follower:
     def _resolve(self, targets: Targets, pages_ok: bool) -> Notices:
         notices = Notices()
         for folder, name in sorted(targets.entries):
+            if (folder, name) == SEARCH_ENTRY and self.kernel.node(SEARCH_PATH) is None:
+                continue  # /.search is always there: with no node, the kernel holds none of it
             node = self.kernel.node(folder)
             if node is not None:
                 notices.entries.append((node, name))

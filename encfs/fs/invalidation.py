@@ -105,6 +105,14 @@ class Paths:
         above = self.folder(node.parent)
         return None if above is None else join(above, node.name)
 
+    def named(self, node_id: int, parent: int, name: str) -> str | None:
+        """A node's path from the parent and name its record was written with (no
+        record read)."""
+        if node_id == ROOT_ID:
+            return "/"
+        above = self.folder(parent)
+        return None if above is None else join(above, name)
+
     def dataset_folders(self, dataset_id: int) -> list[str]:
         """Where a Dataset shows its files: /.datasets/D and its read-only twin."""
         collection = self.r.collection(dataset_id)
@@ -130,10 +138,10 @@ def targets_of(r: ReadTxn, record: dict[str, Any], paths: Paths | None = None) -
             found.entries.add((folder, name))
             found.inode(folder)
         found.names_changed = True
-    for node_id, parent in record.get("n", ()):
+    for node_id, parent, *named in record.get("n", ()):
         if parent < 0:
             continue
-        where = paths.node(node_id)
+        where = paths.named(node_id, parent, named[0]) if named else paths.node(node_id)
         is_item = where is not None and not _is_folder(r, node_id)
         found.inode(where, pages=is_item)
         if is_item:

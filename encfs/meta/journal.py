@@ -21,7 +21,7 @@ Keys (sub-dbs):
 
 A record: {"t": time ns, "u": user, "a": activity or absent, "o": operation,
 "p": [paths], "i": item id, "f": [folder ids], "e": [[parent, name, child, added]],
-"n": [[node id, parent id or -1 when deleted]], "v": [[dataset, view name, item,
+"n": [[node id, parent id or -1 when deleted, name when put]], "v": [[dataset, view name, item,
 added]], "c": [[kind, name]] (Dataset and Project names), "x": [project, dataset]
 pairs attached or detached, "w": writer (process id and start), "r": reason}.
 
@@ -109,6 +109,7 @@ class Touched:
     collections: list[list[Any]] = field(default_factory=list)
     attachments: list[list[int]] = field(default_factory=list)
     folders: set[int] = field(default_factory=set)  # the nodes put that are folders
+    names: dict[int, str] = field(default_factory=dict)  # the names of the nodes put
     said: dict[str, Any] | None = None
 
     def entry(self, parent: int, name: str, child: int, added: bool) -> None:
@@ -158,7 +159,8 @@ def build_record(touched: Touched, now_ns: int) -> dict[str, Any]:
     if touched.entries:
         record["e"] = touched.entries
     if touched.nodes:
-        record["n"] = [[node, parent] for node, parent in touched.nodes.items()]
+        record["n"] = [[node, parent, touched.names[node]] if node in touched.names else [node, parent]
+                       for node, parent in touched.nodes.items()]
     if touched.views:
         record["v"] = touched.views
     if touched.collections:

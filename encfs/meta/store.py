@@ -342,6 +342,7 @@ class WriteTxn(ReadTxn):
     def put_node(self, node: Node) -> None:
         key = u64(node.id)
         self.touched.nodes[node.id] = node.parent
+        self.touched.names[node.id] = node.name
         if isinstance(node, Folder):
             self.touched.folders.add(node.id)
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
@@ -352,6 +353,7 @@ class WriteTxn(ReadTxn):
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)
         self.touched.nodes[node_id] = -1
+        self.touched.names.pop(node_id, None)
         self.txn.delete(key, db=self.dbs["nodes"])
         self.txn.delete(key, db=self.dbs["stats"])
         holders.hold(self.txn, self.dbs, node_id, None)

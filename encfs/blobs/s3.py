@@ -358,9 +358,10 @@ class S3BlobReader:
         if sums is None:
             return
         assert offset % sums.block == 0
+        view = memoryview(data)  # slices of it are not copies
         for start in range(0, len(data), sums.block):
             index = (offset + start) // sums.block
-            if index >= len(sums.values) or block_sum(data[start:start + sums.block]) != sums.values[index]:
+            if index >= len(sums.values) or block_sum(view[start:start + sums.block]) != sums.values[index]:
                 assert self._place is not None
                 raise self.store.changed(self._place, self.sha, f"block {index} differs from its checksum")
 

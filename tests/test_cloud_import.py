@@ -107,6 +107,34 @@ def test_import_spec_by_reference_reads_through_the_mount(
     assert all(p.is_dir() for p in (cloud.store / "blobs").rglob("*"))  # nothing was copied
 
 
+def test_https_urls_of_objects_in_the_integrations_bucket_are_imported(
+        cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    """Encord specs give objects as https URLs: path-style on the integration's own
+    endpoint (here SeaweedFS's), and AWS's virtual-hosted and path-style forms, which
+    name the same bucket and are read through the integration."""
+    contents = {"web/a.txt": b"path style on the endpoint\n", "web/b c.txt": b"virtual-hosted\n",
+                "web/c.txt": b"aws path style\n"}
+    for key, data in contents.items():
+        cloud.put(key, data)
+    spec = cloud.spec(tmp_path, {"text": [
+        {"objectUrl": f"{cloud.server.endpoint}/{cloud.bucket}/web/a.txt"},
+        {"objectUrl": f"https://{cloud.bucket}.s3.us-east-1.amazonaws.com/web/b%20c.txt"},
+        {"objectUrl": f"https://s3.us-east-1.amazonaws.com/{cloud.bucket}/web/c.txt"},
+    ], "skip_duplicate_urls": True})
+    result = cloud.ok("import", "/Imported", spec, "--integration", "data")
+    assert "imported 3 into /Imported, 0 skipped, 0 failed" in result.stdout
+    assert sorted(cloud.names("/Imported")) == ["a.txt", "b c.txt", "c.txt"]
+    again = cloud.spec(tmp_path, {"text": [{"objectUrl": f"s3://{cloud.bucket}/web/a.txt"}],
+                                  "skip_duplicate_urls": True}, "again.json")
+    assert "imported 0 into /Imported, 1 skipped" in cloud.ok("import", "/Imported", again, "--integration",
+                                                               "data").stdout  # the same object
+    mounted = mount_factory(cloud.store, "mnt")
+    folder = mounted.path / "Imported"
+    for key, data in contents.items():
+        assert (folder / key.removeprefix("web/")).read_bytes() == data
+    assert xattr(folder / "b c.txt", "user.encord.url") == f"s3://{cloud.bucket}/web/b c.txt"
+
+
 def test_writing_an_imported_file_stores_the_new_content_and_leaves_the_object(
         cloud: Cloud, tmp_path: Path, mount_factory) -> None:
     url = cloud.put("notes/readme.txt", b"first line\n")

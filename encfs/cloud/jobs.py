@@ -56,7 +56,9 @@ def write(store_root: Path, job: Job) -> None:
     folder = jobs_folder(store_root)
     folder.mkdir(mode=0o700, exist_ok=True)
     partial = folder / f".{job.id}.json.{os.getpid()}"
-    partial.write_text(json.dumps(asdict(job)))
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the store's files are private
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(asdict(job)))
     os.replace(partial, folder / f"{job.id}.json")
 
 
@@ -100,7 +102,8 @@ def start(store_root: Path, log_folder: Path, folder: str, source: str, argument
     written before this returns (so `status` shows it at once)."""
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     log_folder.mkdir(parents=True, exist_ok=True)
-    with open(log_folder / f"import-{job_id}.out", "ab") as out:
+    output = os.open(log_folder / f"import-{job_id}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(output, "ab") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "encfs", "import", folder, source, *arguments, "--job", job_id],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

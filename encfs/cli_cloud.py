@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from encfs.cli import fail, files_path, service_for, store_option
+from encfs.cloud.jobs import JobRecord
 from encfs.errors import EncfsError, InvalidInput
 from encfs.model import Actor
 
@@ -88,31 +89,98 @@ def integration_check(name: str, store_dir: Path | None) -> None:
 
 @click.command("import")
 @click.argument("folder_path", metavar="FOLDER")
-@click.argument("source", metavar="SPEC.json|s3://BUCKET/PREFIX")
+@click.argument("source", metavar="SPEC.json|s3://BUCKET/PREFIX", required=False)
 @click.option("--integration", "integration_name", default=None,
               help="The integration to read through (required).")
 @click.option("--ignore-errors", is_flag=True, help="Import what can be imported; report the rest.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Where to write the per-item errors (JSON lines); default STORE/log/import-TIME.jsonl.")
+@click.option("--background", is_flag=True,
+              help="Run the import in a process of its own and return; follow it with encfs import status.")
+@click.option("--job", "job_id", default=None, hidden=True)
 @store_option
-def import_command(folder_path: str, source: str, integration_name: str | None, ignore_errors: bool,
-                   report: Path | None, store_dir: Path | None) -> None:
+def import_command(folder_path: str, source: str | None, integration_name: str | None, ignore_errors: bool,
+                   report: Path | None, background: bool, job_id: str | None, store_dir: Path | None) -> None:
     """Import objects by reference (they stay in the bucket): an Encord JSON spec, or
-    every object under an s3:// prefix."""
+    every object under an s3:// prefix. `encfs import status [JOB]` shows the imports
+    started with --background."""
+    if folder_path == "status":
+        show_jobs(source, store_dir)
+        return
     with service_for(store_dir) as service:
         actor = Actor.local()
         target = files_path(service, folder_path)
         if not integration_name:  # checked after the store opened: a damaged store says so first
             fail(InvalidInput("give the integration to read through: --integration NAME "
                               "(see encfs integration ls)"))
-        with recorded(service, "import", target):
-            outcome = run_import(service, actor, target, source, integration_name, ignore_errors, report)
+        if not source:
+            fail(InvalidInput("give what to import: SPEC.json or s3://BUCKET/PREFIX"))
+        if background:
+            start_in_background(service, target, source, integration_name, ignore_errors, report)
+            return
+        record = JobRecord(service.store.path, job_id, target, source) if job_id else None
+        try:
+            with recorded(service, "import", target):
+                outcome = run_import(service, actor, target, source, integration_name, ignore_errors, report,
+                                     record.progress if record else None)
+        except BaseException as exc:
+            if record is not None:
+                record.finish(None, str(exc) or type(exc).__name__)
+            raise
+        if record is not None:
+            record.finish(outcome)
         summarise(outcome, target)
 
 
+def start_in_background(service: Any, target: str, source: str, integration_name: str, ignore_errors: bool,
+                        report: Path | None) -> None:
+    """What can be refused at once is (the folder, the integration, the spec), then
+    the import runs detached."""
+    from encfs.cloud import jobs
+    from encfs.cloud.spec import load_spec
+
+    with recorded(service, "import", target):
+        run_checks(service, target, integration_name)
+        if not source.startswith("s3://"):
+            load_spec(Path(source))
+    arguments = ["--integration", integration_name, "--store", str(service.store.path.absolute())]
+    if ignore_errors:
+        arguments.append("--ignore-errors")
+    if report is not None:
+        arguments += ["--report", str(report.absolute())]
+    spec = source if source.startswith("s3://") else str(Path(source).absolute())
+    job = jobs.start(service.store.path, service.store.log_path.parent, target, spec, arguments)
+    click.echo(f"import {job.id} into {target} runs in the background (process {job.pid}): "
+               f"encfs import status {job.id}")
+
+
+def run_checks(service: Any, target: str, integration_name: str) -> None:
+    from encfs.model import Folder
+
+    service.cloud.integration(integration_name)
+    if not isinstance(service.lookup(Actor.local(), target), Folder):
+        raise InvalidInput("the import target must be a folder", target)
+
+
+def show_jobs(job_id: str | None, store_dir: Path | None) -> None:
+    from encfs.cloud import jobs
+    from encfs.errors import NotFound
+
+    with service_for(store_dir) as service:
+        root = service.store.path
+    found = jobs.read_all(root) if job_id is None else [job for job in [jobs.read(root, job_id)] if job]
+    if job_id is not None and not found:
+        fail(NotFound(f"no background import {job_id} (see encfs import status)"))
+    if not found:
+        click.echo("no background imports")
+    for job in found:
+        click.echo(job.line())
+
+
 def run_import(service: Any, actor: Actor, target: str, source: str, integration_name: str,
-               ignore_errors: bool, report: Path | None) -> Any:
-    """The import job, with a progress bar of done, skipped and failed entries."""
+               ignore_errors: bool, report: Path | None, also: Any = None) -> Any:
+    """The import job, with a progress bar of done, skipped and failed entries
+    (`also` is told the progress too: a background job's record)."""
     from encfs.cloud.importer import Importer, report_path
     from encfs.cloud.spec import load_spec
 
@@ -126,6 +194,8 @@ def run_import(service: Any, actor: Actor, target: str, source: str, integration
             finished = progress.done + progress.skipped + progress.failed
             bar.update(finished - bar.pos, f"{progress.done} done, {progress.skipped} skipped, "
                                             f"{progress.failed} failed")
+            if also is not None:
+                also(progress)
 
         importer = Importer(service, actor, target, found, ignore_errors,
                             report or report_path(service.store.log_path), shown)

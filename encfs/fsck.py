@@ -22,7 +22,9 @@ name, and whose stored block checksums match; blob files no item names are liste
 Repairing never deletes content. Index rows are rebuilt from the records (records are
 the truth); a row that points at nothing is dropped; a node no entry names is put
 back under its parent or, if that is gone, in `/lost+found`; a damaged blob file and
-a blob file nothing names are moved to `STORE/quarantine/` with a note. An item whose
+a blob file nothing names are moved to `STORE/quarantine/` with a note (in a bucket
+store, a damaged object is copied to the store's `quarantine/` prefix with a note, and
+stays where it is). An item whose
 content is damaged or missing stays, and is reported until its content is written
 again (identical content repairs the blob) or it is removed.
 """
@@ -499,12 +501,30 @@ class ContentCheck:
                 finally:
                     body.close()
         except BucketError as exc:
-            self.report.add("damaged content", f"blob {sha}",
-                            f"{exc.reason}; content of {self.items_of(sha)}")
+            self.damaged_object(sha, exc.reason)
             return
         if found.hexdigest() != sha:
-            self.report.add("damaged content", f"blob {sha}",
-                            f"its object's bytes do not hash to its name; content of {self.items_of(sha)}")
+            self.damaged_object(sha, "its object's bytes do not hash to its name")
+
+    def damaged_object(self, sha: str, problem: str) -> None:
+        """A bucket store's damaged object: with --repair a copy of it is set aside in
+        the bucket's quarantine/ (nothing is deleted); its items stay damaged."""
+        detail = f"{problem}; content of {self.items_of(sha) or 'no item'}"
+        if not self.repair:
+            self.report.add("damaged content", f"blob {sha}", detail)
+            return
+        try:
+            copied = self.blobs.quarantine(sha, f"encfs fsck: damaged content: {problem}")
+        except BucketError as exc:
+            self.report.add("damaged content", f"blob {sha}", f"{detail}; not set aside: {exc.reason}")
+            return
+        if copied is None:
+            self.report.add("damaged content", f"blob {sha}", f"{detail}; the object is gone: nothing to "
+                            "set aside")
+            return
+        self.report.add("damaged content", f"blob {sha}", detail, f"quarantined: {copied}")
+        self.report.add("damaged content", f"blob {sha}", f"the object stays in place, damaged; {detail} "
+                        "(remove or rewrite those items)")
 
     def check_unnamed(self, sha: str) -> None:
         """A blob file no item named when the metadata was checked. A mount may have

@@ -90,7 +90,8 @@ class SeaweedS3:
 
     def _launch(self) -> None:
         args = ["weed", "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-admin.ui=false", "-webdav=false", f"-s3.config={self.config}"]
+                "-admin.ui=false", "-webdav=false", f"-s3.config={self.config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fixed ports: another server may hold them
         args += [f"-{name}={port}" for name, port in self.ports.items()]
         log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server holds it
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,

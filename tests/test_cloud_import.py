@@ -107,6 +107,34 @@ def test_import_spec_by_reference_reads_through_the_mount(
     assert all(p.is_dir() for p in (cloud.store / "blobs").rglob("*"))  # nothing was copied
 
 
+def test_https_urls_of_objects_in_the_integrations_bucket_are_imported(
+        cloud: Cloud, tmp_path: Path, mount_factory) -> None:
+    """Encord specs give objects as https URLs: path-style on the integration's own
+    endpoint (here SeaweedFS's), and AWS's virtual-hosted and path-style forms, which
+    name the same bucket and are read through the integration."""
+    contents = {"web/a.txt": b"path style on the endpoint\n", "web/b c.txt": b"virtual-hosted\n",
+                "web/c.txt": b"aws path style\n"}
+    for key, data in contents.items():
+        cloud.put(key, data)
+    spec = cloud.spec(tmp_path, {"text": [
+        {"objectUrl": f"{cloud.server.endpoint}/{cloud.bucket}/web/a.txt"},
+        {"objectUrl": f"https://{cloud.bucket}.s3.us-east-1.amazonaws.com/web/b%20c.txt"},
+        {"objectUrl": f"https://s3.us-east-1.amazonaws.com/{cloud.bucket}/web/c.txt"},
+    ], "skip_duplicate_urls": True})
+    result = cloud.ok("import", "/Imported", spec, "--integration", "data")
+    assert "imported 3 into /Imported, 0 skipped, 0 failed" in result.stdout
+    assert sorted(cloud.names("/Imported")) == ["a.txt", "b c.txt", "c.txt"]
+    again = cloud.spec(tmp_path, {"text": [{"objectUrl": f"s3://{cloud.bucket}/web/a.txt"}],
+                                  "skip_duplicate_urls": True}, "again.json")
+    assert "imported 0 into /Imported, 1 skipped" in cloud.ok("import", "/Imported", again, "--integration",
+                                                               "data").stdout  # the same object
+    mounted = mount_factory(cloud.store, "mnt")
+    folder = mounted.path / "Imported"
+    for key, data in contents.items():
+        assert (folder / key.removeprefix("web/")).read_bytes() == data
+    assert xattr(folder / "b c.txt", "user.encord.url") == f"s3://{cloud.bucket}/web/b c.txt"
+
+
 def test_writing_an_imported_file_stores_the_new_content_and_leaves_the_object(
         cloud: Cloud, tmp_path: Path, mount_factory) -> None:
     url = cloud.put("notes/readme.txt", b"first line\n")
@@ -302,3 +330,50 @@ def test_an_item_imported_with_metadata_given_is_pinned_at_its_first_read(
         stored_bytes(cloud.store, "/Imported/a.txt")
     with pytest.raises(Exception, match="changed in the bucket"):
         stored_bytes(cloud.store, "/Imported/i.jpg")  # 3 bytes were given, the object has more
+
+
+# ---------------------------------------------------------------- imports in the background
+
+
+def stop_if_running(pid: int) -> None:
+    """Teardown: the detached import stops here if the test failed while it ran."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    stat = Path(f"/proc/{pid}/stat")
+    poll(lambda: not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", timeout=10)
+
+
+def test_an_import_runs_in_the_background_and_status_follows_it(cloud: Cloud, tmp_path: Path) -> None:
+    urls = [cloud.put(f"bg/{n:03d}.txt", f"text {n}\n".encode()) for n in range(60)]
+    spec = cloud.spec(tmp_path, {"text": [{"objectUrl": url} for url in urls]})
+    started = cloud.ok("import", "/Imported", spec, "--integration", "data", "--background")
+    assert "runs in the background" in started.stdout
+    job_id = started.stdout.split()[1]
+    pid = int(started.stdout.split("(process ")[1].split(")")[0])
+    try:
+        listed = cloud.ok("import", "status").stdout
+        assert job_id in listed and "/Imported" in listed
+        final = poll(lambda: (line := cloud.ok("import", "status", job_id).stdout)
+                     and f"{job_id}  done" in line and line, timeout=120)
+        assert final and "60 done, 0 skipped, 0 failed of 60" in final, cloud.ok("import", "status").stdout
+    finally:
+        stop_if_running(pid)
+    assert len(cloud.names("/Imported")) == 60
+    assert (cloud.store / "log" / f"import-{job_id}.out").exists()
+
+
+def test_a_background_import_refuses_bad_input_at_once(cloud: Cloud, tmp_path: Path) -> None:
+    url = cloud.put("bg/a.txt", b"text\n")
+    good = cloud.spec(tmp_path, {"text": [{"objectUrl": url}]})
+    unknown = cloud.run("import", "/Imported", good, "--integration", "nope", "--background")
+    assert unknown.exit_code == 2 and "no integration named nope" in unknown.stderr, explain(unknown)
+    broken = cloud.spec(tmp_path, "{not json", "broken.json")
+    refused = cloud.run("import", "/Imported", broken, "--integration", "data", "--background")
+    assert refused.exit_code != 0 and "JSON" in refused.stderr and "Traceback" not in refused.output
+    nowhere = cloud.run("import", "/Missing", good, "--integration", "data", "--background")
+    assert nowhere.exit_code == 2 and "/Missing" in nowhere.stderr, explain(nowhere)
+    assert cloud.ok("import", "status").stdout == "no background imports\n"
+    missing = cloud.run("import", "status", "20990101-000000-abcdef")
+    assert missing.exit_code != 0 and "no background import" in missing.stderr

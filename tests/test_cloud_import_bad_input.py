@@ -55,6 +55,21 @@ def test_urls_outside_the_bucket_missing_objects_and_wrong_kinds_are_named(
             "images[0]", "not an image (text by its bytes)")
 
 
+def test_https_urls_outside_the_integration_or_not_of_s3_objects_are_refused(
+        cloud: Cloud, tmp_path: Path) -> None:
+    cloud.put("web/a.txt", b"text\n")
+    endpoint = cloud.server.endpoint
+    refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": f"{endpoint}/another-bucket/web/a.txt"}]}),
+            "text[0]", "outside integration data")
+    refused(cloud, cloud.spec(tmp_path, {"text": [
+        {"objectUrl": "https://another-bucket.s3.eu-west-1.amazonaws.com/web/a.txt"}]}),
+            "text[0]", "outside integration data")
+    refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": f"https://example.com/{cloud.bucket}/web/a.txt"}]}),
+            "text[0]", "not the URL of an S3 object")
+    refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": f"{endpoint}/{cloud.bucket}/"}]}),
+            "text[0]", "not an object")
+
+
 def test_duplicate_urls(cloud: Cloud, tmp_path: Path) -> None:
     url = cloud.put("notes/a.txt", b"text\n")
     twice = cloud.spec(tmp_path, {"text": [{"objectUrl": url}, {"objectUrl": url}]})

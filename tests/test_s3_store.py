@@ -340,6 +340,35 @@ def test_an_object_changed_behind_the_stores_back_is_eio_never_wrong_bytes(
     assert "/data/same-size.bin" in checked.stdout and "/data/shorter.bin" in checked.stdout
 
 
+def test_fsck_repair_sets_a_damaged_object_aside_in_the_bucket_and_deletes_nothing(
+        s3_store: Path, s3_mount: Mounted, seaweed: SeaweedS3, bucket: str) -> None:
+    (s3_mount / "data").mkdir()
+    (s3_mount / "data" / "hurt.bin").write_bytes(payload(3 * MiB, 80))
+    (s3_mount / "data" / "fine.bin").write_bytes(payload(2 * MiB, 81))
+    stop_mount(s3_mount)
+    client = seaweed.client()
+    [hurt_key] = [key for key, size in objects(seaweed, bucket).items() if size == 3 * MiB]
+    damaged = payload(3 * MiB, 82)  # same size, other bytes, written behind the store's back
+    client.put_object(Bucket=bucket, Key=hurt_key, Body=damaged)
+    before = objects(seaweed, bucket)
+
+    repaired = encfs("fsck", "--repair", "--store", str(s3_store))
+    assert repaired.returncode == 1 and "Traceback" not in repaired.stderr, repaired.stdout + repaired.stderr
+    assert "quarantined: s3://" in repaired.stdout and "/data/hurt.bin" in repaired.stdout
+    assert "/data/fine.bin" not in repaired.stdout
+    after = objects(seaweed, bucket)
+    assert set(before) <= set(after)  # nothing deleted
+    aside = [key for key in after if key.startswith("store/quarantine/")]
+    [copy] = [key for key in aside if not key.endswith(".txt")]
+    [note] = [key for key in aside if key.endswith(".txt")]
+    assert client.get_object(Bucket=bucket, Key=copy)["Body"].read() == damaged
+    assert client.get_object(Bucket=bucket, Key=hurt_key)["Body"].read() == damaged  # left in place
+    assert hurt_key in client.get_object(Bucket=bucket, Key=note)["Body"].read().decode()
+    time.sleep(1.5)
+    assert encfs("gc", "--store", str(s3_store), "--grace", "1s").returncode == 0
+    assert set(aside) <= set(objects(seaweed, bucket))  # the collector leaves quarantine alone
+
+
 def test_fsck_finds_a_whole_bucket_store_sound(s3_store: Path, s3_mount: Mounted) -> None:
     (s3_mount / "data").mkdir()
     (s3_mount / "data" / "a.bin").write_bytes(payload(20 * MiB, 70))

@@ -5,6 +5,9 @@ Objects, under the store's prefix:
     PREFIX/blobs/<sha256>    content stored whole inside a commit (small files, manifests)
     PREFIX/uploads/<uuid>    content uploaded while it was written (multipart), or before
                              its commit; its sha256 is not known when the upload starts
+    PREFIX/quarantine/<sha256>.<random>[.txt]
+                             a copy of a damaged object, set aside by `encfs fsck --repair`
+                             (and a note of where it was and why); never collected
 
 Where each blob's bytes are, and the object's ETag, is the blob's *place* in the
 metadata (`places`, meta/store.py): every GET names that ETag (If-Match) and checks
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("encfs")
 
 PART = 16 << 20
+QUARANTINE = "quarantine"  # damaged objects set aside by `encfs fsck --repair`, never collected
 PARTS_IN_FLIGHT = 8  # per upload, while the file is being written
 UPLOAD_WORKERS = 10
 GRACE_SECONDS = 3600.0
@@ -358,9 +362,10 @@ class S3BlobReader:
         if sums is None:
             return
         assert offset % sums.block == 0
+        view = memoryview(data)  # slices of it are not copies
         for start in range(0, len(data), sums.block):
             index = (offset + start) // sums.block
-            if index >= len(sums.values) or block_sum(data[start:start + sums.block]) != sums.values[index]:
+            if index >= len(sums.values) or block_sum(view[start:start + sums.block]) != sums.values[index]:
                 assert self._place is not None
                 raise self.store.changed(self._place, self.sha, f"block {index} differs from its checksum")
 
@@ -678,9 +683,29 @@ class S3BlobStore:
             for item in page.get("Contents", []):
                 yield item["Key"], item["LastModified"]
 
-    def quarantine(self, sha: str | None, note: str, path: str | None = None) -> None:
-        """Objects in a bucket are not moved: fsck reports them."""
-        return None
+    def quarantine(self, sha: str | None, note: str, path: str | None = None) -> str | None:
+        """Set a damaged blob's object aside: a copy of it as it is now goes to
+        PREFIX/quarantine/<sha>.<random>, beside a `.txt` note saying where it was and
+        why. Nothing is deleted (the object stays where the metadata names it; its
+        items read EIO as before). Returns the copy's URL, None if the object is gone."""
+        import botocore.exceptions as bex
+
+        if sha is None:
+            return None
+        place, _, _ = self.lookup(sha)
+        bucket = self.place_of.bucket
+        target = self.place_of.key(f"{QUARANTINE}/{sha}.{uuid.uuid4().hex[:8]}")
+        try:
+            self.client.copy_object(Bucket=bucket, Key=target,
+                                    CopySource={"Bucket": bucket, "Key": place.key})
+        except bex.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+                return None
+            raise BucketError(f"cannot copy s3://{bucket}/{place.key} into quarantine: "
+                              f"{bucket_problem(exc)}") from None
+        self.client.put_object(Bucket=bucket, Key=f"{target}.txt",
+                               Body=f"s3://{bucket}/{place.key}\n{note}\n".encode())
+        return f"s3://{bucket}/{target}"
 
 
 def _live_keys(store: S3BlobStore, r: ReadTxn) -> set[str]:
@@ -703,7 +728,8 @@ def collect(store: S3BlobStore, grace: float) -> Collected:
     """Delete the objects under the store's prefix that no counted blob names and that
     are older than `grace` seconds, and abort multipart uploads begun before that."""
     cutoff = datetime.now(UTC).timestamp() - grace
-    listed = list(store.objects())
+    kept_aside = store.place_of.key(f"{QUARANTINE}/")
+    listed = [(key, modified) for key, modified in store.objects() if not key.startswith(kept_aside)]
     with store.meta.read() as r:
         live = _live_keys(store, r)
     unused = [(key, modified) for key, modified in listed if key not in live]

@@ -156,11 +156,18 @@ class Importer:
         return good
 
     def _check_entry(self, entry: Entry) -> None:
+        """Checks an entry and names its objects by their s3:// URLs (an https URL of an
+        object in the integration's bucket becomes the same s3:// URL)."""
+        resolved = []
         for url in entry.urls:
-            parsed = parse_url(url, "objectUrl")
+            parsed = self.integration.object_url(url)
+            if not parsed.key or parsed.key.endswith("/"):
+                raise InvalidInput(f"{url} names a bucket or folder, not an object")
             if not self.integration.covers(parsed):
                 raise InvalidInput(f"{url} is outside integration {self.integration.name} "
                                    f"({self.integration.url})")
+            resolved.append(str(parsed))
+        entry.urls = resolved
         check_name(entry.title or _basename(entry.urls[0]))
 
     def _run(self, entries: list[Entry], skip_duplicates: bool, upsert: bool) -> Outcome:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from encfs.errors import AlreadyExists, EncfsError, InvalidInput, NotFound
 from encfs.meta import cloud as tables
@@ -53,6 +54,51 @@ def parse_url(url: str, what: str = "URL") -> ObjectUrl:
     return ObjectUrl(bucket, key)
 
 
+AWS_HOST = re.compile(r"^(?:(?P<bucket>.+)\.)?s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com(?:\.cn)?$")
+
+
+def object_url(url: str, endpoint: str | None = None, what: str = "objectUrl") -> ObjectUrl:
+    """The object an import spec's URL names: s3://BUCKET/KEY, or an https URL of an
+    S3 object as Encord specs give them: virtual-hosted
+    (https://BUCKET.s3.REGION.amazonaws.com/KEY), path-style
+    (https://s3.REGION.amazonaws.com/BUCKET/KEY), or path-style under `endpoint` (an
+    integration's own S3 endpoint, http or https). A key in an https URL is
+    percent-decoded."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return parse_url(url, what)
+    parts = urlsplit(url)
+    host, path = (parts.hostname or "").lower(), unquote(parts.path)
+    if parts.query or parts.fragment:
+        raise InvalidInput(f"{what} {url!r} has a query or fragment: give the object's URL alone")
+    aws = AWS_HOST.match(host)
+    below = path if aws else _under_endpoint(parts, path, endpoint)
+    if aws and aws.group("bucket"):
+        bucket, key = aws.group("bucket"), path.removeprefix("/")
+    elif below is not None:
+        bucket, _, key = below.removeprefix("/").partition("/")
+    else:
+        raise InvalidInput(f"{what} {url!r} is not the URL of an S3 object (s3://BUCKET/KEY, "
+                           "https://BUCKET.s3.REGION.amazonaws.com/KEY, "
+                           "https://s3.REGION.amazonaws.com/BUCKET/KEY or the integration's endpoint "
+                           "followed by /BUCKET/KEY)")
+    if not BUCKET.match(bucket):
+        raise InvalidInput(f"{what} {url!r} does not name a valid bucket")
+    return ObjectUrl(bucket, key)
+
+
+def _under_endpoint(parts: Any, path: str, endpoint: str | None) -> str | None:
+    """The URL's path below the integration's endpoint (same scheme, host and port,
+    under the endpoint's own path), or None if the URL is elsewhere."""
+    if not endpoint:
+        return None
+    given = urlsplit(endpoint)
+    default = {"http": 80, "https": 443}
+    base = unquote(given.path).rstrip("/")
+    same = (parts.scheme == given.scheme and (parts.hostname or "").lower() == (given.hostname or "").lower()
+            and (parts.port or default.get(parts.scheme)) == (given.port or default.get(given.scheme)))
+    return path[len(base):] if same and path.startswith(base + "/") else None
+
+
 @dataclass(frozen=True)
 class Integration:
     name: str
@@ -68,6 +114,10 @@ class Integration:
 
     def covers(self, url: ObjectUrl) -> bool:
         return url.bucket == self.bucket and url.key.startswith(self.prefix)
+
+    def object_url(self, url: str, what: str = "objectUrl") -> ObjectUrl:
+        """An s3:// or https:// URL of a spec, as the object it names (any bucket)."""
+        return object_url(url, _endpoint(self), what)
 
     def record(self) -> dict[str, Any]:
         fields = asdict(self)

@@ -162,13 +162,16 @@ def _group_urls(entry: Entry, raw: dict[str, Any], where: str) -> None:
     entry.create_video = create_video
 
 
+URL_SCHEMES = ("s3://", "https://", "http://")  # an https URL is resolved by the integration
+
+
 def _url(value: Any, where: str) -> str:
     if value is None:
         raise EntryError(where, "objectUrl is missing")
-    if not isinstance(value, str) or not value.startswith("s3://") or len(value) > URL_MAX:
-        raise EntryError(where, f"objectUrl must be an s3://BUCKET/KEY URL of at most {URL_MAX} bytes",
-                         str(value)[:200])
-    if value.endswith("/") or "/" not in value[5:]:
+    if not isinstance(value, str) or not value.startswith(URL_SCHEMES) or len(value) > URL_MAX:
+        raise EntryError(where, "objectUrl must be an s3://BUCKET/KEY or https:// URL of an object, "
+                         f"of at most {URL_MAX} bytes", str(value)[:200])
+    if value.endswith("/") or (value.startswith("s3://") and "/" not in value[5:]):
         raise EntryError(where, "objectUrl names a bucket or folder, not an object", value)
     return value
 

@@ -12,6 +12,8 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     places   sha256:32 bytes -> where a bucket store keeps the blob: object key + "\n" + ETag
              (blobs/s3.py; dropped by its deleter once the blob is unused)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
+    attrs    field + value + id:u64 -> b"" (what an item is, by value: attrindex.py)
+    schema   key:utf8 -> JSON {"type", "values"} (declared client-metadata keys)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
     contents group:u64 + member:u64 -> b"" (the same pairs the other way round)
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import os
 import struct
 import threading
@@ -52,6 +55,7 @@ import lmdb
 
 from encfs.errors import NoSpace
 from encfs.meta import journal
+from encfs.meta.attrindex import entries_of, index_type
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -77,10 +81,10 @@ BLOB = struct.Struct(">QQ")
 DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
 REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
-_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
-        "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
-        "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships", "member_of",
-        "grants", "granted",  # access records (meta/access.py)
+_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "attrs", "schema", "errors", "members",
+        "sources", "series", "unsettled", "contents", "collections", "names", "links", "linked", "views",
+        "synced", "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships",
+        "member_of", "grants", "granted",  # access records (meta/access.py)
         "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
         *journal.JOURNAL_DBS)
 
@@ -158,6 +162,15 @@ class ReadTxn:
         with self.txn.cursor(db=self.dbs["nodes"]) as cur:
             for key, value in cur:
                 yield U64.unpack(key)[0], value
+
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """The declared client-metadata keys: key -> {"type", "values"}."""
+        with self.txn.cursor(db=self.dbs["schema"]) as cur:
+            return {key.decode(): json.loads(value) for key, value in cur}
+
+    def declared_types(self) -> dict[str, bytes]:
+        """Declared key -> its index type letter (attrindex.py)."""
+        return {key: index_type(record["type"]) for key, record in self.schema().items()}
 
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
@@ -311,6 +324,7 @@ class WriteTxn(ReadTxn):
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
         super().__init__(txn, dbs)
         self.touched = journal.Touched()
+        self._types: dict[str, bytes] | None = None  # the schema's, read once a change
 
     def journal(self, activity: str, paths: list[str], item_id: int | None = None,
                 folder_ids: list[int] | None = None, user: str | None = None, **more: Any) -> None:
@@ -336,14 +350,45 @@ class WriteTxn(ReadTxn):
         self.touched.nodes[node.id] = node.parent
         if isinstance(node, Folder):
             self.touched.folders.add(node.id)
+        old = self.txn.get(key, db=self.dbs["nodes"]) if isinstance(node, Item) else None
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
+        if isinstance(node, Item):
+            self.index_attributes(node.id, self._entries(old), entries_of(node, self.types()))
 
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)
         self.touched.nodes[node_id] = -1
+        self.index_attributes(node_id, self._entries(self.txn.get(key, db=self.dbs["nodes"])), set())
         self.txn.delete(key, db=self.dbs["nodes"])
         self.txn.delete(key, db=self.dbs["stats"])
+
+    def types(self) -> dict[str, bytes]:
+        if self._types is None:
+            self._types = self.declared_types()
+        return self._types
+
+    def _entries(self, raw: bytes | None) -> set[bytes]:
+        """The attribute keys a stored record has (none for a folder or a new item)."""
+        node = None if raw is None else decode_node(raw)
+        return entries_of(node, self.types()) if isinstance(node, Item) else set()
+
+    def index_attributes(self, item_id: int, old: set[bytes], new: set[bytes]) -> None:
+        """Move the item's attribute keys from `old` to `new` (only those that differ)."""
+        suffix, attrs = u64(item_id), self.dbs["attrs"]
+        for key in old - new:
+            self.txn.delete(key + suffix, db=attrs)
+        for key in new - old:
+            self.txn.put(key + suffix, b"", db=attrs)
+
+    def put_schema_key(self, key: str, record: dict[str, Any] | None) -> None:
+        """Declare (or with None, forget) a client-metadata key; the caller re-indexes
+        the items that hold it."""
+        if record is None:
+            self.txn.delete(key.encode(), db=self.dbs["schema"])
+        else:
+            self.txn.put(key.encode(), json.dumps(record, sort_keys=True).encode(), db=self.dbs["schema"])
+        self._types = None
 
     def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
         value = u64(child) + (b"d" if is_folder else b"f")

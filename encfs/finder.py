@@ -38,7 +38,7 @@ from encfs.model import ROOT_ID, Actor, Folder, Item, SearchHit
 from encfs.names import is_text, split_path
 from encfs.search_query import ORDERED, Condition, Query
 
-ESTIMATE_CAP = 5000
+ESTIMATE_CAP = 1000
 RANGE_FIRST = 256
 FOLDER_TAGS = {"size": ix.SIZE, "width": ix.WIDTH, "height": ix.HEIGHT, "created": ix.CREATED,
                "duration": ix.DURATION, "fps": ix.FPS}
@@ -63,11 +63,14 @@ class Range:
                 yield U64.unpack_from(key, len(key) - 8)[0]
 
     def count(self, r: ReadTxn, limit: int) -> int:
-        n = 0
-        for _ in self.ids(r):
-            n += 1
-            if n >= limit:
-                break
+        n, prefix, high = 0, self.prefix, self.high
+        with r.txn.cursor(db=r.dbs["attrs"]) as cur:
+            if not cur.set_range(self.low):
+                return 0
+            for key in cur.iternext(keys=True, values=False):
+                if n >= limit or not key.startswith(prefix) or (high is not None and key[:-8] > high):
+                    break
+                n += 1
         return n
 
 
@@ -100,6 +103,7 @@ class Plan:
     """Resolved conditions and the sources the query can be read from."""
 
     joined: list[Seekable]
+    names: list[tuple[str, Seekable]]  # a name substring and one of its gram sources
     scans: list[Range | Subtree]
     types: dict[str, dict[str, Any]]
     datasets: dict[str, int]
@@ -146,21 +150,23 @@ class Finder:
     # ------------------------------------------------------------------ planning
 
     def _plan(self, r: ReadTxn, query: Query) -> Plan:
-        plan = Plan([], [], r.schema(), {}, {})
+        plan = Plan([], [], [], r.schema(), {}, {})
         for text in query.texts:
-            plan.joined.append(self._name_source(r, text))
+            grams = self._name_sources(r, text)
+            plan.joined.extend(grams)
+            plan.names.append((text, grams[0]))
         for condition in query.conditions:
             self._add_source(r, plan, condition)
         return plan
 
-    def _name_source(self, r: ReadTxn, text: str) -> Seekable:
+    def _name_sources(self, r: ReadTxn, text: str) -> list[Seekable]:
+        """The gram postings of a name substring, to join (its grams, or for a short
+        one the union of the grams starting with it). Each posting holds the name."""
         grams = joined_grams(text)
-        if len(grams) == 1:
-            return IdCursor(r.txn.cursor(db=r.dbs["grams"]), grams[0].encode() + b"\x00")
         if grams:
-            return _NameJoin([IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00") for g in grams])
-        return UnionCursor([IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00")
-                            for g in list(r.grams_with_prefix(text))])
+            return [IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00") for g in grams]
+        return [UnionCursor([IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00")
+                             for g in list(r.grams_with_prefix(text))])]
 
     def _add_source(self, r: ReadTxn, plan: Plan, c: Condition) -> None:
         attrs = r.dbs["attrs"]
@@ -215,10 +221,15 @@ class Finder:
 
     def _candidates(self, r: ReadTxn, plan: Plan, query: Query) -> Iterator[int]:
         scan = self._cheapest_scan(r, plan, bool(query.texts))
-        if scan is not None:
-            yield from _unique(scan.ids(r))
+        if scan is not None:  # the joined sources checked by a point lookup each, before a read
+            points = [source for source in plan.joined if isinstance(source, IdCursor)]
+            for item_id in _unique(scan.ids(r)):
+                if all(source.holds(item_id) for source in points):
+                    yield item_id
         elif plan.joined:
-            yield from leapfrog(plan.joined)
+            for item_id in leapfrog(plan.joined):  # the gram sources stand on the item: its name
+                if all(text in source.value().decode() for text, source in plan.names):
+                    yield item_id
         else:  # negations only: every item (each has a kind)
             yield from Range(ix.KIND, ix.KIND, None).ids(r)
 
@@ -268,19 +279,6 @@ class Finder:
         key = c.meta_key
         assert key is not None
         return meta_holds(item.client_metadata, key, c, plan.types.get(key))
-
-
-class _NameJoin:
-    """The grams of one name substring joined into one id-ordered source."""
-
-    def __init__(self, grams: list[IdCursor]) -> None:
-        self.grams = grams
-
-    def seek(self, item_id: int) -> int | None:
-        return next(leapfrog(self.grams, item_id), None)  # type: ignore[arg-type]
-
-    def count(self, limit: int) -> int:
-        return min(g.count(limit) for g in self.grams)
 
 
 def _range(prefix: bytes, low: bytes | None, high: bytes | None) -> Range:

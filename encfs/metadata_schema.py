@@ -21,7 +21,7 @@ from encfs.access.policy import AccessPolicy
 from encfs.errors import AccessDenied, AlreadyExists, InvalidInput, NotFound
 from encfs.meta.attrindex import META, datetime_ns, entries_of, meta_key_prefix
 from encfs.meta.search import U64
-from encfs.meta.store import MetaStore, WriteTxn
+from encfs.meta.store import MetaStore, ReadTxn, WriteTxn
 from encfs.model import Actor, Item
 
 TYPES = ("number", "text", "boolean", "datetime", "enum")
@@ -69,12 +69,16 @@ class MetadataSchema:
             declared = sorted(r.schema().items())
         return [KeyType(key, rec["type"], rec.get("values", [])) for key, rec in declared]
 
-    def check(self, metadata: dict[str, Any], path: str = "") -> None:
-        """Refuse client metadata whose declared keys hold values of another type."""
+    def check(self, metadata: dict[str, Any], path: str = "", r: ReadTxn | None = None) -> None:
+        """Refuse client metadata whose declared keys hold values of another type
+        (`r`: the change's own transaction, when there is one)."""
         if not metadata:
             return
-        with self.meta.read() as r:
+        if r is not None:
             declared = r.schema()
+        else:
+            with self.meta.read() as read:
+                declared = read.schema()
         for key, record in declared.items():
             if key in metadata:
                 kind = KeyType(key, record["type"], record.get("values", []))

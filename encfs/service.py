@@ -339,7 +339,7 @@ class FilesService(Grouping, Datasets, Views):
         check_description(description, path)
         if client_metadata is not None:
             check_client_metadata(client_metadata, path)
-            self.metadata_schema.check(client_metadata, path)
+            self.metadata_schema.check(client_metadata, path, w)
         parent = self._resolve_parent(w, parts)
         self.access.check_sees(w, actor, parent.id, "/" + "/".join(parts[:-1]))
         self.access.require_in(w, actor, parent.id, Role.EDITOR, "creating a folder", path)

@@ -62,6 +62,10 @@ class IdCursor:
     def value(self) -> bytes:
         return self.cursor.value()
 
+    def holds(self, item_id: int) -> bool:
+        """Whether the id is among this cursor's (one point lookup)."""
+        return self.cursor.set_key(self.prefix + U64.pack(item_id))
+
     def count(self, limit: int) -> int:
         """How many ids there are, counted up to `limit` (the planner's estimate)."""
         cur, n = self.cursor, 0

@@ -83,7 +83,7 @@ def schema_add(key: str, type_name: str, values: str, store_dir: Path | None) ->
 def schema_ls(as_json: bool, store_dir: Path | None) -> None:
     """List the declared keys: KEY, TYPE and an enum's values."""
     with service_for(store_dir) as service:
-        keys = schema_of(service).keys()
+        keys = schema_of(service).declared()
         if as_json:
             listed = [{"key": k.key, "type": k.type, "values": k.values} for k in keys]
             click.echo(json.dumps(listed, indent=2))

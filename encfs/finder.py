@@ -32,7 +32,7 @@ from typing import Any
 from encfs.access.policy import AccessPolicy
 from encfs.errors import InvalidInput, NotFound
 from encfs.meta import attrindex as ix
-from encfs.meta.search import U64, IdCursor, Seekable, UnionCursor, joined_grams, leapfrog
+from encfs.meta.search import U64, DupCursor, IdCursor, Seekable, UnionCursor, joined_grams, leapfrog
 from encfs.meta.store import MetaStore, ReadTxn
 from encfs.model import ROOT_ID, Actor, Folder, Item, SearchHit
 from encfs.names import is_text, split_path
@@ -57,20 +57,22 @@ class Range:
         with r.txn.cursor(db=r.dbs["attrs"]) as cur:
             if not cur.set_range(self.low):
                 return
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(self.prefix) or (self.high is not None and key[:-8] > self.high):
+            for key, value in cur:
+                if not key.startswith(self.prefix) or (self.high is not None and key > self.high):
                     return
-                yield U64.unpack_from(key, len(key) - 8)[0]
+                yield U64.unpack(value)[0]
 
     def count(self, r: ReadTxn, limit: int) -> int:
+        """The ids in the range, counted up to about `limit` (whole values at a time)."""
         n, prefix, high = 0, self.prefix, self.high
         with r.txn.cursor(db=r.dbs["attrs"]) as cur:
-            if not cur.set_range(self.low):
-                return 0
-            for key in cur.iternext(keys=True, values=False):
-                if n >= limit or not key.startswith(prefix) or (high is not None and key[:-8] > high):
+            found = cur.set_range(self.low)
+            while found and n < limit:
+                key = cur.key()
+                if not key.startswith(prefix) or (high is not None and key > high):
                     break
-                n += 1
+                n += cur.count()
+                found = cur.next_nodup()
         return n
 
 
@@ -172,7 +174,7 @@ class Finder:
         attrs = r.dbs["attrs"]
         if c.field == "kind":
             if c.op == "=":
-                plan.joined.append(IdCursor(r.txn.cursor(db=attrs), ix.KIND + ix.encode_text(c.value.value)))
+                plan.joined.append(DupCursor(r.txn.cursor(db=attrs), ix.KIND + ix.encode_text(c.value.value)))
         elif c.field in ("in", "not-in"):
             dataset_id = r.collection_id(b"d", c.value)
             if dataset_id is None:
@@ -195,7 +197,7 @@ class Finder:
         if c.op == "=" and c.until is not None:  # created=DATE: that day
             plan.scans.append(Range(tag, tag + ix.encode_u64(c.value), tag + ix.encode_u64(c.until - 1)))
         elif c.op == "=" and (tag in (ix.DURATION, ix.FPS) or c.value == int(c.value)):
-            plan.joined.append(IdCursor(r.txn.cursor(db=r.dbs["attrs"]), tag + encode(c.value)))
+            plan.joined.append(DupCursor(r.txn.cursor(db=r.dbs["attrs"]), tag + encode(c.value)))
         elif c.op in ORDERED:
             plan.scans.append(_range(tag, encode(c.value) if c.op in (">", ">=") else None,
                                      _floor(tag, c.value) if c.op in ("<", "<=") else None))
@@ -210,7 +212,7 @@ class Finder:
         if c.op == "=" and (declared or isinstance(value, str)):
             encoded = ix.typed_value(letter, value) if letter != ix.TEXT else ix.encode_text(value)
             if encoded is not None:
-                plan.joined.append(IdCursor(r.txn.cursor(db=r.dbs["attrs"]), prefix + encoded))
+                plan.joined.append(DupCursor(r.txn.cursor(db=r.dbs["attrs"]), prefix + encoded))
         elif c.op in ORDERED and declared and letter != ix.TEXT:
             encoded = ix.typed_value(letter, value)
             if encoded is not None:
@@ -222,7 +224,7 @@ class Finder:
     def _candidates(self, r: ReadTxn, plan: Plan, query: Query) -> Iterator[int]:
         scan = self._cheapest_scan(r, plan, bool(query.texts))
         if scan is not None:  # the joined sources checked by a point lookup each, before a read
-            points = [source for source in plan.joined if isinstance(source, IdCursor)]
+            points = [source for source in plan.joined if isinstance(source, IdCursor | DupCursor)]
             for item_id in _unique(scan.ids(r)):
                 if all(source.holds(item_id) for source in points):
                     yield item_id

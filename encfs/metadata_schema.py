@@ -64,7 +64,7 @@ class MetadataSchema:
         self.meta = meta
         self.access = access
 
-    def keys(self) -> list[KeyType]:
+    def declared(self) -> list[KeyType]:
         with self.meta.read() as r:
             declared = sorted(r.schema().items())
         return [KeyType(key, rec["type"], rec.get("values", [])) for key, rec in declared]
@@ -135,7 +135,7 @@ def _declared(key: str, type_name: str, values: list[str]) -> KeyType:
 def _holders(w: WriteTxn, key: str) -> list[Item]:
     """The items whose metadata holds the key, found by its index keys."""
     prefix = meta_key_prefix(key)
-    ids = sorted({U64.unpack(k[-8:])[0] for k, _ in w._scan("attrs", prefix)})
+    ids = sorted({U64.unpack(value)[0] for _, value in w._scan("attrs", prefix)})
     items = [w.node(i) for i in ids]
     return [item for item in items if isinstance(item, Item)]
 

@@ -1,6 +1,6 @@
 """The attribute index: what an item is, as keys that sort by value.
 
-    attrs   field + value + id:u64 -> b""
+    attrs   field + value -> id:u64 (LMDB sorted duplicates: 8 bytes an item, in id order)
 
 Fields (one byte): K kind, S size, W width, H height, D duration, F fps, C created,
 and M + key:utf8 + 0x00 + type:1 byte for a client-metadata key. Values are encoded so
@@ -8,9 +8,9 @@ that byte order is value order: unsigned integers as u64, floats (duration, fps,
 metadata numbers) as order-preserving float64, datetimes as ns + 2^63 in u64,
 booleans as one byte, text as UTF-8 (cut at TEXT_KEPT bytes) and a 0x00 end mark.
 
-One value's keys (`field + value`) are followed by ids in increasing order, so an
-equality is a prefix whose ids join with the name postings in the leapfrog
-(meta/search.py); a range is a key range. Fields a kind lacks are not written.
+One value's ids come in increasing order, so an equality is one key whose ids join
+with the name postings in the leapfrog (meta/search.py); a range is a key range.
+Fields a kind lacks are not written.
 
 Client metadata: a key declared in the metadata schema (metadata_schema.py) is indexed
 with its type; any other key's scalar values (and the scalars of a list) as text, so

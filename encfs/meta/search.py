@@ -7,8 +7,8 @@ grams with a leapfrog join: each cursor seeks (`set_range`) to the largest id th
 others stand on, so the work follows how often the lists agree, not how long they are.
 A shorter query takes the union of the grams that start with it.
 
-Attribute equality keys (meta/attrindex.py) and Dataset links have the same shape
-(`prefix + id:u64`), so they join in the same leapfrog."""
+Dataset links have the same shape (`prefix + id:u64`), and an attribute value's ids
+are sorted duplicates of its key (meta/attrindex.py): all join in the same leapfrog."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ class IdCursor:
         return n
 
 
+class DupCursor:
+    """The ids stored as sorted duplicates of one key (the attribute index)."""
+
+    def __init__(self, cursor: lmdb.Cursor, key: bytes) -> None:
+        self.cursor = cursor
+        self.key = key
+
+    def seek(self, item_id: int) -> int | None:
+        if not self.cursor.set_range_dup(self.key, U64.pack(item_id)):
+            return None
+        return U64.unpack(self.cursor.value())[0]
+
+    def value(self) -> bytes:
+        return b""
+
+    def holds(self, item_id: int) -> bool:
+        return self.cursor.set_key_dup(self.key, U64.pack(item_id))
+
+    def count(self, limit: int) -> int:
+        return self.cursor.count() if self.cursor.set_key(self.key) else 0
+
+
 class UnionCursor:
     """The ids of several cursors merged (a short query's grams)."""
 
@@ -106,7 +128,7 @@ class UnionCursor:
         return total
 
 
-Seekable = IdCursor | UnionCursor
+Seekable = IdCursor | DupCursor | UnionCursor
 
 
 def leapfrog(cursors: list[Seekable], start: int = 0) -> Iterator[int]:

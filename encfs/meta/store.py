@@ -12,7 +12,7 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     places   sha256:32 bytes -> where a bucket store keeps the blob: object key + "\n" + ETag
              (blobs/s3.py; dropped by its deleter once the blob is unused)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
-    attrs    field + value + id:u64 -> b"" (what an item is, by value: attrindex.py)
+    attrs    field + value -> id:u64, sorted duplicates (what an item is, by value: attrindex.py)
     schema   key:utf8 -> JSON {"type", "values"} (declared client-metadata keys)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
@@ -87,6 +87,9 @@ _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "attrs", "schema"
         "member_of", "grants", "granted",  # access records (meta/access.py)
         "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
         *journal.JOURNAL_DBS)
+
+
+DUPLICATE_DBS = ("attrs",)  # one key, many ids: 8 bytes an id, in id order (LMDB dupsort)
 
 
 def u64(n: int) -> bytes:
@@ -375,11 +378,11 @@ class WriteTxn(ReadTxn):
 
     def index_attributes(self, item_id: int, old: set[bytes], new: set[bytes]) -> None:
         """Move the item's attribute keys from `old` to `new` (only those that differ)."""
-        suffix, attrs = u64(item_id), self.dbs["attrs"]
+        value, attrs = u64(item_id), self.dbs["attrs"]
         for key in old - new:
-            self.txn.delete(key + suffix, db=attrs)
+            self.txn.delete(key, value, db=attrs)
         for key in new - old:
-            self.txn.put(key + suffix, b"", db=attrs)
+            self.txn.put(key, value, db=attrs)
 
     def put_schema_key(self, key: str, record: dict[str, Any] | None) -> None:
         """Declare (or with None, forget) a client-metadata key; the caller re-indexes
@@ -569,7 +572,8 @@ class MetaStore:
             str(path), map_size=first_map_size(data_size, max_metadata), max_dbs=len(_DBS), sync=False,
             max_readers=512, create=create, readahead=False, mode=0o600,
         )
-        self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
+        self.dbs = {name: self.env.open_db(name.encode(), dupsort=name in DUPLICATE_DBS,
+                                           dupfixed=name in DUPLICATE_DBS) for name in _DBS}
         self._write_lock = threading.RLock()  # re-entered by a read that adopts a grown map
         self._readers: list[int] = []  # thread ids of the reads under way (list ops are atomic)
         self._remapping = False

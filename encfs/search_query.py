@@ -5,7 +5,9 @@
     created>2026-01-01    created=2026-01-31        (ISO 8601, UTC; a date alone with =
                                                     is that whole day)
     in:DATASET  not-in:DATASET                      (a Dataset's files, or files not in it)
-    under:/FOLDER                                   (a folder and everything below it)
+    under:/FOLDER                                   (a folder and everything below it; the
+                                                    leading / may go, and in a /.search path
+                                                    a / inside is written %2F: under:a%2Fb)
     meta.KEY=V  meta.KEY!=V  meta.KEY>0.8  meta.KEY~text   (client metadata)
     name~TEXT                                       (any-case substring of the name)
 
@@ -86,8 +88,8 @@ def parse_expression(term: str) -> Condition | str:
         value = place["value"]
         if not value:
             raise InvalidInput(f"'{term}': {place['field']}: needs a name after the colon")
-        if place["field"] == "under" and not value.startswith("/"):
-            raise InvalidInput(f"'{term}': under: takes a folder path starting with /")
+        if place["field"] == "under":
+            value = "/" + value.replace("%2F", "/").replace("%2f", "/").strip("/")
         return Condition(place["field"], ":", value)
     found = _CONDITION.fullmatch(term)
     if not found:

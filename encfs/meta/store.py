@@ -39,7 +39,6 @@ thread lock first; LMDB's own lock serialises writers across processes.
 from __future__ import annotations
 
 import errno
-import itertools
 import json
 import os
 import struct
@@ -177,16 +176,6 @@ class ReadTxn:
 
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
-
-    def count_postings(self, gram: str, limit: int) -> int:
-        """How many names hold the gram, counted up to `limit` (search starts from the
-        rarest gram; counting when asked keeps every create free of counters)."""
-        return sum(1 for _ in itertools.islice(self._scan("grams", gram.encode() + b"\x00"), limit))
-
-    def postings(self, prefix: str, exact: bool) -> Iterator[tuple[int, str]]:
-        """(item id, lower-cased name) for grams equal to (or, if not exact, starting with) prefix."""
-        for key, value in self._scan("grams", prefix.encode() + (b"\x00" if exact else b"")):
-            yield U64.unpack(key[-8:])[0], value.decode()
 
     def grams_with_prefix(self, prefix: str) -> Iterator[str]:
         """The distinct grams starting with `prefix`: one seek per gram, past its postings."""

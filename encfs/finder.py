@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from encfs.access.policy import AccessPolicy
@@ -110,6 +110,7 @@ class Plan:
     types: dict[str, dict[str, Any]]
     datasets: dict[str, int]
     folders: dict[str, int]
+    below: dict[tuple[int, int], bool] = field(default_factory=dict)  # (folder, ancestor) -> under?
 
 
 class Finder:
@@ -269,7 +270,10 @@ class Finder:
         if c.field in ("in", "not-in"):
             return (r.link_in(plan.datasets[c.value], item.id) is not None) == (c.field == "in")
         if c.field == "under":
-            return _is_under(r, item.parent, plan.folders[c.value])
+            pair = (item.parent, plan.folders[c.value])
+            if pair not in plan.below:
+                plan.below[pair] = _is_under(r, *pair)
+            return plan.below[pair]
         if c.field == "created":
             if c.until is not None:
                 inside = c.value <= item.created_ns < c.until

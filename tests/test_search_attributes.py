@@ -244,6 +244,8 @@ def test_search_matches_a_brute_force_scan(items: list[tuple], queries: list[tup
     try:
         store = init_store(base / "store")
         with service_of(store) as service:
+            for folder in ("/f0", "/f1", "/f0/s"):
+                service.create_folder(ME, folder)
             if declared:
                 service.metadata_schema.add(ME, "score", "number", [])
             made: list[Made] = []

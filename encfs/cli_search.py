@@ -31,8 +31,6 @@ def search(text: str | None, kind: str | None, expressions: tuple[str, ...], in_
     """Find files whose name contains TEXT and that pass every --where filter, in every
     folder. Without --limit they are printed by path; with it, as they are found."""
     wanted = [*expressions, *([f"kind={kind}"] if kind else [])]
-    if not text and not wanted:
-        raise click.UsageError("give TEXT to search for, --kind or --where")
     with service_for(store_dir) as service:
         hits = service.find(Actor.local(), text, wanted, in_dataset, limit)
         if limit is None:

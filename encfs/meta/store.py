@@ -361,8 +361,13 @@ class WriteTxn(ReadTxn):
         return self._types
 
     def _entries(self, raw: bytes | None) -> set[bytes]:
-        """The attribute keys a stored record has (none for a folder or a new item)."""
-        node = None if raw is None else decode_node(raw)
+        """The attribute keys a stored record has (none for a folder or a new item). A
+        damaged record has none: writing its replacement must not fail on it (fsck drops
+        keys it may have left)."""
+        try:
+            node = None if raw is None else decode_node(raw)
+        except (ValueError, KeyError, TypeError):
+            return set()
         return entries_of(node, self.types()) if isinstance(node, Item) else set()
 
     def index_attributes(self, item_id: int, old: set[bytes], new: set[bytes]) -> None:

@@ -132,6 +132,11 @@ class CallerGate:
         hits = self.service.search(actor, *args, **kwargs)
         return [hit for hit in hits if findable(self.who, self.service.stat, actor, hit.path)]
 
+    def find(self, actor: Actor, *args: Any, **kwargs: Any) -> Any:
+        """As search, streamed."""
+        hits = self.service.find(actor, *args, **kwargs)
+        return (hit for hit in hits if findable(self.who, self.service.stat, actor, hit.path))
+
     # ------------------------------------------------------------ changes
 
     def create_folder(self, actor: Actor, path: str, *args: Any, **kwargs: Any) -> Any:

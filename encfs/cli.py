@@ -706,29 +706,6 @@ def info(path: str, as_json: bool, store_dir: Path | None) -> None:
 
 
 @main.command()
-@click.argument("query")
-@click.option("--kind", type=click.Choice([k.value for k in Kind]), default=None, help="Only this kind.")
-@click.option("--in-dataset/--not-in-dataset", "in_dataset", default=None,
-              help="Only files in some Dataset, or only files in none.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
-@store_option
-def search(query: str, kind: str | None, in_dataset: bool | None, as_json: bool,
-           store_dir: Path | None) -> None:
-    """Find files whose name contains QUERY, in every folder."""
-    with service_for(store_dir) as service:
-        hits = service.search(Actor.local(), query, Kind(kind) if kind else None, in_dataset)
-        out = click.get_text_stream("stdout")
-        for hit in hits:
-            if as_json:
-                out.write(json.dumps({"path": hit.path, "kind": hit.item.media.kind.value,
-                                      "size": hit.item.size}) + "\n")
-            else:
-                out.write(hit.path + "\n")
-        if not hits:
-            click.echo(f"no files match '{printable(query)}'", err=True)
-
-
-@main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--recursive", "-r", is_flag=True, help="Remove folders and what they hold.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask when the files are in Datasets.")
@@ -811,6 +788,9 @@ def _register_collections() -> None:
         main.add_command(command)
     from encfs.cli_activity import activity
     main.add_command(activity)
+    from encfs.cli_search import metadata_schema, search
+    main.add_command(search)
+    main.add_command(metadata_schema)
 
 
 _register_collections()

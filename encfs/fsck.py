@@ -15,7 +15,9 @@ Metadata (one LMDB transaction, a write transaction when repairing):
     to settle (`unsettled`) and synced Datasets (`synced`), and Projects to Datasets
     (`attached`, `attachments`), name folders, items, Datasets and Projects that are
     there, and a synced Dataset has its `synced` row;
-  - every item has its search postings, and every posting names an item of that name.
+  - every item has its search postings, and every posting names an item of that name;
+  - the attribute index (`attrs`) holds exactly each item's keys (kind, size, dimensions,
+    duration, fps, created, client metadata as the metadata schema types it).
 Content: every blob an item names is a file of the right size whose bytes hash to its
 name, and whose stored block checksums match; blob files no item names are listed.
 
@@ -43,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from encfs.blobs.s3 import BucketError, S3BlobStore
 from encfs.integrity import READ_CHUNK, Sums, fingerprint_fd
 from encfs.meta import holders
+from encfs.meta.attrindex import entries_of
 from encfs.meta.cloud import all_tombstoned
 from encfs.meta.codec import decode_attributes, decode_collection, decode_node
 from encfs.meta.search import grams_of
@@ -156,6 +159,9 @@ class MetadataCheck:
     def delete(self, db: str, key: bytes) -> Callable[[WriteTxn], None]:
         return lambda w: w.txn.delete(key, db=w.dbs[db])
 
+    def delete_duplicate(self, db: str, key: bytes, value: bytes) -> Callable[[WriteTxn], None]:
+        return lambda w: w.txn.delete(key, value, db=w.dbs[db])
+
     def put(self, db: str, key: bytes, value: bytes) -> Callable[[WriteTxn], None]:
         return lambda w: w.txn.put(key, value, db=w.dbs[db])
 
@@ -169,6 +175,7 @@ class MetadataCheck:
         self.check_group_pairs()
         self.check_side_rows()
         self.check_postings()
+        self.check_attributes()
         return self.check_blob_counts()
 
     # ------------------------------------------------------------ nodes and entries
@@ -407,6 +414,25 @@ class MetadataCheck:
                     and not grams_of(node.name.casefold()) <= postings[node.id]):
                 self.fix("missing postings", self.where(node), "search would not find it by name",
                          lambda w, node=node: w.index_name(node.id, node.name))
+
+    def check_attributes(self) -> None:
+        types = self.r.declared_types()
+        items = {node.id: node for node in self.nodes.values() if isinstance(node, Item)}
+        wanted = {item_id: entries_of(item, types) for item_id, item in items.items()}
+        have: dict[int, set[bytes]] = defaultdict(set)
+        for key, value in self.rows("attrs"):
+            item_id = U64.unpack(value)[0]
+            if key in wanted.get(item_id, ()):
+                have[item_id].add(key)
+            else:
+                self.fix("stray attribute key", f"item {item_id}", "the attribute index holds a value the "
+                         "item does not have", self.delete_duplicate("attrs", key, value))
+        for item_id, keys in wanted.items():
+            missing = keys - have[item_id]
+            if missing:
+                self.fix("missing attribute keys", self.where(items[item_id]), "search by kind, size, "
+                         "dimensions, dates or metadata would miss it",
+                         lambda w, i=item_id, m=missing: w.index_attributes(i, set(), m))
 
     # ------------------------------------------------------------ blob counts
 

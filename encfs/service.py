@@ -44,11 +44,11 @@ from encfs.errors import (
     NotFound,
     NotPermitted,
 )
+from encfs.finder import Finder
 from encfs.grouping import Grouping
 from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
-from encfs.meta.search import query_grams
 from encfs.meta.store import ReadTxn, WriteTxn
 from encfs.metadata import (
     XATTR_MAX,
@@ -58,11 +58,13 @@ from encfs.metadata import (
     metadata_text,
     parse_client_metadata,
 )
+from encfs.metadata_schema import MetadataSchema
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit, Special
-from encfs.names import check_name, is_text, printable, split_path
+from encfs.names import check_name, printable, split_path
 from encfs.posix import new_ownership
 from encfs.recovery import recover
 from encfs.saving import hand_over, keeps_place
+from encfs.search_query import Condition, Query, parse_segment, parse_terms
 from encfs.special import SpecialEntries
 from encfs.store import Store
 from encfs.views import Views, is_view, is_view_entry, refuse_read_only
@@ -75,7 +77,6 @@ ENCORD = "user.encord."
 MEDIA_ATTRIBUTES = ("kind", "mime", "width", "height", "duration", "fps", "frames")
 RESERVED_AT_ROOT = (".encfs", ".search", ".datasets", ".projects", ".access")
 BATCH_ATTRIBUTE = "user.encord.batch"
-RAREST_COUNT_LIMIT = 5_000  # postings counted per query gram, at most
 ACCESS_FILE = ".access"  # FOLDER/.access: reachable in every folder, never listed
 WRITABLE_ENCORD = {"user.encord.description", "user.encord.client_metadata"}
 
@@ -140,6 +141,8 @@ class FilesService(Grouping, Datasets, Views):
         self.access = AccessPolicy()
         self.access_admin = AccessAdmin(self)
         self.cloud = CloudItems(self)  # items whose bytes stay in a bucket (cloud/)
+        self.finder = Finder(self.meta, self.access, self._child_path)  # search (finder.py)
+        self.metadata_schema = MetadataSchema(self.meta, self.access)  # declared metadata keys
 
     # ----------------------------------------------------------------- lookups
 
@@ -356,6 +359,7 @@ class FilesService(Grouping, Datasets, Views):
         check_description(description, path)
         if client_metadata is not None:
             check_client_metadata(client_metadata, path)
+            self.metadata_schema.check(client_metadata, path, w)
         parent = self._resolve_parent(w, parts)
         self.access.check_sees(w, actor, parent.id, "/" + "/".join(parts[:-1]))
         self.access.require_in(w, actor, parent.id, Role.EDITOR, "creating a folder", path)
@@ -859,7 +863,9 @@ class FilesService(Grouping, Datasets, Views):
 
     def _parse_encord_value(self, name: str, value: bytes, path: str) -> Any:
         if name == ENCORD + "client_metadata":
-            return parse_client_metadata(value, path)
+            metadata = parse_client_metadata(value, path)
+            self.metadata_schema.check(metadata, path)
+            return metadata
         if name == ENCORD + "description":
             try:
                 description = value.decode("utf-8")
@@ -1216,54 +1222,30 @@ class FilesService(Grouping, Datasets, Views):
     # ----------------------------------------------------------------- search and details
 
     @action("search", where=lambda a: ["/.search/" + a["query"]])
-    def search(self, actor: Actor, query: str, kind: Kind | None = None,
-               in_dataset: bool | None = None) -> list[SearchHit]:
-        """Items whose name contains `query` (any case), in every folder, by path;
-        `in_dataset` keeps only those in some Dataset (True) or in none (False)."""
-        lowered = query.casefold()
-        if not lowered:
-            raise InvalidInput("give some text to search for")
-        if not is_text(lowered):
-            return []  # names are text: bytes that are not UTF-8 match none
-        with self.meta.read() as r:
-            paths: dict[int, str] = {}
-            hits = []
-            for item_id in self._matching_ids(r, lowered):
-                item = r.node(item_id)
-                if not isinstance(item, Item) or (kind is not None and item.media.kind != kind):
-                    continue
-                if in_dataset is not None and (item.datasets > 0) != in_dataset:
-                    continue
-                if not self.access.sees_file(r, actor, item):
-                    continue
-                hits.append(SearchHit(path=self._child_path(r, item.parent, item.name, paths), item=item))
-        hits.sort(key=lambda hit: hit.path)
+    def search(self, actor: Actor, query: str, kind: Kind | None = None, in_dataset: bool | None = None,
+               limit: int | None = None) -> list[SearchHit]:
+        """Items matching `query` in its path form (name text, or expressions such as
+        `kind=image,width>=1024`: search_query.py), by path; `in_dataset` keeps only
+        those in some Dataset (True) or in none (False); `limit`: the first found."""
+        parsed = parse_segment(query)
+        if kind is not None:
+            parsed.conditions.append(Condition("kind", "=", kind))
+        hits = self._found(actor, parsed, in_dataset, limit)
+        return sorted(hits, key=lambda hit: hit.path)
+
+    @action("search", where=lambda a: ["/.search/" + (a["text"] or ",".join(a["expressions"]))])
+    def find(self, actor: Actor, text: str | None, expressions: list[str], in_dataset: bool | None = None,
+             limit: int | None = None) -> Iterator[SearchHit]:
+        """The CLI's search: name `text` and --where `expressions`, streamed as found."""
+        return self._found(actor, parse_terms(text, expressions), in_dataset, limit)
+
+    def _found(self, actor: Actor, query: Query, in_dataset: bool | None,
+               limit: int | None) -> Iterator[SearchHit]:
+        hits = self.finder.hits(actor, query, None if in_dataset is not None else limit)
+        if in_dataset is not None:
+            hits = (hit for hit in hits if (hit.item.datasets > 0) == in_dataset)
+            hits = itertools.islice(hits, limit) if limit is not None else hits
         return hits
-
-    def _matching_ids(self, r: ReadTxn, lowered: str) -> Iterator[int]:
-        grams = query_grams(lowered)
-        if grams:
-            rarest = self._rarest(r, grams)
-            for item_id, name in r.postings(rarest, exact=True):
-                if lowered in name:
-                    yield item_id
-            return
-        seen: set[int] = set()
-        for gram in list(r.grams_with_prefix(lowered)):
-            for item_id, name in r.postings(gram, exact=True):
-                if item_id not in seen and lowered in name:
-                    seen.add(item_id)
-                    yield item_id
-
-    def _rarest(self, r: ReadTxn, grams: list[str]) -> str:
-        """The query gram with the fewest postings; each is counted only as far as the
-        rarest so far, so a common gram costs little."""
-        rarest, fewest = grams[0], RAREST_COUNT_LIMIT
-        for gram in dict.fromkeys(grams):
-            count = r.count_postings(gram, fewest)
-            if count < fewest:
-                rarest, fewest = gram, count
-        return rarest
 
     def info(self, actor: Actor, path: str) -> dict[str, Any]:
         parts = split_path(path)

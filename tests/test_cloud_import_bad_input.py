@@ -147,3 +147,14 @@ def test_an_import_the_server_left_is_completed_by_a_re_run(cloud: Cloud, tmp_pa
     assert result.exit_code == 0, explain(result)
     assert f"imported {count - first} into /Imported, {first} skipped, 0 failed" in result.stdout
     assert sorted(cloud.names("/Imported")) == [f"{n:04d}.txt" for n in range(count)]
+
+
+def test_client_metadata_is_checked_against_declared_keys(cloud: Cloud, tmp_path: Path) -> None:
+    url = cloud.put("scored.txt", b"text\n")
+    cloud.ok("metadata-schema", "add", "score", "number")
+    refused(cloud, cloud.spec(tmp_path, {"text": [{"objectUrl": url, "clientMetadata": {"score": "high"}}]}),
+            "'score' is declared number")
+    cloud.ok("import", "/Imported", cloud.spec(tmp_path, {"text": [{"objectUrl": url,
+                                                                  "clientMetadata": {"score": 0.7}}]}),
+             "--integration", "data")
+    assert cloud.ok("search", "--where", "meta.score>0.5").stdout.split() == ["/Imported/scored.txt"]

@@ -382,3 +382,19 @@ def test_project_attachment_rows_are_repaired(filled: Path, damage: str) -> None
     repaired_and_clean(filled, "dangling row" if damage == "dangling" else "attachment rows out of step")
     with service_of(filled) as service, service.store.meta.read() as r:
         assert r.attached_to(project) == [dataset] and r.projects_of(dataset) == [project]
+
+
+def test_the_attribute_index_is_checked_and_rebuilt(filled: Path) -> None:
+    """A store whose attribute keys went missing (or one made before the index) is found
+    by fsck and rebuilt by --repair; a key naming a value the item lacks is dropped."""
+    target = item(filled, "/data/b.bin")
+    with metadata(filled) as w:
+        w.txn.drop(w.dbs["attrs"], delete=False)
+        w.txn.put(b"Kimage\x00", u64(target.id), db=w.dbs["attrs"])
+    with service_of(filled) as service:
+        assert service.search(Actor.local(), "size>1MB") == []
+    out = repaired_and_clean(filled, "missing attribute keys")
+    assert "stray attribute key" in out
+    with service_of(filled) as service:
+        assert [hit.path for hit in service.search(Actor.local(), "size>1MB")] == ["/data/b.bin"]
+        assert service.search(Actor.local(), "kind=image") == []

@@ -122,6 +122,7 @@ class Importer:
             if sidecar is not None:
                 try:
                     entry.client_metadata = read_sidecar(self.integration, sidecar)
+                    self.service.metadata_schema.check(entry.client_metadata, str(sidecar.url))
                 except EncfsError as exc:
                     self._fail(entry, str(sidecar.url), exc)
                     continue
@@ -169,6 +170,7 @@ class Importer:
             resolved.append(str(parsed))
         entry.urls = resolved
         check_name(entry.title or _basename(entry.urls[0]))
+        self.service.metadata_schema.check(entry.client_metadata, entry.urls[0] if entry.urls else "")
 
     def _run(self, entries: list[Entry], skip_duplicates: bool, upsert: bool) -> Outcome:
         try:

@@ -2,7 +2,9 @@
 
     /.encfs/errors     the calling user's latest refusals, one line each
     /.encfs/store-id   the store's id (how the CLI recognises a mount of its store)
-    /.search/QUERY/    the items whose name contains QUERY, as symlinks to their paths
+    /.search/QUERY/    the items matching QUERY (name text, or expressions such as
+                       kind=image,width>=1024: search_query.py), as symlinks to their
+                       paths; the first SEARCH_LISTED found, by path
     FOLDER/.access     the folder's access list (in every folder): read it, or write it whole
     FOLDER/.activity   the folder's activity, one JSON line per change (activity.py)
 """
@@ -29,6 +31,7 @@ ACCESS_FILE = ".access"
 ACCESS_MODE = stat.S_IFREG | 0o666  # the kernel lets every caller write: encfs checks for admin
 CONTROL_INODES = 1 << 60  # control entries' inode numbers live above every item id
 SEARCH_CACHE_SECONDS = 1.0
+SEARCH_LISTED = 10_000  # a /.search listing holds at most this many links
 ACTIVITY_SUFFIX = "/" + ACTIVITY_FILE
 
 
@@ -126,7 +129,7 @@ class ControlTree:
             cached = self._searches.get(key)
             if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
                 return cached[1]
-        hits = self.service.search(actor, query)
+        hits = self.service.search(actor, query, limit=SEARCH_LISTED)
         who = self.who() if self.who is not None else None
         if who is not None and not who.is_root:  # only what a walk of the folders could find
             hits = [hit for hit in hits if findable(who, self.service.stat, actor, hit.path)]

@@ -13,6 +13,8 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     places   sha256:32 bytes -> where a bucket store keeps the blob: object key + "\n" + ETag
              (blobs/s3.py; dropped by its deleter once the blob is unused)
     grams    gram:utf8 + 0x00 + id:u64 -> lower-cased name (search postings)
+    attrs    field + value -> id:u64, sorted duplicates (what an item is, by value: attrindex.py)
+    schema   key:utf8 -> JSON {"type", "values"} (declared client-metadata keys)
     errors   user:utf8 + 0x00 + time_ns:u64 -> one refusal line
     members  member:u64 + group:u64 -> b"" (the groups, sequences and series an item is in)
     contents group:u64 + member:u64 -> b"" (the same pairs the other way round)
@@ -38,7 +40,7 @@ thread lock first; LMDB's own lock serialises writers across processes.
 from __future__ import annotations
 
 import errno
-import itertools
+import json
 import logging
 import os
 import struct
@@ -54,6 +56,7 @@ import lmdb
 
 from encfs.errors import NoSpace
 from encfs.meta import holders, journal
+from encfs.meta.attrindex import entries_of, index_type
 from encfs.meta.codec import (
     decode_attributes,
     decode_collection,
@@ -80,12 +83,15 @@ DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
 REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
 log = logging.getLogger("encfs.meta")
-_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "errors", "members", "sources",
-        "series", "unsettled", "contents", "collections", "names", "links", "linked", "views", "synced",
-        "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships", "member_of",
-        "grants", "granted",  # access records (meta/access.py)
+_DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "attrs", "schema", "errors", "members",
+        "sources", "series", "unsettled", "contents", "collections", "names", "links", "linked", "views",
+        "synced", "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships",
+        "member_of", "grants", "granted",  # access records (meta/access.py)
         "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
         *journal.JOURNAL_DBS, *holders.HOLDERS_DBS)
+
+
+DUPLICATE_DBS = ("attrs",)  # one key, many ids: 8 bytes an id, in id order (LMDB dupsort)
 
 
 def u64(n: int) -> bytes:
@@ -166,18 +172,17 @@ class ReadTxn:
             for key, value in cur:
                 yield U64.unpack(key)[0], value
 
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """The declared client-metadata keys: key -> {"type", "values"}."""
+        with self.txn.cursor(db=self.dbs["schema"]) as cur:
+            return {key.decode(): json.loads(value) for key, value in cur}
+
+    def declared_types(self) -> dict[str, bytes]:
+        """Declared key -> its index type letter (attrindex.py)."""
+        return {key: index_type(record["type"]) for key, record in self.schema().items()}
+
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
-
-    def count_postings(self, gram: str, limit: int) -> int:
-        """How many names hold the gram, counted up to `limit` (search starts from the
-        rarest gram; counting when asked keeps every create free of counters)."""
-        return sum(1 for _ in itertools.islice(self._scan("grams", gram.encode() + b"\x00"), limit))
-
-    def postings(self, prefix: str, exact: bool) -> Iterator[tuple[int, str]]:
-        """(item id, lower-cased name) for grams equal to (or, if not exact, starting with) prefix."""
-        for key, value in self._scan("grams", prefix.encode() + (b"\x00" if exact else b"")):
-            yield U64.unpack(key[-8:])[0], value.decode()
 
     def grams_with_prefix(self, prefix: str) -> Iterator[str]:
         """The distinct grams starting with `prefix`: one seek per gram, past its postings."""
@@ -319,6 +324,7 @@ class WriteTxn(ReadTxn):
         super().__init__(txn, dbs)
         self.touched = journal.Touched()
         self._zeroed: dict[str, int] = {}  # blobs whose count reached zero here -> size
+        self._types: dict[str, bytes] | None = None  # the schema's, read once a change
 
     def journal(self, activity: str, paths: list[str], item_id: int | None = None,
                 folder_ids: list[int] | None = None, user: str | None = None, **more: Any) -> None:
@@ -345,18 +351,53 @@ class WriteTxn(ReadTxn):
         self.touched.names[node.id] = node.name
         if isinstance(node, Folder):
             self.touched.folders.add(node.id)
+        old = self.txn.get(key, db=self.dbs["nodes"]) if isinstance(node, Item) else None
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
         if isinstance(node, Item):
             holders.hold(self.txn, self.dbs, node.id, node.blob)
+            self.index_attributes(node.id, self._entries(old), entries_of(node, self.types()))
 
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)
         self.touched.nodes[node_id] = -1
         self.touched.names.pop(node_id, None)
+        self.index_attributes(node_id, self._entries(self.txn.get(key, db=self.dbs["nodes"])), set())
         self.txn.delete(key, db=self.dbs["nodes"])
         self.txn.delete(key, db=self.dbs["stats"])
         holders.hold(self.txn, self.dbs, node_id, None)
+
+    def types(self) -> dict[str, bytes]:
+        if self._types is None:
+            self._types = self.declared_types()
+        return self._types
+
+    def _entries(self, raw: bytes | None) -> set[bytes]:
+        """The attribute keys a stored record has (none for a folder or a new item). A
+        damaged record has none: writing its replacement must not fail on it (fsck drops
+        keys it may have left)."""
+        try:
+            node = None if raw is None else decode_node(raw)
+        except (ValueError, KeyError, TypeError):
+            return set()
+        return entries_of(node, self.types()) if isinstance(node, Item) else set()
+
+    def index_attributes(self, item_id: int, old: set[bytes], new: set[bytes]) -> None:
+        """Move the item's attribute keys from `old` to `new` (only those that differ)."""
+        value, attrs = u64(item_id), self.dbs["attrs"]
+        for key in old - new:
+            self.txn.delete(key, value, db=attrs)
+        for key in new - old:
+            self.txn.put(key, value, db=attrs)
+
+    def put_schema_key(self, key: str, record: dict[str, Any] | None) -> None:
+        """Declare (or with None, forget) a client-metadata key; the caller re-indexes
+        the items that hold it."""
+        if record is None:
+            self.txn.delete(key.encode(), db=self.dbs["schema"])
+        else:
+            self.txn.put(key.encode(), json.dumps(record, sort_keys=True).encode(), db=self.dbs["schema"])
+        self._types = None
 
     def link(self, parent: int, name: str, child: int, is_folder: bool) -> None:
         value = u64(child) + (b"d" if is_folder else b"f")
@@ -554,7 +595,8 @@ class MetaStore:
             str(path), map_size=first_map_size(data_size, max_metadata), max_dbs=len(_DBS), sync=False,
             max_readers=512, create=create, readahead=False, mode=0o600,
         )
-        self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
+        self.dbs = {name: self.env.open_db(name.encode(), dupsort=name in DUPLICATE_DBS,
+                                           dupfixed=name in DUPLICATE_DBS) for name in _DBS}
         self._write_lock = threading.RLock()  # re-entered by a read that adopts a grown map
         self._readers: list[int] = []  # thread ids of the reads under way (list ops are atomic)
         self._remapping = False

@@ -44,7 +44,7 @@ LOCAL_COMMANDS = ("init", "mount", "umount", "fsck")  # never run for another us
 # What the daemon runs for other users; CallerGate holds the rule of each service call
 # they make. A command not listed here may read local files or act on the whole store.
 REMOTE_COMMANDS = ("ls", "info", "search", "folder", "rm", "mv", "errors", "batch", "upload", "dataset",
-                   "project")
+                   "project", "user", "group", "access", "activity", "integration", "import", "sync")
 MAX_REQUEST = 1 << 20
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")

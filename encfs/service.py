@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from encfs.access.admin import AccessAdmin
-from encfs.access.policy import AccessPolicy
+from encfs.access.policy import ATTRIBUTES_NEED_VIEWER, AccessPolicy
 from encfs.access.roles import Role
 from encfs.actions import action
 from encfs.activity import FOLDER_CONTROL_NAMES, refused_attempt
@@ -31,6 +31,7 @@ from encfs.cloud.items import CloudItems
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
 from encfs.errors import (
+    AccessDenied,
     AlreadyExists,
     EncfsError,
     FolderNotEmpty,
@@ -709,10 +710,19 @@ class FilesService(Grouping, Datasets, Views):
 
     def list_attributes(self, actor: Actor, path: str) -> list[str]:
         node = self.lookup(actor, path)
+        with self.meta.read() as r:
+            if not self.access.attributes_readable(r, actor, node):
+                return []
         return [*self._encord_attributes(node), *node.xattrs]
 
     def get_attribute(self, actor: Actor, path: str, name: str) -> bytes:
         node = self.lookup(actor, path)
+        with self.meta.read() as r:
+            readable = self.access.attributes_readable(r, actor, node)
+        if not readable:  # a folder seen only on the way down: its name, nothing more
+            refusal = AccessDenied(ATTRIBUTES_NEED_VIEWER, path)
+            self.record_refusal(actor, "getxattr", refusal)
+            raise refusal
         if name == ENCORD + "datasets" and isinstance(node, Item):
             with self.meta.read() as r:
                 return "\n".join(self.linked_to(r, node.id, actor)[0]).encode()  # one a line

@@ -30,6 +30,8 @@ from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item
 NOBODY_EMAIL = None
 ORGANISED_FOLDER_BITS = 0o777
 ORGANISED_FILE_BITS = 0o666
+ATTRIBUTES_NEED_VIEWER = ("reading the description and metadata of a folder seen only on the way down needs "
+                          "viewer on it")
 
 
 @dataclass
@@ -265,6 +267,15 @@ class AccessPolicy:
         if not self.organised(r):
             return
         self.require(r, actor, node.id if isinstance(node, Folder) else node.parent, needed, doing, path)
+
+    def attributes_readable(self, r: ReadTxn, actor: Actor, node: Folder | Item) -> bool:
+        """Whether the caller may read a folder's or file's description, metadata and
+        attributes: viewer on it (a folder seen only on the way down shows its name only)."""
+        if not self.organised(r):
+            return True
+        person = self.person(r, actor)
+        return person.admin or self.folder_role(
+            r, person, node.id if isinstance(node, Folder) else node.parent) >= Role.VIEWER
 
     def require_in(self, r: ReadTxn, actor: Actor, folder_id: int, needed: Role, doing: str,
                    path: str) -> None:

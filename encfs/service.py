@@ -458,6 +458,7 @@ class FilesService(Grouping, Datasets, Views):
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
             self.access.require_on(w, actor, node, Role.EDITOR, "deleting a file", path)
+            self.access.require_sticky(w, actor, node.parent, node, path)
             if isinstance(node, Special):
                 self._drop_special(w, node)
             else:
@@ -494,6 +495,7 @@ class FilesService(Grouping, Datasets, Views):
             if not isinstance(folder, Folder):
                 raise NotAFolder("not a folder; remove files with unlink", path)
             self.access.require_removable(w, actor, folder, not w.has_children(folder.id), path)
+            self.access.require_sticky(w, actor, folder.parent, folder, path)
             if not recursive and w.has_children(folder.id):
                 raise FolderNotEmpty("the folder is not empty", path)
             removed = self._drop_tree(w, folder, changes)
@@ -579,6 +581,9 @@ class FilesService(Grouping, Datasets, Views):
             existing_id = w.child_id(dst_parent.id, name)
             if existing_id == node.id:
                 return node
+            self.access.require_sticky(w, actor, src_parent.id, node, source)
+            if existing_id is not None:
+                self.access.require_sticky(w, actor, dst_parent.id, w.node(existing_id), target)
             if not isinstance(node, Special):
                 self._before_move(w, node, dst_parent, name, target)
             if existing_id is not None:

@@ -182,3 +182,32 @@ def test_errno_of_the_attempts_is_what_a_user_notices(place: Path, people: list[
         assert raised.value.errno == errno.ENODATA
     finally:
         stop_mount(mount)
+
+
+def test_a_sticky_folder_in_an_organisation_refuses_with_a_sentence(place: Path, people: list[str]) -> None:
+    alice, bob, carol = people
+    store = init_store(place / "store")
+    organisation(store, people)
+    with service_of(store) as service:
+        service.create_folder(ROOT, "/Drop", mode=0o1777)
+        for email in ("alice@example.com", "bob@example.com"):
+            service.access_admin.grant(ROOT, "/Drop", email, "editor")
+    mount = mounted(store, place)
+    try:
+        drop = mount.path / "Drop"
+        assert as_user(alice, lambda: (drop / "a.txt").write_text("alice's")) == 7
+        assert as_user(alice, lambda: (drop / "a2.txt").write_text("alice's")) == 7
+        assert as_user(bob, lambda: (drop / "b.txt").write_text("bob's")) == 5
+        assert as_user(bob, lambda: os.unlink(drop / "a.txt")) == "EEPERM"
+        assert as_user(bob, lambda: os.rename(drop / "a.txt", drop / "mine.txt")) == "EEPERM"
+        assert as_user(bob, lambda: os.rename(drop / "b.txt", drop / "a.txt")) == "EEPERM"  # replacing hers
+        errors = as_user(bob, lambda: (mount.path / ".encfs" / "errors").read_text())
+        assert errors.count("the folder is sticky") == 3 and "unlink /Drop/a.txt" in errors
+        assert sorted(os.listdir(drop)) == ["a.txt", "a2.txt", "b.txt"]  # nothing changed
+        assert as_user(bob, lambda: os.unlink(drop / "b.txt")) is None  # his own
+        assert as_user(alice, lambda: os.unlink(drop / "a.txt")) is None
+        assert as_user(carol, lambda: os.unlink(drop / "a2.txt")) is None  # an org admin
+        with service_of(store) as service:
+            assert service.lookup(ROOT, "/Drop").mode & 0o7777 == 0o1777  # kept, applied by encfs
+    finally:
+        stop_mount(mount)

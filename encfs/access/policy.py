@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from encfs.access.roles import EVERYONE, Person, Role, group_subject, user_subject
-from encfs.errors import AccessDenied, NotFound
+from encfs.errors import AccessDenied, NotFound, NotPermitted
 from encfs.meta import access as records
 from encfs.meta.store import MetaStore, ReadTxn, WriteTxn
-from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Node
 
 NOBODY_EMAIL = None
 ORGANISED_FOLDER_BITS = 0o777
@@ -296,6 +296,23 @@ class AccessPolicy:
         plain = emptied and folder.parent != ROOT_ID and not records.grants_on(r, folder.id)
         self.require(r, actor, folder.id, Role.EDITOR if plain else Role.ADMIN, "deleting this folder", path)
 
+    def require_sticky(self, r: ReadTxn, actor: Actor, folder_id: int, node: Node, path: str) -> None:
+        """In an organisation encfs applies a folder's sticky bit itself (the kernel
+        sees none, `shown`), so that a refusal has its sentence: a name in a sticky
+        folder is removed or moved away only by the owner of the file or of the folder,
+        an admin of the folder, or root."""
+        if not self.organised(r):
+            return
+        folder = r.node(folder_id)
+        if not isinstance(folder, Folder) or not folder.mode & stat.S_ISVTX or actor.uid in (0, node.uid,
+                                                                                           folder.uid):
+            return
+        person = self.person(r, actor)
+        if person.admin or self.folder_role(r, person, folder.id) >= Role.ADMIN:
+            return
+        raise NotPermitted("the folder is sticky: only the owner of the file or of the folder, or an admin "
+                           "of the folder, may remove or move away its names", path)
+
     def require_move(self, r: ReadTxn, actor: Actor, node: Folder | Item, source_folder: int,
                      target_folder: int, path: str) -> None:
         """Moves need editor on both sides; a folder moved into, out of or within the
@@ -329,7 +346,8 @@ class AccessPolicy:
         """What `stat` shows once the store has users: permission bits that let the
         kernel pass every call to encfs, which checks the caller's role and records
         each refusal with its reason (the stored modes are kept, and shown again if
-        the last user goes). Special bits (sticky, setgid) still apply."""
+        the last user goes). The setgid bit still applies; the sticky bit is kept but
+        not shown: encfs applies it (`require_sticky`), so its refusals say why."""
         return self.shown_by(r)(attributes)
 
     def shown_by(self, r: ReadTxn) -> Callable[[Attributes], Attributes]:
@@ -348,7 +366,7 @@ class AccessPolicy:
 
 def _opened(attributes: Attributes) -> Attributes:
     opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
-    return attributes._replace(mode=attributes.mode | opened)
+    return attributes._replace(mode=(attributes.mode & ~stat.S_ISVTX) | opened)
 
 
 def _as_stored(attributes: Attributes) -> Attributes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import stat
+from pathlib import Path
 from typing import Any
 
 from encfs.access.roles import Role
@@ -27,8 +28,8 @@ from encfs.names import split_path
 from encfs.posix import READ, SEARCH, WRITE, Credentials, findable, may, may_remove
 
 REFUSED = "not available to a user other than the store's owner through a mount"
-LOCAL_FILES = ("is not available through a mount (it would read local files with the daemon's rights); "
-               "copy the files into the mount instead (cp FILES MOUNTPOINT/FOLDER/)")
+LOCAL_FILES = ("is not available through a mount for files named here (it would read local files with the "
+               "daemon's rights); copy the files into the mount instead (cp FILES MOUNTPOINT/FOLDER/)")
 # Methods that only report, or act on the caller's own refusals: no path rule.
 UNCHECKED = ("path_of", "refusals", "record_refusal", "settle_series", "store")
 MANAGING_INTEGRATIONS = "managing integrations is for org admins and root (they use the mount's credentials)"
@@ -52,8 +53,8 @@ class CallerGate:
             return AccessAdminGate(self)
         if name in UNCHECKED:
             return getattr(self.service, name)
-        if name in ("upload", "batch_local_images"):
-            return self._refusing(name, f"encfs {name.split('_')[0]} {LOCAL_FILES}")
+        if name == "batch_local_images":
+            return self._refusing(name, f"encfs batch {LOCAL_FILES}")
         return self._refusing(name, f"{name.replace('_', ' ')} is {REFUSED}")
 
     def _refusing(self, operation: str, reason: str) -> Any:
@@ -178,6 +179,22 @@ class CallerGate:
             self._need(actor, "rename", source, WRITE, "moving a folder elsewhere needs write permission on "
                        "it")
         return self.service.move(actor, source, target, replace=replace)
+
+    def upload(self, actor: Actor, folder: str, source: Path, name: str | None = None,
+               replace: bool = False) -> Any:
+        """Only a file the caller's own command opened and passed (remote.caller_files);
+        write permission on the folder, and on the file it replaces."""
+        from encfs.remote import passed_by_caller
+
+        if not passed_by_caller(source):
+            self._deny(actor, "upload", AccessDenied(f"encfs upload {LOCAL_FILES}"))
+        self._reach(actor, "upload", folder)
+        self._need(actor, "upload", folder, WRITE | SEARCH, "uploading needs write permission on the folder")
+        if replace:
+            with contextlib.suppress(NotFound):
+                self._need(actor, "upload", f"{folder.rstrip('/')}/{name or Path(source).name}", WRITE,
+                           "replacing a file needs write permission on it")
+        return self.service.upload(actor, folder, source, name=name, replace=replace)
 
     def batch_folder(self, actor: Actor, source: str, *args: Any, **kwargs: Any) -> Any:
         self._reach(actor, "batch", source)

@@ -316,8 +316,42 @@ def test_a_users_command_is_refused_where_the_modes_refuse(shared: Mounted, peop
 def test_a_users_command_cannot_read_local_files_with_the_daemons_rights(shared: Mounted,
                                                                           people: People) -> None:
     refused = encfs_as(people.bob, shared.store, "upload", "/shared", "/etc/shadow")
-    assert refused.returncode != 0 and "copy the files into the mount instead" in refused.stderr
+    assert refused.returncode != 0 and "cannot read /etc/shadow: Permission denied" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert os.listdir(shared.path / "shared") == []
+
+
+def test_a_users_upload_reads_their_files_with_their_rights(shared: Mounted, people: People) -> None:
+    """The user's own command opens the files and passes the descriptors: what they may
+    read is uploaded (as theirs), what they may not is refused before anything is sent."""
+    place = Path(tempfile.mkdtemp(prefix="encfs-mu-up-"))
+    try:
+        place.chmod(0o755)
+        own, alices = place / "bob-notes.txt", place / "alice-secret.txt"
+        own.write_text("bob's notes\n")
+        os.chown(own, people.bob.uid, people.bob.gid)
+        own.chmod(0o600)  # root's daemon could read it anyway: only bob's command opens it
+        alices.write_text("alice's secret\n")
+        os.chown(alices, people.alice.uid, people.alice.gid)
+        alices.chmod(0o600)
+        done = encfs_as(people.bob, shared.store, "upload", "/shared", str(own))
+        assert done.returncode == 0, done.stderr
+        uploaded = shared.path / "shared" / "bob-notes.txt"
+        assert uploaded.read_text() == "bob's notes\n"
+        assert owner_of(uploaded)[:2] == (people.bob.uid, people.bob.gid)
+        refused = encfs_as(people.bob, shared.store, "upload", "/shared", str(alices), str(own), "--replace")
+        assert refused.returncode != 0 and f"cannot read {alices}: Permission denied" in refused.stderr
+        assert sorted(os.listdir(shared.path / "shared")) == ["bob-notes.txt"]
+        folder = encfs_as(people.bob, shared.store, "upload", "/shared", str(place))
+        assert folder.returncode != 0 and "not local files" in folder.stderr
+        assert "Traceback" not in folder.stderr
+        private = shared.path / "private-up"
+        private.mkdir(mode=0o755)
+        into = encfs_as(people.bob, shared.store, "upload", "/private-up", str(own))
+        assert into.returncode == 1 and "permission denied" in into.stderr, into.stderr
+        assert os.listdir(private) == []
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
 
 
 def test_a_user_cannot_open_the_store_and_needs_a_running_mount(store: Path, people: People) -> None:

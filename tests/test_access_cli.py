@@ -36,6 +36,9 @@ class Org:
     mount: Mounted
     users: dict[str, str]  # role -> Linux user name
 
+    def local_file(self, role: str) -> Path:
+        return self.store.parent / f"up-{role.replace(' ', '-')}.txt"
+
     def encfs(self, role: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """`encfs ARGUMENTS` run by the role's Linux user, through the mount's socket."""
         return subprocess.run(
@@ -75,6 +78,11 @@ def org() -> Iterator[Org]:
                         admin.grant(ROOT, "/.datasets/D", email(role), "admin")
                     if role in ("viewer", "editor", "admin"):
                         admin.grant(ROOT, folder, email(role), role)
+            for role, name in users.items():  # a local file each may upload (theirs, 0600)
+                local = base / f"up-{role.replace(' ', '-')}.txt"
+                local.write_text(f"uploaded by {role}\n")
+                shutil.chown(local, name)
+                local.chmod(0o600)
             mounted = start_mount(store, base / "mnt")
             try:
                 yield Org(store, mounted, users)
@@ -133,7 +141,8 @@ def test_cli_role_matrix_through_the_mount(org: Org, role: str) -> None:
             ("rm", ["rm", f"{folder}/f.txt"], "editor"),
             ("folder create", ["folder", "create", f"{folder}/new"], "editor"),
             ("access grant", ["access", "grant", folder, "someone@example.com", "viewer"], "admin"),
-            ("dataset add", ["dataset", "add", "D", f"{folder}/{needle}.txt"], "viewer")):
+            ("dataset add", ["dataset", "add", "D", f"{folder}/{needle}.txt"], "viewer"),
+            ("upload", ["upload", folder, str(org.local_file(role))], "editor")):
         done = org.encfs(role, *arguments)
         check(done, expected(role, needs), role, what)
         if done.returncode != 0:
@@ -142,7 +151,7 @@ def test_cli_role_matrix_through_the_mount(org: Org, role: str) -> None:
 
     after = state(org, role)
     unchanged = ["f.txt", "g.txt", f"{needle}.txt"]
-    changed = ["h.txt", f"{needle}.txt", "new"]
+    changed = ["h.txt", f"{needle}.txt", "new", org.local_file(role).name]
     assert after["names"] == (unchanged if role in ("none", "viewer") else changed)
     assert ("someone@example.com viewer" in after["grants"]) == (ORDER[role] >= ORDER["admin"])
     assert (f"{folder}/{needle}.txt" in after["dataset"]) == (role != "none")

@@ -519,3 +519,27 @@ def test_a_killed_daemons_socket_is_cleared_by_the_next_mount(store: Path, tmp_p
         assert not socket_path(second.path).exists()  # a clean stop removes its own
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_a_users_dataset_commands_follow_the_modes(shared: Mounted, people: People) -> None:
+    """/.datasets is root's and each Dataset its creator's (0755), as on the mount; a
+    Dataset's files are listed to a user only where their folders let them reach."""
+    for folder, mode in (("alice-private", 0o700), ("alice-public", 0o755)):
+        (shared.path / folder).mkdir()
+        os.chown(shared.path / folder, people.alice.uid, people.alice.gid)
+        (shared.path / folder).chmod(mode)
+        (shared.path / folder / "data.txt").write_text(f"{folder}\n")
+        os.chown(shared.path / folder / "data.txt", people.alice.uid, people.alice.gid)
+    (shared.path / ".datasets" / "D").mkdir()
+    made = encfs_as(people.bob, shared.store, "dataset", "create", "Bobs")
+    assert made.returncode == 1 and "permission denied" in made.stderr and "Traceback" not in made.stderr
+    for folder in ("alice-private", "alice-public"):
+        os.link(shared.path / folder / "data.txt", shared.path / ".datasets" / "D" / f"{folder}.txt")
+    listed = encfs_as(people.bob, shared.store, "dataset", "ls", "D")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["alice-public.txt", "/alice-public/data.txt"]
+    assert "alice-private" in encfs_as(people.alice, shared.store, "dataset", "ls", "D").stdout
+    added = encfs_as(people.bob, shared.store, "dataset", "add", "D", "/alice-public/data.txt")
+    assert added.returncode == 1 and "permission denied" in added.stderr  # D is root's
+    assert sorted(os.listdir(shared.path / ".datasets")) == ["D"]
+    assert sorted(os.listdir(shared.path / ".datasets" / "D")) == ["alice-private.txt", "alice-public.txt"]

@@ -241,8 +241,8 @@ class AccessPolicy:
         """`check_sees` for an entry whose folder the path walk just found (no record
         is decoded: the mount's hot path)."""
         person = self.person(r, actor)
-        if person.admin:
-            return
+        if person.admin or self.folder_role(r, person, parent_id) >= Role.VIEWER:
+            return  # a viewer of the folder sees its files and its subfolders (they inherit the role)
         attributes = r.attributes(node_id)
         is_folder = attributes is not None and stat.S_ISDIR(attributes.mode)
         if not self.sees_in(r, person, parent_id, node_id, is_folder):

@@ -240,8 +240,12 @@ class AccessPolicy:
     def check_sees_in(self, r: ReadTxn, actor: Actor, parent_id: int, node_id: int, path: str) -> None:
         """`check_sees` for an entry whose folder the path walk just found (no record
         is decoded: the mount's hot path)."""
-        person = self.person(r, actor)
-        if person.admin or self.folder_role(r, person, parent_id) >= Role.VIEWER:
+        cache = self._current(r)  # the mount's hot path: one generation read, then the caches
+        person = cache.people.get(actor.uid) or self.person(r, actor)
+        if person.admin:
+            return
+        role = cache.roles.get((person.uid, parent_id))
+        if (role if role is not None else self.folder_role(r, person, parent_id)) >= Role.VIEWER:
             return  # a viewer of the folder sees its files and its subfolders (they inherit the role)
         attributes = r.attributes(node_id)
         is_folder = attributes is not None and stat.S_ISDIR(attributes.mode)

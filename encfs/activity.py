@@ -13,7 +13,7 @@ Who may read a folder's activity: viewers of the folder (the access policy decid
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ACTIVITY_FILE = ".activity"
 FOLDER_CONTROL_NAMES = (ACTIVITY_FILE,)  # reachable in every folder, never listed, never stored
 FOLLOW_SECONDS = 0.2
+HIDDEN_PATH = "(a folder you cannot see)"  # the far side of a move in or out, for a reader who cannot see it
 FILE_LINES = 10_000  # FOLDER/.activity shows the newest this many (encfs activity shows all)
 
 
@@ -95,10 +96,11 @@ class ActivityLog:
             for folder_id in inside:
                 numbers.update(r.journal_of_folder(folder_id, start))
             found = []
+            sees = self._sees(r, actor)
             for seq in sorted(numbers)[-newest if newest else None:]:
                 record = r.journal_record(seq)
                 if record is not None and "a" in record:
-                    found.append(entry_of(seq, record, inside))
+                    found.append(entry_of(seq, record, inside, sees))
             return found, r.journal_last(), folder.id
 
     def follow(self, actor: Actor, path: str, since_ns: int | None = None,
@@ -113,11 +115,21 @@ class ActivityLog:
                 records = list(r.journal_after(last))
                 if not records:
                     continue
-                inside = subtree(r, folder_id)
-            for seq, record in records:
-                last = seq
-                if "a" in record and inside.intersection(record.get("f", ())):
-                    yield entry_of(seq, record, inside)
+                inside, sees = subtree(r, folder_id), self._sees(r, actor)
+                entries = [entry_of(seq, record, inside, sees) for seq, record in records
+                           if "a" in record and inside.intersection(record.get("f", ()))]
+            last = records[-1][0]
+            yield from entries
+
+    def _sees(self, r: ReadTxn, actor: Actor) -> Callable[[int], bool]:
+        """Whether the reader sees the files of a folder (by id, as of `r`): the other
+        side of a move in or out is named only then."""
+        access = self.service.access
+        if not access.organised(r):
+            return lambda folder_id: True
+        person = access.person(r, actor)
+        return lambda folder_id: person.admin or (
+            isinstance(r.node(folder_id), Folder) and access.folder_role(r, person, folder_id) >= Role.VIEWER)
 
 
 def subtree(r: ReadTxn, folder_id: int) -> set[int]:
@@ -131,32 +143,39 @@ def subtree(r: ReadTxn, folder_id: int) -> set[int]:
     return found
 
 
-def entry_of(seq: int, record: dict[str, Any], inside: set[int]) -> dict[str, Any]:
+def entry_of(seq: int, record: dict[str, Any], inside: set[int],
+             sees: Callable[[int], bool] = lambda folder_id: True) -> dict[str, Any]:
     """One activity line, seen from a folder (`inside`: it and its subfolders): a
-    move between folders is a move in or out when only one side is inside."""
+    move between folders is a move in or out when only one side is inside; the path
+    on the other side is shown only if the reader `sees` that folder's files."""
     entry: dict[str, Any] = {
         "seq": seq, "time": iso_time(record["t"]), "user": record.get("u"), "action": record["a"],
         "paths": [printable(path) for path in record.get("p", [])], "item": record.get("i"),
     }
     if record["a"] == "rename":
-        entry["action"] = _move_seen_from(record, inside)
+        entry["action"], other = _move_seen_from(record, inside)
+        side = {"move out": -1, "move in": 0}.get(entry["action"])
+        if side is not None and other is not None and entry["paths"] and not sees(other):
+            entry["paths"][side] = HIDDEN_PATH
     if "r" in record:
         entry["operation"], entry["reason"] = record.get("o"), record["r"]
     return entry
 
 
-def _move_seen_from(record: dict[str, Any], inside: set[int]) -> str:
+def _move_seen_from(record: dict[str, Any], inside: set[int]) -> tuple[str, int | None]:
+    """The action as seen from `inside`, and the folder on the other side of a move
+    in or out."""
     item = record.get("i")
     left = [parent for parent, _, child, added in record.get("e", ()) if child == item and not added]
     came = [parent for parent, _, child, added in record.get("e", ()) if child == item and added]
     if not left or not came or left[0] == came[0]:
-        return "rename"
+        return "rename", None
     was_in, is_in = left[0] in inside, came[0] in inside
     if was_in and not is_in:
-        return "move out"
+        return "move out", came[0]
     if is_in and not was_in:
-        return "move in"
-    return "move"
+        return "move in", left[0]
+    return "move", None
 
 
 def text_line(entry: dict[str, Any]) -> str:

@@ -599,6 +599,7 @@ def upload(folder_path: str, files: tuple[Path, ...], replace: bool, store_dir: 
         target = files_path(service, folder_path)
         if not isinstance(service.lookup(actor, target), Folder):
             fail(EncfsError("not a folder", target))
+        files = remote.caller_files(files)  # a user's upload through a mount: the files they passed
         require_local_files(files)
         if not replace:
             taken = [f"{target}/{f.name}" for f in files if exists(service, actor, f"{target}/{f.name}")]

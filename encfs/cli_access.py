@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from encfs import remote
 from encfs.cli import fail, files_path, service_for, store_option
 from encfs.errors import AccessDenied, NotFound
 from encfs.meta import access as records
@@ -26,7 +27,7 @@ def acting(service: Any, as_user: str | None) -> Actor:
     """The caller, or (for root) the user named with --as."""
     if as_user is None:
         return Actor.local()
-    if os.getuid() != 0:
+    if os.getuid() != 0 or remote.caller() is not None:  # a user's command run by a mount is not root's
         fail(AccessDenied("only root may act as another user (--as)"))
     with service.meta.read() as r:
         record = records.user(r, as_user)

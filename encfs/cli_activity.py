@@ -14,6 +14,7 @@ from types import FrameType
 import click
 
 from encfs.activity import ActivityLog, text_line
+from encfs.caller_gate import admitted
 from encfs.cli import files_path, service_for, store_option
 from encfs.model import Actor
 
@@ -54,9 +55,9 @@ def activity(folder: str, since: str | None, follow: bool, as_json: bool, store_
         stopping.append(signum)
 
     with service_for(store_dir) as service:
-        log = ActivityLog(service)
         path = files_path(service, folder)
         actor = Actor.local()
+        log = ActivityLog(admitted(service, actor, "activity", path))
         if follow:
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from encfs.caller_gate import admitted, local_file_refused
 from encfs.cli import fail, files_path, service_for, store_option
 from encfs.cloud.jobs import JobRecord
 from encfs.errors import EncfsError, InvalidInput
@@ -44,6 +45,7 @@ def integration_add(name: str, url: str, endpoint_url: str | None, profile: str 
                     store_dir: Path | None) -> None:
     """Add an integration; the bucket is listed first, and nothing is recorded if that fails."""
     with service_for(store_dir) as service, recorded(service, "integration add", url):
+        service = admitted(service, Actor.local(), "integration")
         added = service.cloud.integrations.add(name, url, endpoint_url, profile, region)
         click.echo(f"added integration {added.name}: {added.url}")
 
@@ -54,7 +56,7 @@ def integration_add(name: str, url: str, endpoint_url: str | None, profile: str 
 def integration_ls(as_json: bool, store_dir: Path | None) -> None:
     """List the integrations."""
     with service_for(store_dir) as service:
-        found = service.cloud.integrations.list()
+        found = admitted(service, Actor.local(), "integration ls").cloud.integrations.list()
         if as_json:
             click.echo(json.dumps([{"name": i.name, **i.record()} for i in found], indent=2))
             return
@@ -70,7 +72,7 @@ def integration_ls(as_json: bool, store_dir: Path | None) -> None:
 def integration_rm(name: str, store_dir: Path | None) -> None:
     """Remove an integration no file or cloud-synced folder uses."""
     with service_for(store_dir) as service:
-        service.cloud.integrations.remove(name)
+        admitted(service, Actor.local(), "integration").cloud.integrations.remove(name)
         click.echo(f"removed integration {name}")
 
 
@@ -82,14 +84,14 @@ def integration_check(name: str, store_dir: Path | None) -> None:
     from encfs.cloud.integrations import check
 
     with service_for(store_dir) as service:
-        found = service.cloud.integrations.get(name)
+        found = admitted(service, Actor.local(), "integration").cloud.integrations.get(name)
         check(found)
         click.echo(f"integration {name}: {found.url} can be listed")
 
 
 @click.command("import")
 @click.argument("folder_path", metavar="FOLDER")
-@click.argument("source", metavar="SPEC.json|s3://BUCKET/PREFIX", required=False)
+@click.argument("source", metavar="SPEC.json|-|s3://BUCKET/PREFIX", required=False)
 @click.option("--integration", "integration_name", default=None,
               help="The integration to read through (required).")
 @click.option("--ignore-errors", is_flag=True, help="Import what can be imported; report the rest.")
@@ -101,9 +103,9 @@ def integration_check(name: str, store_dir: Path | None) -> None:
 @store_option
 def import_command(folder_path: str, source: str | None, integration_name: str | None, ignore_errors: bool,
                    report: Path | None, background: bool, job_id: str | None, store_dir: Path | None) -> None:
-    """Import objects by reference (they stay in the bucket): an Encord JSON spec, or
-    every object under an s3:// prefix. `encfs import status [JOB]` shows the imports
-    started with --background."""
+    """Import objects by reference (they stay in the bucket): an Encord JSON spec (a
+    file, or - for standard input), or every object under an s3:// prefix. `encfs
+    import status [JOB]` shows the imports started with --background."""
     if folder_path == "status":
         show_jobs(source, store_dir)
         return
@@ -114,8 +116,17 @@ def import_command(folder_path: str, source: str | None, integration_name: str |
             fail(InvalidInput("give the integration to read through: --integration NAME "
                               "(see encfs integration ls)"))
         if not source:
-            fail(InvalidInput("give what to import: SPEC.json or s3://BUCKET/PREFIX"))
+            fail(InvalidInput("give what to import: SPEC.json, - (standard input) or s3://BUCKET/PREFIX"))
+        if source != "-" and not source.startswith("s3://"):
+            local_file_refused(service, actor, "import", f"{source} (give the spec on standard input: -)")
+        if report is not None:
+            local_file_refused(service, actor, "import", f"--report {report}")
         if background:
+            local_file_refused(service, actor, "import", "--background")
+        service = admitted(service, actor, "import", target)
+        if background:
+            if source == "-":
+                fail(InvalidInput("an import in the background reads its spec from a file: give SPEC.json"))
             start_in_background(service, target, source, integration_name, ignore_errors, report)
             return
         record = JobRecord(service.store.path, job_id, target, source) if job_id else None
@@ -182,10 +193,13 @@ def run_import(service: Any, actor: Actor, target: str, source: str, integration
     """The import job, with a progress bar of done, skipped and failed entries
     (`also` is told the progress too: a background job's record)."""
     from encfs.cloud.importer import Importer, report_path
-    from encfs.cloud.spec import load_spec
+    from encfs.cloud.spec import load_spec, parse_spec_text
 
     found = service.cloud.integration(integration_name)
-    spec = None if source.startswith("s3://") else load_spec(Path(source))
+    if source == "-":
+        spec = parse_spec_text(sys.stdin.read(), "the spec on standard input")
+    else:
+        spec = None if source.startswith("s3://") else load_spec(Path(source))
     bar = click.progressbar(length=1, label="importing", file=sys.stderr, show_pos=True,
                             item_show_func=lambda p: p)
     with bar:
@@ -234,7 +248,7 @@ def sync_command(folder_path: str, as_json: bool, store_dir: Path | None) -> Non
     with service_for(store_dir) as service:
         target = files_path(service, folder_path)
         with recorded(service, "sync", target):
-            outcome = sync_folder(service, Actor.local(), target)
+            outcome = sync_folder(admitted(service, Actor.local(), "sync", target), Actor.local(), target)
     if as_json:
         click.echo(json.dumps(vars(outcome), indent=2))
     else:

@@ -10,6 +10,10 @@ request, and runs the command in a child process of its own with that identity
 (`ENCFS_CALLER`): the command acts as that user (`Actor.local()`), sees the service
 only through `CallerGate` (the same POSIX rules the kernel applies on the mount), and
 writes straight to the caller's terminal. Its exit status goes back on the socket.
+
+`encfs upload FOLDER FILES…` reads local files: the user's own command opens them (with
+the user's rights) and sends the descriptors with its request; the child reads those
+and nothing else (`caller_files`), never a path with the daemon's rights.
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ LOCAL_COMMANDS = ("init", "mount", "umount", "fsck")  # never run for another us
 # What the daemon runs for other users; CallerGate holds the rule of each service call
 # they make. A command not listed here may read local files or act on the whole store.
 REMOTE_COMMANDS = ("ls", "info", "search", "folder", "rm", "mv", "errors", "batch", "upload", "dataset",
-                   "project")
+                   "project", "user", "group", "access", "activity", "integration", "import", "sync")
 MAX_REQUEST = 1 << 20
+MAX_FILES = 250  # local files an `upload` passes as descriptors (SCM_RIGHTS takes at most 253)
+FILES_ENV = "ENCFS_CALLER_FILES"  # in the child: which argument is which passed descriptor
+_passed_links: set[Path] = set()  # in the child: the links caller_files made
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
@@ -119,8 +126,9 @@ class CommandServer:
     def _run(self, connection: socket.socket, who: Credentials, request: dict[str, Any],
              fds: list[int]) -> int:
         argv = [str(arg) for arg in request.get("argv", [])]
-        if len(fds) != 3:
+        if len(fds) < 3:
             return 1
+        stdio, passed = fds[:3], fds[3:]
         command = next((arg for arg in argv if not arg.startswith("-")), "")
         if command not in REMOTE_COMMANDS:
             os.write(fds[2], f"encfs: encfs {command or ' '.join(argv)} is only for the store's owner "
@@ -128,17 +136,27 @@ class CommandServer:
             return 1
         cwd = str(request.get("cwd", "/"))
         env = {**os.environ, "ENCFS_STORE": str(self.store_path), CALLER_ENV: json.dumps(
-            {"uid": who.uid, "gid": who.gid, "groups": sorted(who.groups)})}
+            {"uid": who.uid, "gid": who.gid, "groups": sorted(who.groups)}),
+            FILES_ENV: json.dumps(passed_files(request.get("files"), passed) if command == "upload" else {})}
         log.info("running encfs %s for uid %d", command, who.uid)
-        child = subprocess.Popen([sys.executable, "-m", "encfs", *argv], stdin=fds[0], stdout=fds[1],
-                                 stderr=fds[2], cwd=cwd if os.path.isdir(cwd) else "/", env=env,
-                                 start_new_session=True)
+        child = subprocess.Popen([sys.executable, "-m", "encfs", *argv], stdin=stdio[0], stdout=stdio[1],
+                                 stderr=stdio[2], cwd=cwd if os.path.isdir(cwd) else "/", env=env,
+                                 start_new_session=True, pass_fds=passed if command == "upload" else ())
         while child.poll() is None:
             ready, _, _ = select.select([connection], [], [], 0.2)
             if ready and not connection.recv(1, socket.MSG_PEEK):  # the caller went away
                 child.terminate()
                 child.wait()
         return child.returncode
+
+
+def passed_files(names: Any, passed: list[int]) -> dict[str, int]:
+    """The local files an upload's command passed: the argument it named each by ->
+    the descriptor (a regular file the caller opened), as the child will have it."""
+    if not isinstance(names, list) or len(names) != len(passed):
+        return {}
+    return {str(Path(str(name))): fd for name, fd in zip(names, passed, strict=True)
+            if stat.S_ISREG(os.fstat(fd).st_mode)}
 
 
 def remove_stale_sockets() -> None:
@@ -167,7 +185,8 @@ def peer_credentials(connection: socket.socket) -> Credentials:
 
 def receive_request(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
     fds = array.array("i")
-    data, ancillary, _flags, _ = connection.recvmsg(MAX_REQUEST, socket.CMSG_LEN(3 * fds.itemsize))
+    data, ancillary, _flags, _ = connection.recvmsg(MAX_REQUEST,
+                                                    socket.CMSG_SPACE((3 + MAX_FILES) * fds.itemsize))
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
@@ -198,6 +217,40 @@ def caller() -> Credentials | None:
         return None
     fields = json.loads(text)
     return Credentials(int(fields["uid"]), int(fields["gid"]), frozenset(int(g) for g in fields["groups"]))
+
+
+def caller_files(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The local files of an `upload` run for a caller: each the descriptor the caller's
+    command opened, under its own name (a link, in a folder only root may enter, to
+    /proc/self/fd/N). A file the caller did not pass (a folder, say) is refused: nothing
+    is read with the daemon's rights."""
+    if caller() is None:
+        return files
+    import atexit
+    import shutil
+    import tempfile
+
+    from encfs.errors import NotFound
+
+    passed = json.loads(os.environ.get(FILES_ENV) or "{}")
+    missing = [str(local) for local in files if str(local) not in passed]
+    if missing:
+        raise NotFound("not local files: " + ", ".join(missing))
+    place = Path(tempfile.mkdtemp(prefix="encfs-upload-"))
+    atexit.register(shutil.rmtree, place, True)
+    reached = []
+    for number, local in enumerate(files):
+        (place / str(number)).mkdir()
+        link = place / str(number) / local.name
+        link.symlink_to(f"/proc/self/fd/{passed[str(local)]}")
+        _passed_links.add(link)
+        reached.append(link)
+    return tuple(reached)
+
+
+def passed_by_caller(source: Path) -> bool:
+    """Whether `source` is a file the caller's command passed (not a path of the daemon's)."""
+    return Path(source) in _passed_links
 
 
 def act_for_caller() -> None:
@@ -346,15 +399,54 @@ def forward_if_needed(argv: list[str]) -> None:
     sys.exit(status)
 
 
+def upload_files(argv: list[str]) -> list[str]:
+    """The local files an `encfs upload FOLDER FILES…` names (its arguments after the
+    folder; --store takes a value)."""
+    positional, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--store":
+            skip = True
+        elif not arg.startswith("-"):
+            positional.append(arg)
+    return positional[2:] if positional[:1] == ["upload"] else []
+
+
+def open_files(names: list[str]) -> list[int]:
+    """Open the files as this user (their rights decide); a refusal stops the command."""
+    if len(names) > MAX_FILES:
+        raise StoreError(f"upload through a mount takes at most {MAX_FILES} files at a time")
+    opened: list[int] = []
+    try:
+        for name in names:
+            opened.append(os.open(name, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in opened:
+            os.close(fd)
+        raise StoreError(f"cannot read {name}: {exc.strerror}") from None
+    return opened
+
+
 def run_through(mount: RunningMount, argv: list[str]) -> int:
     """Send the command to the mount's daemon; its output appears here; its status."""
-    request = json.dumps({"argv": argv, "cwd": os.getcwd()}).encode()
+    names = upload_files(argv)
+    files = open_files(names)
+    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "files": names}).encode()
+    try:
+        return _send(mount, request, files)
+    finally:
+        for fd in files:
+            os.close(fd)
+
+
+def _send(mount: RunningMount, request: bytes, files: list[int]) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         try:
             connection.connect(str(mount.socket))
         except OSError as exc:
             raise StoreError(f"cannot reach the encfs mount at {mount.mountpoint}: {exc.strerror}") from None
-        fds = array.array("i", [sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()])
+        fds = array.array("i", [sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno(), *files])
         sys.stdout.flush()
         connection.sendmsg([HEADER.pack(len(request)) + request],
                            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from encfs.access.admin import AccessAdmin
-from encfs.access.policy import AccessPolicy
+from encfs.access.policy import ATTRIBUTES_NEED_VIEWER, AccessPolicy
 from encfs.access.roles import Role
 from encfs.actions import action
 from encfs.activity import FOLDER_CONTROL_NAMES, refused_attempt
@@ -32,6 +32,7 @@ from encfs.cloud.items import CloudItems
 from encfs.datasets import DATASET, PROJECT, Datasets
 from encfs.draft import MEMORY_LIMIT, Draft, Payload, TakenBlob
 from encfs.errors import (
+    AccessDenied,
     AlreadyExists,
     EncfsError,
     FolderNotEmpty,
@@ -482,6 +483,7 @@ class FilesService(Grouping, Datasets, Views):
             if isinstance(node, Folder):
                 raise IsAFolder("is a folder; remove folders with rmdir", path)
             self.access.require_on(w, actor, node, Role.EDITOR, "deleting a file", path)
+            self.access.require_sticky(w, actor, node.parent, node, path)
             if isinstance(node, Special):
                 self._drop_special(w, node)
             else:
@@ -534,6 +536,7 @@ class FilesService(Grouping, Datasets, Views):
                     raise NotAFolder("not a folder; remove files with unlink", removal.path)
                 was_empty = not w.has_children(folder.id) if removal.was_empty is None else removal.was_empty
                 self.access.require_removable(w, actor, folder, was_empty, removal.path)
+                self.access.require_sticky(w, actor, folder.parent, folder, removal.path)
                 if not removal.recursive and w.has_children(folder.id):
                     raise FolderNotEmpty("the folder is not empty", removal.path)
                 budget, generated_left, removed = RemovalBudget(removal.step), removal.generated_left, 0
@@ -651,6 +654,9 @@ class FilesService(Grouping, Datasets, Views):
             existing_id = w.child_id(dst_parent.id, name)
             if existing_id == node.id:
                 return node
+            self.access.require_sticky(w, actor, src_parent.id, node, source)
+            if existing_id is not None:
+                self.access.require_sticky(w, actor, dst_parent.id, w.node(existing_id), target)
             if not isinstance(node, Special):
                 self._before_move(w, node, dst_parent, name, target)
             if existing_id is not None:
@@ -782,10 +788,19 @@ class FilesService(Grouping, Datasets, Views):
 
     def list_attributes(self, actor: Actor, path: str) -> list[str]:
         node = self.lookup(actor, path)
+        with self.meta.read() as r:
+            if not self.access.attributes_readable(r, actor, node):
+                return []
         return [*self._encord_attributes(node), *node.xattrs]
 
     def get_attribute(self, actor: Actor, path: str, name: str) -> bytes:
         node = self.lookup(actor, path)
+        with self.meta.read() as r:
+            readable = self.access.attributes_readable(r, actor, node)
+        if not readable:  # a folder seen only on the way down: its name, nothing more
+            refusal = AccessDenied(ATTRIBUTES_NEED_VIEWER, path)
+            self.record_refusal(actor, "getxattr", refusal)
+            raise refusal
         if name == ENCORD + "datasets" and isinstance(node, Item):
             with self.meta.read() as r:
                 return "\n".join(self.linked_to(r, node.id, actor)[0]).encode()  # one a line

@@ -19,11 +19,11 @@ from typing import Any
 
 @contextmanager
 def linux_users(count: int) -> Iterator[list[str]]:
-    """`count` new Linux users (encfs-a-<random>), removed at the end."""
+    """`count` new Linux users (<prefix><random>), removed at the end."""
     names: list[str] = []
     try:
         for _ in range(count):
-            name = f"encfs-a-{uuid.uuid4().hex[:8]}"
+            name = f"{user_prefix()}{uuid.uuid4().hex[:8]}"
             subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True,
                            capture_output=True)
             names.append(name)
@@ -31,6 +31,12 @@ def linux_users(count: int) -> Iterator[list[str]]:
     finally:
         for name in names:
             subprocess.run(["userdel", name], capture_output=True)
+
+
+def user_prefix() -> str:
+    """What the suite's Linux users are called: ENCFS_TEST_USER_PREFIX, or encfs-a-
+    (runs side by side on one machine each take their own)."""
+    return os.environ.get("ENCFS_TEST_USER_PREFIX", "encfs-a-")
 
 
 def uid_of(name: str) -> int:

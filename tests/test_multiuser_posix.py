@@ -316,8 +316,42 @@ def test_a_users_command_is_refused_where_the_modes_refuse(shared: Mounted, peop
 def test_a_users_command_cannot_read_local_files_with_the_daemons_rights(shared: Mounted,
                                                                           people: People) -> None:
     refused = encfs_as(people.bob, shared.store, "upload", "/shared", "/etc/shadow")
-    assert refused.returncode != 0 and "copy the files into the mount instead" in refused.stderr
+    assert refused.returncode != 0 and "cannot read /etc/shadow: Permission denied" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert os.listdir(shared.path / "shared") == []
+
+
+def test_a_users_upload_reads_their_files_with_their_rights(shared: Mounted, people: People) -> None:
+    """The user's own command opens the files and passes the descriptors: what they may
+    read is uploaded (as theirs), what they may not is refused before anything is sent."""
+    place = Path(tempfile.mkdtemp(prefix="encfs-mu-up-"))
+    try:
+        place.chmod(0o755)
+        own, alices = place / "bob-notes.txt", place / "alice-secret.txt"
+        own.write_text("bob's notes\n")
+        os.chown(own, people.bob.uid, people.bob.gid)
+        own.chmod(0o600)  # root's daemon could read it anyway: only bob's command opens it
+        alices.write_text("alice's secret\n")
+        os.chown(alices, people.alice.uid, people.alice.gid)
+        alices.chmod(0o600)
+        done = encfs_as(people.bob, shared.store, "upload", "/shared", str(own))
+        assert done.returncode == 0, done.stderr
+        uploaded = shared.path / "shared" / "bob-notes.txt"
+        assert uploaded.read_text() == "bob's notes\n"
+        assert owner_of(uploaded)[:2] == (people.bob.uid, people.bob.gid)
+        refused = encfs_as(people.bob, shared.store, "upload", "/shared", str(alices), str(own), "--replace")
+        assert refused.returncode != 0 and f"cannot read {alices}: Permission denied" in refused.stderr
+        assert sorted(os.listdir(shared.path / "shared")) == ["bob-notes.txt"]
+        folder = encfs_as(people.bob, shared.store, "upload", "/shared", str(place))
+        assert folder.returncode != 0 and "not local files" in folder.stderr
+        assert "Traceback" not in folder.stderr
+        private = shared.path / "private-up"
+        private.mkdir(mode=0o755)
+        into = encfs_as(people.bob, shared.store, "upload", "/private-up", str(own))
+        assert into.returncode == 1 and "permission denied" in into.stderr, into.stderr
+        assert os.listdir(private) == []
+    finally:
+        shutil.rmtree(place, ignore_errors=True)
 
 
 def test_a_user_cannot_open_the_store_and_needs_a_running_mount(store: Path, people: People) -> None:
@@ -485,3 +519,27 @@ def test_a_killed_daemons_socket_is_cleared_by_the_next_mount(store: Path, tmp_p
         assert not socket_path(second.path).exists()  # a clean stop removes its own
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_a_users_dataset_commands_follow_the_modes(shared: Mounted, people: People) -> None:
+    """/.datasets is root's and each Dataset its creator's (0755), as on the mount; a
+    Dataset's files are listed to a user only where their folders let them reach."""
+    for folder, mode in (("alice-private", 0o700), ("alice-public", 0o755)):
+        (shared.path / folder).mkdir()
+        os.chown(shared.path / folder, people.alice.uid, people.alice.gid)
+        (shared.path / folder).chmod(mode)
+        (shared.path / folder / "data.txt").write_text(f"{folder}\n")
+        os.chown(shared.path / folder / "data.txt", people.alice.uid, people.alice.gid)
+    (shared.path / ".datasets" / "D").mkdir()
+    made = encfs_as(people.bob, shared.store, "dataset", "create", "Bobs")
+    assert made.returncode == 1 and "permission denied" in made.stderr and "Traceback" not in made.stderr
+    for folder in ("alice-private", "alice-public"):
+        os.link(shared.path / folder / "data.txt", shared.path / ".datasets" / "D" / f"{folder}.txt")
+    listed = encfs_as(people.bob, shared.store, "dataset", "ls", "D")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["alice-public.txt", "/alice-public/data.txt"]
+    assert "alice-private" in encfs_as(people.alice, shared.store, "dataset", "ls", "D").stdout
+    added = encfs_as(people.bob, shared.store, "dataset", "add", "D", "/alice-public/data.txt")
+    assert added.returncode == 1 and "permission denied" in added.stderr  # D is root's
+    assert sorted(os.listdir(shared.path / ".datasets")) == ["D"]
+    assert sorted(os.listdir(shared.path / ".datasets" / "D")) == ["alice-private.txt", "alice-public.txt"]

@@ -22,14 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from encfs.access.roles import EVERYONE, Person, Role, group_subject, user_subject
-from encfs.errors import AccessDenied, NotFound
+from encfs.errors import AccessDenied, NotFound, NotPermitted
 from encfs.meta import access as records
 from encfs.meta.store import MetaStore, ReadTxn, WriteTxn
-from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Node
 
 NOBODY_EMAIL = None
 ORGANISED_FOLDER_BITS = 0o777
 ORGANISED_FILE_BITS = 0o666
+ATTRIBUTES_NEED_VIEWER = ("reading the description and metadata of a folder seen only on the way down needs "
+                          "viewer on it")
 
 
 @dataclass
@@ -238,9 +240,13 @@ class AccessPolicy:
     def check_sees_in(self, r: ReadTxn, actor: Actor, parent_id: int, node_id: int, path: str) -> None:
         """`check_sees` for an entry whose folder the path walk just found (no record
         is decoded: the mount's hot path)."""
-        person = self.person(r, actor)
+        cache = self._current(r)  # the mount's hot path: one generation read, then the caches
+        person = cache.people.get(actor.uid) or self.person(r, actor)
         if person.admin:
             return
+        role = cache.roles.get((person.uid, parent_id))
+        if (role if role is not None else self.folder_role(r, person, parent_id)) >= Role.VIEWER:
+            return  # a viewer of the folder sees its files and its subfolders (they inherit the role)
         attributes = r.attributes(node_id)
         is_folder = attributes is not None and stat.S_ISDIR(attributes.mode)
         if not self.sees_in(r, person, parent_id, node_id, is_folder):
@@ -266,6 +272,15 @@ class AccessPolicy:
             return
         self.require(r, actor, node.id if isinstance(node, Folder) else node.parent, needed, doing, path)
 
+    def attributes_readable(self, r: ReadTxn, actor: Actor, node: Folder | Item) -> bool:
+        """Whether the caller may read a folder's or file's description, metadata and
+        attributes: viewer on it (a folder seen only on the way down shows its name only)."""
+        if not self.organised(r):
+            return True
+        person = self.person(r, actor)
+        return person.admin or self.folder_role(
+            r, person, node.id if isinstance(node, Folder) else node.parent) >= Role.VIEWER
+
     def require_in(self, r: ReadTxn, actor: Actor, folder_id: int, needed: Role, doing: str,
                    path: str) -> None:
         """`needed` on the folder an entry is made in, removed from or moved across;
@@ -284,6 +299,23 @@ class AccessPolicy:
             return
         plain = emptied and folder.parent != ROOT_ID and not records.grants_on(r, folder.id)
         self.require(r, actor, folder.id, Role.EDITOR if plain else Role.ADMIN, "deleting this folder", path)
+
+    def require_sticky(self, r: ReadTxn, actor: Actor, folder_id: int, node: Node, path: str) -> None:
+        """In an organisation encfs applies a folder's sticky bit itself (the kernel
+        sees none, `shown`), so that a refusal has its sentence: a name in a sticky
+        folder is removed or moved away only by the owner of the file or of the folder,
+        an admin of the folder, or root."""
+        if not self.organised(r):
+            return
+        folder = r.node(folder_id)
+        if not isinstance(folder, Folder) or not folder.mode & stat.S_ISVTX or actor.uid in (0, node.uid,
+                                                                                           folder.uid):
+            return
+        person = self.person(r, actor)
+        if person.admin or self.folder_role(r, person, folder.id) >= Role.ADMIN:
+            return
+        raise NotPermitted("the folder is sticky: only the owner of the file or of the folder, or an admin "
+                           "of the folder, may remove or move away its names", path)
 
     def require_move(self, r: ReadTxn, actor: Actor, node: Folder | Item, source_folder: int,
                      target_folder: int, path: str) -> None:
@@ -318,7 +350,8 @@ class AccessPolicy:
         """What `stat` shows once the store has users: permission bits that let the
         kernel pass every call to encfs, which checks the caller's role and records
         each refusal with its reason (the stored modes are kept, and shown again if
-        the last user goes). Special bits (sticky, setgid) still apply."""
+        the last user goes). The setgid bit still applies; the sticky bit is kept but
+        not shown: encfs applies it (`require_sticky`), so its refusals say why."""
         return self.shown_by(r)(attributes)
 
     def shown_by(self, r: ReadTxn) -> Callable[[Attributes], Attributes]:
@@ -337,7 +370,7 @@ class AccessPolicy:
 
 def _opened(attributes: Attributes) -> Attributes:
     opened = ORGANISED_FOLDER_BITS if stat.S_ISDIR(attributes.mode) else ORGANISED_FILE_BITS
-    return attributes._replace(mode=attributes.mode | opened)
+    return attributes._replace(mode=(attributes.mode & ~stat.S_ISVTX) | opened)
 
 
 def _as_stored(attributes: Attributes) -> Attributes:

@@ -79,11 +79,16 @@ def load_spec(path: Path) -> Spec:
         raise InvalidInput(f"no such spec file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the spec {path} cannot be read: {exc}") from None
+    return parse_spec_text(text, f"the spec {path}")
+
+
+def parse_spec_text(text: str, name: str) -> Spec:
+    """A spec from its text (`name` says where it came from, in messages)."""
     try:
         document = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"the spec {path} is not JSON: {exc}") from None
-    return parse_spec(document, str(path))
+        raise InvalidInput(f"{name} is not JSON: {exc}") from None
+    return parse_spec(document, name.removeprefix("the spec "))
 
 
 def parse_spec(document: Any, name: str = "the spec") -> Spec:

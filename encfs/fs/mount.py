@@ -24,6 +24,7 @@ log = logging.getLogger("encfs")
 LONG_CACHE_SECONDS = 60.0  # names and attributes, while the journal follower keeps them true
 SHORT_CACHE_SECONDS = 1.0  # without a follower (a libfuse whose node table encfs cannot read)
 SYNC_SECONDS = 5.0  # committed changes are flushed to disk at least this often
+ORGANISED_ATTRIBUTE_SECONDS = 1.0  # attributes on a mount shared by users: they are the same for every caller
 SETTLE_SECONDS = 0.3  # a changed DICOM series' manifest is rewritten once quiet this long
 SWEEP_SECONDS = 10.0  # how often a running mount clears drafts abandoned by killed processes
 FUSE_FILL_DIR_PLUS = 2
@@ -326,13 +327,18 @@ def cache_times(organised: bool, one_user: bool, seconds: float) -> tuple[float,
 
     The kernel shares these caches between every user of a mount: a name alice looked
     up would answer bob's lookup without encfs hearing of it. So once the store has
-    users, every lookup and stat is asked of encfs again (zero timeouts: the kernel
-    then treats a cached entry as expired at once), where the caller's role is checked.
+    users, names and missing names are never kept (zero timeouts: the kernel asks encfs
+    again for every component of every path it walks, as the caller, and encfs checks
+    their role there). Attributes are kept a second: they are the same for every
+    caller (open modes, docs/SEMANTICS.md "Access"), and the kernel only uses them for
+    a name the walk has just looked up as the caller, for a descriptor the caller
+    opened, or for the caller's working folder. Without them the kernel would also ask
+    for every folder's attributes on the way down (a second round trip per component).
     Without users everyone sees the same tree, and so does a mount that serves one
-    user (`encfs mount --as`): there names are kept `seconds` (long while the journal
-    follower tells the kernel what to forget)."""
+    user (`encfs mount --as`): there everything is kept `seconds` (long while the
+    journal follower tells the kernel what to forget)."""
     if organised and not one_user:
-        return 0.0, 0.0, 0.0
+        return 0.0, min(seconds, ORGANISED_ATTRIBUTE_SECONDS), 0.0
     return seconds, seconds, seconds
 
 

@@ -23,6 +23,7 @@ from encfs.fs.control import ControlEntry, ControlTree, access_folder, control_i
 from encfs.fs.handles import OpenFile, OpenFiles
 from encfs.fs.mount import SHORT_CACHE_SECONDS, apply_cache_times
 from encfs.fs.rename_guard import in_unlink
+from encfs.fs.view_reach import ViewReach
 from encfs.meta.check import damage_in
 from encfs.model import ROOT_ID, Actor, Attributes, Folder, attributes_of
 from encfs.posix import Credentials, groups_of_process
@@ -115,6 +116,7 @@ class EncfsOperations(mfusepy.Operations):
         self.mountpoint = mountpoint.rstrip("/")
         self.files = OpenFiles(service)
         self.control = ControlTree(service, caller_credentials)
+        self.view_reach = ViewReach(service, caller_credentials)
         self._dir_listings: dict[int, list[tuple[str, Attributes]]] = {}
         self._control_reads: dict[int, bytes] = {}
         self._access_writes: dict[int, AccessDraft] = {}
@@ -179,7 +181,9 @@ class EncfsOperations(mfusepy.Operations):
             return attributes_of(opened.item)._replace(size=opened.size, nlink=0)
         if ControlTree.owns(path):
             return self._control_attributes(path, self.control.entry(caller(), path))
-        attributes = self.service.stat(caller(), path)
+        actor = caller()
+        attributes = self.service.stat(actor, path)
+        self.view_reach.check(actor, path, attributes.id)
         opened = self.files.for_item(attributes.id)
         return attributes if opened is None else attributes._replace(size=opened.size)
 
@@ -248,7 +252,7 @@ class EncfsOperations(mfusepy.Operations):
             above = path.rsplit("/", 1)[0]
             here, parent = control_inode(path), control_inode(above) if above else ROOT_ID
         else:
-            entries = self.service.list_folder_stats(actor, path)
+            entries = self.view_reach.shown(actor, path, self.service.list_folder_stats(actor, path))
             here = self.service.stat(actor, path).id
             parent = self.service.stat(actor, path.rsplit("/", 1)[0] or "/").id
         number = next(self._dir_numbers)
@@ -357,6 +361,7 @@ class EncfsOperations(mfusepy.Operations):
             return 0
         try:
             node = self.service.open_item(actor, path, writable)
+            self.view_reach.check(actor, path, node.id)  # a name another user's lookup left cached
         except NotFound:
             # The kernel opens only names it holds, so another mount or the CLI removed
             # this one since. ESTALE makes the kernel look the name up again and retry:

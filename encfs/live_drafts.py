@@ -48,6 +48,14 @@ QUIET_VARIABLE = "ENCFS_SETTLE_SECONDS"
 STRAY_AGE_SECONDS = 5.0  # an unrecorded live file this old and unheld is left over
 
 
+class LiveReader(LocalBlobReader):
+    """A reader of a live file: unchecked (it has no block checksums until it
+    settles), and it reads what writers write into it after it was opened."""
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+
 def quiet_seconds() -> float:
     """How long a closed file stays unchanged before it settles (the environment
     variable ENCFS_SETTLE_SECONDS overrides the default)."""
@@ -108,10 +116,10 @@ class LiveDrafts:
                 if fd is not None:
                     self.path(name).unlink(missing_ok=True)
 
-    def reader(self, item_id: int) -> LocalBlobReader | None:
+    def reader(self, item_id: int) -> LiveReader | None:
         """A reader of the item's live file, or None when the item has settled."""
         name = self.name_of(item_id)
-        return None if name is None else LocalBlobReader(str(self.path(name)))
+        return None if name is None else LiveReader(str(self.path(name)))
 
     def reopen(self, item_id: int) -> Draft | None:
         """The item's live file as a draft to write on in place, or None."""

@@ -45,7 +45,7 @@ from encfs.errors import (
 )
 from encfs.grouping import Grouping
 from encfs.integrity import Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
-from encfs.live_drafts import LiveDrafts
+from encfs.live_drafts import LiveDrafts, LiveReader
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
 from encfs.meta.search import query_grams
@@ -851,7 +851,7 @@ class FilesService(Grouping, Datasets, Views):
                 fresh = self.node(actor, item.id)  # replaced between lookup and open
                 if not isinstance(fresh, Item):
                     raise NotFound("the file was removed", item.name) from None
-                if fresh.blob == item.blob:
+                if fresh.blob == item.blob and item.blob is not None:  # a live file: settled meanwhile
                     self.verifier.report(item.blob, self._describer(item), "the blob file is missing")
                 item = fresh
         raise NotFound("the file's content changed too often to be opened", item.name)
@@ -895,15 +895,18 @@ class FilesService(Grouping, Datasets, Views):
         if in_place is not None:
             return in_place
         draft = Draft(self.blobs.spool_dir(), self.blobs.new_upload())
-        if not keep_content or item is None or (item.blob is None and current is None):
+        if not keep_content or item is None:
             return draft
         try:
-            reader = current or self._checked_reader(item)
+            reader = current or (self._checked_reader(item) if item.blob else self.live.reader(item.id))
+            if reader is None:
+                return draft
+            size = reader.size() if isinstance(reader, LiveReader) else item.size  # grown by fsyncs
             try:
-                if item.size <= MEMORY_LIMIT:
-                    draft.load(reader.pread(item.size, 0))
+                if size <= MEMORY_LIMIT:
+                    draft.load(reader.pread(size, 0))
                 else:
-                    draft.fill_from(reader, item.size)
+                    draft.fill_from(reader, size)
             finally:
                 if reader is not current:
                     reader.close()

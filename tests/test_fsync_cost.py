@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from conftest import Mounted, start_mount, stop_mount
 from store_state import sha, stored_bytes
 

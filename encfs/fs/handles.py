@@ -3,9 +3,10 @@
 All descriptors of one item in this mount share one `OpenFile`, as they share one
 inode on a local disk: a write through one is read at once through the others. The
 first write starts a draft (see draft.py); `flush` (every close) and `fsync` hand it
-to the service, which commits it. A draft kept as the item's unsettled content (live_drafts.py) stays
-with the open file after a commit, and later writes go on into it. The committed
-content is read through a blob reader opened at `open`, so a file removed while open stays readable until closed;
+to the service, which commits it. A draft kept as the item's unsettled content
+(live_drafts.py) stays with the open file after a commit, and later writes go on
+into it. The committed content is read through a blob reader opened at `open`, so
+a file removed while open stays readable until closed;
 its reads are checked against the blob's checksums (integrity.py): damage is EIO.
 """
 

@@ -381,7 +381,8 @@ def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
 
 
 def upkeep(service: Any, stop: threading.Event) -> None:
-    """Settle changed DICOM series and quiet unsettled files often; flush committed changes to disk now and then;
+    """Settle changed DICOM series and quiet unsettled files often; flush committed
+    changes to disk now and then;
     clear drafts a killed process (a CLI upload) left in the spool."""
     from encfs.live_drafts import quiet_seconds
     from encfs.recovery import clear_abandoned_drafts

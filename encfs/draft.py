@@ -187,8 +187,13 @@ class Draft:
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return None
+        return cls.from_live_file(spool_dir, fd, name)
+
+    @classmethod
+    def from_live_file(cls, spool_dir: Path, fd: int, name: str) -> Draft:
+        """A draft of the live file `name`, open and locked as `fd`."""
         draft = cls(spool_dir)
-        draft.buffer, draft.fd, draft.path, draft.live_name = None, fd, path, name
+        draft.buffer, draft.fd, draft.path, draft.live_name = None, fd, spool_dir / name, name
         draft.size = draft._flushed_size = os.fstat(fd).st_size
         draft._hash.valid = False
         return draft

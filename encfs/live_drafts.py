@@ -34,9 +34,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from encfs.blobs.base import BlobStore
+from encfs.blobs.base import BlobReader, BlobStore
 from encfs.blobs.local import LocalBlobReader, LocalBlobStore
-from encfs.draft import LIVE_PREFIX, NEW_PREFIX, Draft
+from encfs.draft import LIVE_PREFIX, MEMORY_LIMIT, NEW_PREFIX, Draft
 from encfs.integrity import Sums, fingerprint_fd
 from encfs.meta.store import MetaStore, WriteTxn
 from encfs.model import Item
@@ -51,6 +51,8 @@ STRAY_AGE_SECONDS = 5.0  # an unrecorded live file this old and unheld is left o
 class LiveReader(LocalBlobReader):
     """A reader of a live file: unchecked (it has no block checksums until it
     settles), and it reads what writers write into it after it was opened."""
+
+    shares_lock = False  # a live file's lock is its writer's
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -127,6 +129,43 @@ class LiveDrafts:
         if name is None:
             return None
         return Draft.reopen_live(self.blobs.spool_dir(), name, lambda: self.name_of(item_id) == name)
+
+    def take_over(self, item: Item, current: BlobReader | None,
+                  switch: Callable[[int, str, str], bool]) -> Draft | None:
+        """The item's stored blob as a draft to write in place, without copying it:
+        only for a big blob that no other item counts and nobody else reads (every
+        blob reader holds a shared `flock`; ours, `current`, lets go of its own).
+        The blob file is hard-linked as a live file and locked, then `switch(item id,
+        sha, name)` makes that file the item's content in one transaction. None when
+        any of that does not hold: the caller copies as before."""
+        sha = item.blob
+        if not self.applies or sha is None or item.size <= MEMORY_LIMIT:
+            return None
+        with self.meta.read() as r:
+            counted = r.blob(sha)
+        if counted is None or counted[0] != 1:
+            return None
+        name = f"{LIVE_PREFIX}{uuid.uuid4().hex}"
+        assert isinstance(self.blobs, LocalBlobStore)
+        try:
+            os.link(self.blobs.path(sha), self.path(name))
+        except FileNotFoundError:
+            return None
+        fd = os.open(self.path(name), os.O_RDWR | os.O_CLOEXEC)
+        taken = False
+        try:
+            own = current.fileno() if current is not None else None
+            if own is not None:
+                fcntl.flock(own, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = switch(item.id, sha, name)
+        except BlockingIOError:
+            pass
+        finally:
+            if not taken:
+                os.close(fd)
+                self.path(name).unlink(missing_ok=True)
+        return Draft.from_live_file(self.blobs.spool_dir(), fd, name) if taken else None
 
     def sync(self, item_id: int) -> None:
         """fsync of an unsettled file with nothing pending: its live file to disk."""

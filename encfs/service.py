@@ -891,9 +891,10 @@ class FilesService(Grouping, Datasets, Views):
         """A draft of the item's next content: its current bytes, or empty. `current`
         is the reader an open file holds on those bytes; it still has them when the
         item was removed while open (its blob may be gone from the store)."""
-        in_place = self.live.reopen(item.id) if keep_content and item is not None else None
-        if in_place is not None:
-            return in_place
+        if keep_content and item is not None:  # in place when it can be: no copy (live_drafts.py)
+            in_place = self.live.reopen(item.id) or self.live.take_over(item, current, self._take_over_blob)
+            if in_place is not None:
+                return in_place
         draft = Draft(self.blobs.spool_dir(), self.blobs.new_upload())
         if not keep_content or item is None:
             return draft
@@ -973,7 +974,7 @@ class FilesService(Grouping, Datasets, Views):
         all in one transaction; the draft is consumed. If the item was removed
         meanwhile, nothing is stored and None is returned with the draft left to the
         caller: a file removed while open goes on living in its descriptors."""
-        live = self.live.should_record(draft, durable)
+        live = self.live.should_record(draft, durable) and self.cloud.reference(item_id) is None
         try:
             self._check_may_commit(actor, item_id, path)
             commit = self._commit_live if live else self._commit
@@ -1079,6 +1080,23 @@ class FilesService(Grouping, Datasets, Views):
         if durable and new:
             self.meta.sync()
         return item
+
+    def _take_over_blob(self, item_id: int, sha: str, name: str) -> bool:
+        """Make the live file `name` (a hard link of the blob `sha`, which only this
+        item counts) the item's content. Synced before the blob's own name goes, so
+        that no crash can leave the record naming a blob that is gone."""
+        with self.meta.write() as w:
+            item = w.node(item_id)
+            counted = w.blob(sha)
+            if not isinstance(item, Item) or item.blob != sha or counted is None or counted[0] != 1:
+                return False
+            w.drop_blob_ref(sha)
+            w.set_live_draft(item_id, name)
+            item.blob = None
+            w.put_node(item)
+        self.meta.sync()
+        self._delete_uncounted_blobs([sha])
+        return True
 
     def settle_drafts(self, quiet_for: float) -> int:
         """Store as blobs the live files no writer holds that have been unchanged for

@@ -88,6 +88,50 @@ def test_pwrite_and_fsync_store_no_new_version(store: Path, mount: Mounted) -> N
     assert (mount.path / "d" / "big.bin").read_bytes() == bytes(content)
 
 
+def test_editing_a_settled_file_takes_its_blob_over_without_a_copy(store: Path, mount: Mounted) -> None:
+    (mount.path / "d").mkdir()
+    content = bytearray(os.urandom(8 * MIB))
+    (mount.path / "d" / "f.bin").write_bytes(content)
+    [blob] = blob_files(store)
+    inode = blob.stat().st_ino
+    with open(mount.path / "d" / "f.bin", "r+b", buffering=0) as f:
+        f.seek(5 * MIB)
+        f.write(b"edited")
+        os.fsync(f.fileno())
+        [live] = live_files(store)
+        assert (store / "spool" / live).stat().st_ino == inode  # the same file: nothing was copied
+        assert blob_files(store) == []
+    content[5 * MIB:5 * MIB + 6] = b"edited"
+    assert stored_bytes(store, "/d/f.bin") == bytes(content)
+    assert info(store, "/d/f.bin")["settled"] is False
+
+
+def test_content_read_or_shared_elsewhere_is_copied_not_taken_over(store: Path, mount_factory) -> None:
+    """A blob that another mount reads, or that another file shares, is never changed
+    in place: the writer copies it, the reader goes on reading the old bytes whole
+    (no damage reported), and the other file keeps its content."""
+    first, second = mount_factory(store, "one"), mount_factory(store, "two")
+    (first.path / "d").mkdir()
+    old = os.urandom(4 * MIB)
+    (first.path / "d" / "read.bin").write_bytes(old)
+    (first.path / "d" / "shared.bin").write_bytes(old)
+    (first.path / "d" / "twin.bin").write_bytes(old)  # the same blob as shared.bin
+    eventually(lambda: (second.path / "d" / "read.bin").exists())
+    with open(second.path / "d" / "read.bin", "rb") as reader:
+        assert reader.read(100) == old[:100]
+        for name in ("read.bin", "shared.bin"):
+            with open(first.path / "d" / name, "r+b", buffering=0) as f:
+                f.seek(2 * MIB)
+                f.write(b"new bytes")
+                os.fsync(f.fileno())
+        assert reader.read() == old[100:]
+    new = old[:2 * MIB] + b"new bytes" + old[2 * MIB + 9:]
+    assert stored_bytes(store, "/d/read.bin") == new
+    assert stored_bytes(store, "/d/shared.bin") == new
+    assert stored_bytes(store, "/d/twin.bin") == old
+    assert "damage" not in second.log() and "damage" not in first.log()
+
+
 def test_sqlite_wal_per_row_commits_survive_remount(store: Path, tmp_path: Path) -> None:
     mounted = start_mount(store, tmp_path / "mnt")
     try:

@@ -315,3 +315,14 @@ def test_kill_9_during_sqlite_commits_loses_no_committed_row(store: Path, tmp_pa
                 writer.wait(timeout=10)
             stop_mount(mounted)
     assert len(committed_log.read_text().split()) > 50  # the writer got work done
+
+
+def test_info_shows_a_handed_over_identity_apart_from_the_id(store: Path, mount: Mounted) -> None:
+    (mount.path / "d").mkdir()
+    (mount.path / "d" / "labels.json").write_text("{}")
+    before = info(store, "/d/labels.json")
+    assert "identity" not in before
+    (mount.path / "d" / "labels.json.tmp").write_text('{"a": 1}')
+    os.replace(mount.path / "d" / "labels.json.tmp", mount.path / "d" / "labels.json")
+    after = info(store, "/d/labels.json")
+    assert after["identity"] == before["id"] != after["id"]

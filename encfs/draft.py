@@ -155,6 +155,7 @@ class Draft:
         self._flushed_size = 0
         self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
         self.live_name: str | None = None  # the spool file's name once it is the item's content
+        self.changed = True  # written since its last commit (a live draft outlives commits)
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path, upload: Upload | None = None) -> Draft:
@@ -270,6 +271,7 @@ class Draft:
 
     def write(self, data: bytes | memoryview | Payload, offset: int) -> int:
         self._own_copy()
+        self.changed = True
         if not isinstance(data, bytes | bytearray | memoryview):
             if self.buffer is not None and offset + data.size > MEMORY_LIMIT:
                 self._spill()
@@ -337,6 +339,7 @@ class Draft:
 
     def truncate(self, length: int) -> None:
         self._own_copy()
+        self.changed = True
         if self.buffer is not None and length > MEMORY_LIMIT:
             self._spill()
         if self.buffer is not None:
@@ -361,6 +364,7 @@ class Draft:
         meet a full disk meanwhile. If it fails all the same, the blocks it took past
         the draft's end are given back."""
         self._own_copy()
+        self.changed = True
         end = offset + length
         if self.buffer is not None and end > MEMORY_LIMIT:
             self._spill()
@@ -385,6 +389,7 @@ class Draft:
         cannot do (unaligned, or not supported there) is done by copying. Any
         alignment is accepted."""
         self._own_copy()
+        self.changed = True
         end = offset + length
         if mode & (COLLAPSE_RANGE | INSERT_RANGE):
             limit = self.size if mode & INSERT_RANGE else self.size - 1

@@ -179,7 +179,8 @@ class OpenFiles:
     def commit(self, actor: Actor, path: str, opened: OpenFile, durable: bool) -> None:
         with opened.lock:
             draft = opened.draft
-            if draft is None:
+            unchanged = draft is not None and draft.live_name is not None and not draft.changed
+            if draft is None or (unchanged and opened.mtime_override is None):
                 if durable:
                     self.service.make_durable(opened.item)
                 return
@@ -197,6 +198,7 @@ class OpenFiles:
                 return
             opened.item = committed
             if draft.live_name is not None:  # its file is the item's content: writes go on in place
+                draft.changed = False
                 opened.draft = draft
                 return
             opened.replace_reader(self.service.open_reader(actor, committed, known_content=small))

@@ -156,6 +156,7 @@ class Draft:
         self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
         self.live_name: str | None = None  # the spool file's name once it is the item's content
         self.changed = True  # written since its last commit (a live draft outlives commits)
+        self.edits_existing = False  # started from the item's stored bytes (not empty, not a copy)
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path, upload: Upload | None = None) -> Draft:
@@ -197,6 +198,7 @@ class Draft:
         draft.buffer, draft.fd, draft.path, draft.live_name = None, fd, spool_dir / name, name
         draft.size = draft._flushed_size = os.fstat(fd).st_size
         draft._hash.valid = False
+        draft.edits_existing = True
         return draft
 
     def take_content_of(self, blob: TakenBlob, size: int) -> None:
@@ -217,9 +219,9 @@ class Draft:
         self.size += added
         return added
 
-    def holds_whole_blob(self) -> bool:
-        """A copy of a stored blob, unchanged: its commit only counts that blob again."""
-        return self._taken is not None and self.size == self._taken.size
+    def holds_blob(self) -> bool:
+        """A copy of (the start of) a stored blob, unchanged."""
+        return self._taken is not None
 
     def is_spooled(self) -> bool:
         return self.buffer is None and self._taken is None
@@ -461,6 +463,7 @@ class Draft:
         self.buffer = bytearray(content)
         self.size = len(content)
         self._hash.valid = False
+        self.edits_existing = True
 
     def fill_from(self, reader: BlobReader, size: int) -> None:
         """Start from existing (large) content, copied into the spool file."""
@@ -468,6 +471,7 @@ class Draft:
         copy_reader_into(reader, self.fd, size)
         self.size = size
         self._hash.valid = False
+        self.edits_existing = True
 
     def upload_ahead(self, sha: str) -> None:
         """Before the commit's transaction, in a bucket store: the rest of the content

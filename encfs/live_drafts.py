@@ -77,11 +77,15 @@ class LiveDrafts:
 
     def should_record(self, draft: Draft, durable: bool) -> bool:
         """Whether a commit keeps the draft as the item's content instead of storing a
-        blob: at fsync always (but a copy holding a stored blob), at close when the
-        content is in a spool file and its hash is not known already."""
-        if not self.applies or draft.holds_whole_blob():
+        blob, when its hash is not known already (written out of order, or reopened
+        in place): at fsync always; at close when it is a spool file that started
+        from the item's existing bytes (hashing it would cost more than what
+        changed; a new file's bytes are all new, and hashed at close as before).
+        Content hashed as it was written (in order), and a copy holding a stored
+        blob, are stored as a blob as before: that costs no pass over the bytes."""
+        if not self.applies or draft.hashed_whole() or draft.holds_blob():
             return False
-        return durable or (draft.is_spooled() and not draft.hashed_whole())
+        return durable or (draft.is_spooled() and draft.edits_existing)
 
     def name_of(self, item_id: int) -> str | None:
         with self.meta.read() as r:
@@ -134,13 +138,15 @@ class LiveDrafts:
                   switch: Callable[[int, str, str], bool]) -> Draft | None:
         """The item's stored blob as a draft to write in place, without copying it:
         only for a big blob that no other item counts and nobody else reads (every
-        blob reader holds a shared `flock`; ours, `current`, lets go of its own).
+        blob reader holds a shared `flock`; ours, `current`, lets go of its own),
+        once its bytes are checked against its block checksums.
         The blob file is hard-linked as a live file and locked, then `switch(item id,
         sha, name)` makes that file the item's content in one transaction. None when
         any of that does not hold: the caller copies as before."""
         sha = item.blob
-        if not self.applies or sha is None or item.size <= MEMORY_LIMIT:
+        if not self.applies or sha is None or item.size <= MEMORY_LIMIT or current is None:
             return None
+        current.verify(0, item.size)  # damaged bytes are refused (EIO), as a copy of them is
         with self.meta.read() as r:
             counted = r.blob(sha)
         if counted is None or counted[0] != 1:

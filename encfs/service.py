@@ -1098,6 +1098,16 @@ class FilesService(Grouping, Datasets, Views):
         self._delete_uncounted_blobs([sha])
         return True
 
+    def settle_now(self, item: Item) -> Item | None:
+        """The item with its content settled now (a copy within the mount shares
+        stored content only): None if a writer holds its live file."""
+        name = self.live.name_of(item.id)
+        if name is not None and not self.live.settle(item.id, name, self._settle_as_blob):
+            return None
+        with self.meta.read() as r:
+            fresh = r.node(item.id)
+        return fresh if isinstance(fresh, Item) else None
+
     def settle_drafts(self, quiet_for: float) -> int:
         """Store as blobs the live files no writer holds that have been unchanged for
         `quiet_for` seconds (live_drafts.py); returns how many settled."""

@@ -156,6 +156,8 @@ class OpenFiles:
             return None
         first, second = sorted((source, target), key=lambda opened: opened.item.id)
         with first.lock, second.lock:
+            if source.draft is None and source.item.blob is None and source.item.size:
+                source.item = self.service.settle_now(source.item) or source.item  # unsettled: hashed now
             item = source.item
             if source.draft is not None or item.blob is None or offset_in >= item.size:
                 return None

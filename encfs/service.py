@@ -1117,18 +1117,25 @@ class FilesService(Grouping, Datasets, Views):
         return settled
 
     def _settle_as_blob(self, item_id: int, name: str, sha: str, sums: Sums, size: int) -> bool:
-        """Switch an item from its live file to the blob `sha` of the same bytes."""
-        link: Path | None = None
+        """Switch an item from its live file to the blob `sha` of the same bytes: stored
+        once, shared if stored already, unless that stored copy is damaged (the live
+        file then replaces it, as a commit's draft would)."""
+        with self.meta.read() as r:
+            counted = r.blob(sha) is not None
+            stored_sums = r.sums(sha) if counted else None
+        sound = not counted or self._stored_copy_sound(sha, size, stored_sums)
         with self._changing() as (w, changes):
             item = w.node(item_id)
             if not isinstance(item, Item) or w.live_draft(item_id) != name:
                 return False
             w.set_live_draft(item_id, None)
-            if w.add_blob_ref(sha, size) == 1:
-                changes.written.append(sha)
-                link = self.live.hard_link(name)
-                self._put_place(w, sha, self.blobs.adopt(sha, link, durable=True))
+            fresh = w.add_blob_ref(sha, size) == 1
+            if fresh or not sound:
+                if fresh:
+                    changes.written.append(sha)
+                self._put_place(w, sha, self.blobs.adopt(sha, self.live.hard_link(name), durable=True))
                 w.put_sums(sha, sums.pack())
+                self.verifier.forget(sha)
             item.blob, item.size = sha, size
             w.put_node(item)
         self.meta.sync()

@@ -26,6 +26,7 @@ import hashlib
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ HASH_CHUNK = 4 << 20
 ASYNC_HASH_MIN = 256 << 10
 MAX_PENDING_HASH = 64 << 20
 WRITE_BEHIND = 64 << 20
-DRAFT_PREFIX, NEW_PREFIX = "draft-", "new-"
+DRAFT_PREFIX, NEW_PREFIX, LIVE_PREFIX = "draft-", "new-", "live-"
 KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x01, 0x02, 0x08, 0x10, 0x20
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
@@ -153,6 +154,9 @@ class Draft:
         self._flush: Future | None = None
         self._flushed_size = 0
         self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
+        self.live_name: str | None = None  # the spool file's name once it is the item's content
+        self.changed = True  # written since its last commit (a live draft outlives commits)
+        self.edits_existing = False  # started from the item's stored bytes (not empty, not a copy)
 
     @classmethod
     def from_local_file(cls, spool_dir: Path, source: Path, upload: Upload | None = None) -> Draft:
@@ -166,6 +170,35 @@ class Draft:
         except BaseException:
             draft.discard()
             raise
+        return draft
+
+    @classmethod
+    def reopen_live(cls, spool_dir: Path, name: str, is_current: Callable[[], bool]) -> Draft | None:
+        """Write on in place into the spool file that is an item's unsettled content
+        (live_drafts.py), without copying it. None when another writer holds it, or
+        when it settled (or was replaced) while we waited for it (`is_current`)."""
+        path = spool_dir / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino != os.fstat(fd).st_ino or not is_current():
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        return cls.from_live_file(spool_dir, fd, name)
+
+    @classmethod
+    def from_live_file(cls, spool_dir: Path, fd: int, name: str) -> Draft:
+        """A draft of the live file `name`, open and locked as `fd`."""
+        draft = cls(spool_dir)
+        draft.buffer, draft.fd, draft.path, draft.live_name = None, fd, spool_dir / name, name
+        draft.size = draft._flushed_size = os.fstat(fd).st_size
+        draft._hash.valid = False
+        draft.edits_existing = True
         return draft
 
     def take_content_of(self, blob: TakenBlob, size: int) -> None:
@@ -186,6 +219,41 @@ class Draft:
         self.size += added
         return added
 
+    def holds_blob(self) -> bool:
+        """A copy of (the start of) a stored blob, unchanged."""
+        return self._taken is not None
+
+    def is_spooled(self) -> bool:
+        return self.buffer is None and self._taken is None
+
+    def hashed_whole(self) -> bool:
+        """Whether the content's sha256 is known without reading it again (written
+        in order from the start, or a whole stored blob held)."""
+        if self._taken is not None:
+            return self.size == self._taken.size
+        return self._hash.valid and self._hash.hashed == self.size
+
+    def make_live(self) -> str:
+        """Make the spool file (spilling a draft in memory, copying a taken blob) the
+        one a record can name: renamed `live-…`, which sweepers leave alone (its lock
+        is kept). Returns its name."""
+        self._own_copy()
+        self._spill()
+        assert self.path is not None
+        if self.live_name is None:
+            name = LIVE_PREFIX + self.path.name.removeprefix(DRAFT_PREFIX)
+            os.rename(self.path, self.spool_dir / name)
+            self.path, self.live_name = self.spool_dir / name, name
+        return self.live_name
+
+    def sync_data(self) -> None:
+        """fdatasync of a live spool file, whose size on disk is the content's size
+        (recovery reads it from there)."""
+        self._settle_flush()
+        if os.fstat(self.fd).st_size != self.size:
+            os.ftruncate(self.fd, self.size)
+        os.fdatasync(self.fd)
+
     def is_blank(self) -> bool:
         """Empty, in memory, holding no blob: what take_content_of starts from."""
         return self.size == 0 and self.fd < 0 and self._taken is None
@@ -205,6 +273,7 @@ class Draft:
 
     def write(self, data: bytes | memoryview | Payload, offset: int) -> int:
         self._own_copy()
+        self.changed = True
         if not isinstance(data, bytes | bytearray | memoryview):
             if self.buffer is not None and offset + data.size > MEMORY_LIMIT:
                 self._spill()
@@ -272,6 +341,7 @@ class Draft:
 
     def truncate(self, length: int) -> None:
         self._own_copy()
+        self.changed = True
         if self.buffer is not None and length > MEMORY_LIMIT:
             self._spill()
         if self.buffer is not None:
@@ -296,6 +366,7 @@ class Draft:
         meet a full disk meanwhile. If it fails all the same, the blocks it took past
         the draft's end are given back."""
         self._own_copy()
+        self.changed = True
         end = offset + length
         if self.buffer is not None and end > MEMORY_LIMIT:
             self._spill()
@@ -320,6 +391,7 @@ class Draft:
         cannot do (unaligned, or not supported there) is done by copying. Any
         alignment is accepted."""
         self._own_copy()
+        self.changed = True
         end = offset + length
         if mode & (COLLAPSE_RANGE | INSERT_RANGE):
             limit = self.size if mode & INSERT_RANGE else self.size - 1
@@ -391,6 +463,7 @@ class Draft:
         self.buffer = bytearray(content)
         self.size = len(content)
         self._hash.valid = False
+        self.edits_existing = True
 
     def fill_from(self, reader: BlobReader, size: int) -> None:
         """Start from existing (large) content, copied into the spool file."""
@@ -398,6 +471,7 @@ class Draft:
         copy_reader_into(reader, self.fd, size)
         self.size = size
         self._hash.valid = False
+        self.edits_existing = True
 
     def upload_ahead(self, sha: str) -> None:
         """Before the commit's transaction, in a bucket store: the rest of the content
@@ -506,6 +580,8 @@ class Draft:
         if self._taken is not None:
             self._taken.reader.close()
             self._taken = None
+        if self.live_name is not None:  # the item's content: its record keeps the file
+            self.live_name = self.path = None
         size = 0
         if self.fd >= 0:
             size = os.fstat(self.fd).st_size

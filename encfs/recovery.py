@@ -1,6 +1,7 @@
 """What a killed process leaves in the store, and clearing it without losing content.
 
-`recover` runs when a mount starts: it removes drafts nobody holds, finishes the
+`recover` runs when a mount starts: it keeps every recorded live file as its item's
+unsettled content (live_drafts.py), removes drafts nobody holds, finishes the
 removals a killed process left in `trash/`, and settles blob files that the `blobs`
 table does not count. Such a file is deleted only if no item's record names it and
 it is older than every live draft; one an item names is counted again (the table
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from encfs.blobs.base import BlobStore
 from encfs.blobs.local import LocalBlobStore
-from encfs.draft import DRAFT_PREFIX
+from encfs.draft import DRAFT_PREFIX, LIVE_PREFIX
+from encfs.live_drafts import LiveDrafts
 from encfs.meta.codec import decode_node
 from encfs.meta.store import MetaStore, ReadTxn, WriteTxn
 from encfs.model import Item
@@ -46,6 +48,7 @@ class Recovery:
     """What `recover` did."""
 
     drafts: int = 0
+    live: int = 0  # unsettled items whose size was taken from their live file
     trash: int = 0
     deleted: list[str] = field(default_factory=list)
     recounted: list[str] = field(default_factory=list)
@@ -56,6 +59,10 @@ def recover(meta: MetaStore, blobs: BlobStore) -> Recovery:
     done = Recovery(drafts=clear_abandoned_drafts(blobs))
     uncounted: list[str] = []
     if isinstance(blobs, LocalBlobStore):
+        live = LiveDrafts(meta, blobs)
+        with meta.write() as w:
+            done.live, recorded = live.adopt_after_crash(w)
+        done.drafts += live.remove_strays(set(recorded))
         with meta.write() as w:
             files = list(blobs.list())
             uncounted = [sha for sha in files if w.blob(sha) is None]
@@ -75,6 +82,8 @@ def clear_abandoned_drafts(blobs: BlobStore) -> int:
     spool = blobs.spool_dir()
     removed = 0
     for entry in spool.iterdir() if spool.exists() else ():
+        if entry.name.startswith(LIVE_PREFIX):
+            continue  # an item's unsettled content (live_drafts.py), or left over: only recovery judges
         if not entry.name.startswith(DRAFT_PREFIX) and _age(entry) < UNLOCKED_GRACE_SECONDS:
             continue
         if _unowned(entry):

@@ -48,6 +48,7 @@ from encfs.errors import (
 from encfs.finder import Finder
 from encfs.grouping import Grouping
 from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
+from encfs.live_drafts import LiveDrafts, LiveReader
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
 from encfs.meta.store import ReadTxn, WriteTxn
@@ -60,7 +61,7 @@ from encfs.metadata import (
     parse_client_metadata,
 )
 from encfs.metadata_schema import MetadataSchema
-from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Node, SearchHit, Special
+from encfs.model import ROOT_ID, Actor, Attributes, Folder, Item, Kind, Media, Node, SearchHit, Special
 from encfs.names import check_name, printable, split_path
 from encfs.posix import new_ownership
 from encfs.recovery import recover
@@ -98,6 +99,7 @@ class BlobChanges:
 
     obsolete: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    dropped_drafts: list[str] = field(default_factory=list)  # live files no record names (live_drafts.py)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class FilesService(Grouping, Datasets, Views):
         self.cloud = CloudItems(self)  # items whose bytes stay in a bucket (cloud/)
         self.finder = Finder(self.meta, self.access, self._child_path)  # search (finder.py)
         self.metadata_schema = MetadataSchema(self.meta, self.access)  # declared metadata keys
+        self.live = LiveDrafts(self.meta, self.blobs)  # unsettled content in spool files (live_drafts.py)
 
     # ----------------------------------------------------------------- lookups
 
@@ -504,6 +507,7 @@ class FilesService(Grouping, Datasets, Views):
         w.unindex_name(item.id, item.name)
         w.delete_node(item.id)
         self.cloud.forget(w, item.id)
+        self.live.forget(w, item.id, changes.dropped_drafts)
         if item.blob and w.drop_blob_ref(item.blob) == 0:
             changes.obsolete.append(item.blob)
 
@@ -611,6 +615,7 @@ class FilesService(Grouping, Datasets, Views):
             self._delete_uncounted_blobs(changes.written)
             raise
         self._delete_uncounted_blobs(changes.obsolete)
+        self.live.remove_files(changes.dropped_drafts)
 
     def _delete_uncounted_blobs(self, shas: list[str]) -> None:
         """Delete blob files that no record counts. The check and the unlink share a
@@ -928,15 +933,15 @@ class FilesService(Grouping, Datasets, Views):
         if known_content is not None:
             return MemoryBlobReader(known_content)
         for _ in range(3):
-            if item.blob is None:
-                return self.cloud.reader_for(item)  # imported by reference, or empty
             try:
+                if item.blob is None:  # unsettled, imported by reference, or empty
+                    return self.live.reader(item.id) or self.cloud.reader_for(item)
                 return self._checked_reader(item)
             except FileNotFoundError:
                 fresh = self.node(actor, item.id)  # replaced between lookup and open
                 if not isinstance(fresh, Item):
                     raise NotFound("the file was removed", item.name) from None
-                if fresh.blob == item.blob:
+                if fresh.blob == item.blob and item.blob is not None:  # a live file: settled meanwhile
                     self.verifier.report(item.blob, self._describer(item), "the blob file is missing")
                 item = fresh
         raise NotFound("the file's content changed too often to be opened", item.name)
@@ -976,16 +981,23 @@ class FilesService(Grouping, Datasets, Views):
         """A draft of the item's next content: its current bytes, or empty. `current`
         is the reader an open file holds on those bytes; it still has them when the
         item was removed while open (its blob may be gone from the store)."""
+        if keep_content and item is not None:  # in place when it can be: no copy (live_drafts.py)
+            in_place = self.live.reopen(item.id) or self.live.take_over(item, current, self._take_over_blob)
+            if in_place is not None:
+                return in_place
         draft = Draft(self.blobs.spool_dir(), self.blobs.new_upload())
-        if not keep_content or item is None or (item.blob is None and current is None):
+        if not keep_content or item is None:
             return draft
         try:
-            reader = current or self._checked_reader(item)
+            reader = current or (self._checked_reader(item) if item.blob else self.live.reader(item.id))
+            if reader is None:
+                return draft
+            size = reader.size() if isinstance(reader, LiveReader) else item.size  # grown by fsyncs
             try:
-                if item.size <= MEMORY_LIMIT:
-                    draft.load(reader.pread(item.size, 0))
+                if size <= MEMORY_LIMIT:
+                    draft.load(reader.pread(size, 0))
                 else:
-                    draft.fill_from(reader, item.size)
+                    draft.fill_from(reader, size)
             finally:
                 if reader is not current:
                     reader.close()
@@ -1052,15 +1064,18 @@ class FilesService(Grouping, Datasets, Views):
         all in one transaction; the draft is consumed. If the item was removed
         meanwhile, nothing is stored and None is returned with the draft left to the
         caller: a file removed while open goes on living in its descriptors."""
+        live = self.live.should_record(draft, durable) and self.cloud.reference(item_id) is None
         try:
             self._check_may_commit(actor, item_id, path)
-            committed = self._commit(item_id, draft, durable, mtime_ns, path)
+            commit = self._commit_live if live else self._commit
+            committed = commit(item_id, draft, durable, mtime_ns, path)
         except BaseException as exc:
-            draft.discard()  # a refusal frees its space now
+            draft.discard()  # a refusal frees its space now (a live file stays: its record names it)
             if isinstance(exc, OSError):
                 raise self._os_refusal(exc, path) from exc
             raise
-        if committed is not None:
+        if committed is not None and not live:
+            draft.live_name = None  # stored as a blob: the file is no item's content any more
             draft.discard(in_background=True)  # stored: a duplicate's spool may go a moment later
         return committed
 
@@ -1107,16 +1122,114 @@ class FilesService(Grouping, Datasets, Views):
             if dicom:
                 self._check_duplicate_slice(w, item, dicom, path)
             self._store_draft(w, changes, draft, content, durable)
-            if item.blob and w.drop_blob_ref(item.blob) == 0:
-                changes.obsolete.append(item.blob)
-            item.blob, item.size, item.media = content.sha, content.size, media
-            item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
-            item.ctime_ns = time.time_ns()
-            self._update_series_of(w, item, dicom, changes)
-            self._resync_item(w, item)
+            self.live.forget(w, item.id, changes.dropped_drafts, keep=draft.live_name)
+            self._replace_content(w, changes, item, content.sha, content.size, media, dicom, mtime_ns)
         if durable:
             self.meta.sync()
         return item
+
+    def _replace_content(self, w: WriteTxn, changes: BlobChanges, item: Item, blob: str | None, size: int,
+                         media: Media, dicom: dict | None, mtime_ns: int | None) -> None:
+        if item.blob and w.drop_blob_ref(item.blob) == 0:
+            changes.obsolete.append(item.blob)
+        item.blob, item.size, item.media = blob, size, media
+        item.mtime_ns = mtime_ns if mtime_ns is not None else time.time_ns()
+        item.ctime_ns = time.time_ns()
+        self._update_series_of(w, item, dicom, changes)
+        self._resync_item(w, item)
+
+    def _commit_live(
+        self, item_id: int, draft: Draft, durable: bool, mtime_ns: int | None, path: str,
+    ) -> Item | None:
+        """Keep the draft's spool file as the item's content (live_drafts.py): an fsync
+        makes it durable and records it once; a close records size, times and kind."""
+        with self.meta.read() as r:
+            item = r.node(item_id)
+            if not isinstance(item, Item):
+                return None
+            recorded = r.live_draft(item_id)
+        name = draft.make_live()
+        if durable:
+            draft.sync_data()
+            if recorded == name:
+                return item  # the record names it already: size and times follow at close
+        dicom, media = None, item.media
+        if not durable:
+            head = draft.head()
+            dicom = self._dicom_header(draft.source(), path.rsplit("/", 1)[-1], head, path)
+            media = self._dicom_media(dicom) if dicom else probe(draft.source(), head)
+        with self._changing() as (w, changes):
+            item = w.node(item_id)
+            if not isinstance(item, Item):
+                return None
+            self._check_writable(w, item, path)
+            if dicom:
+                self._check_duplicate_slice(w, item, dicom, path)
+            new = self.live.record(w, item, name, changes.dropped_drafts)
+            self._replace_content(w, changes, item, None, draft.size, media, dicom, mtime_ns)
+        if durable and new:
+            self.meta.sync()
+        return item
+
+    def _take_over_blob(self, item_id: int, sha: str, name: str) -> bool:
+        """Make the live file `name` (a hard link of the blob `sha`, which only this
+        item counts) the item's content. Synced before the blob's own name goes, so
+        that no crash can leave the record naming a blob that is gone."""
+        with self.meta.write() as w:
+            item = w.node(item_id)
+            counted = w.blob(sha)
+            if not isinstance(item, Item) or item.blob != sha or counted is None or counted[0] != 1:
+                return False
+            w.drop_blob_ref(sha)
+            w.set_live_draft(item_id, name)
+            item.blob = None
+            w.put_node(item)
+        self.meta.sync()
+        self._delete_uncounted_blobs([sha])
+        return True
+
+    def settle_now(self, item: Item) -> Item | None:
+        """The item with its content settled now (a copy within the mount shares
+        stored content only): None if a writer holds its live file."""
+        name = self.live.name_of(item.id)
+        if name is not None and not self.live.settle(item.id, name, self._settle_as_blob):
+            return None
+        with self.meta.read() as r:
+            fresh = r.node(item.id)
+        return fresh if isinstance(fresh, Item) else None
+
+    def settle_drafts(self, quiet_for: float) -> int:
+        """Store as blobs the live files no writer holds that have been unchanged for
+        `quiet_for` seconds (live_drafts.py); returns how many settled."""
+        settled = sum(self.live.settle(item_id, name, self._settle_as_blob)
+                      for item_id, name in self.live.quiet(quiet_for))
+        self.live.remove_strays()
+        return settled
+
+    def _settle_as_blob(self, item_id: int, name: str, sha: str, sums: Sums, size: int) -> bool:
+        """Switch an item from its live file to the blob `sha` of the same bytes: stored
+        once, shared if stored already, unless that stored copy is damaged (the live
+        file then replaces it, as a commit's draft would)."""
+        with self.meta.read() as r:
+            counted = r.blob(sha) is not None
+            stored_sums = r.sums(sha) if counted else None
+        sound = not counted or self._stored_copy_sound(sha, size, stored_sums)
+        with self._changing() as (w, changes):
+            item = w.node(item_id)
+            if not isinstance(item, Item) or w.live_draft(item_id) != name:
+                return False
+            w.set_live_draft(item_id, None)
+            fresh = w.add_blob_ref(sha, size) == 1
+            if fresh or not sound:
+                if fresh:
+                    changes.written.append(sha)
+                self._put_place(w, sha, self.blobs.adopt(sha, self.live.hard_link(name), durable=True))
+                w.put_sums(sha, sums.pack())
+                self.verifier.forget(sha)
+            item.blob, item.size = sha, size
+            w.put_node(item)
+        self.meta.sync()
+        return True
 
     def _store_draft(self, w: WriteTxn, changes: BlobChanges, draft: Draft, content: NewContent,
                      durable: bool) -> None:
@@ -1185,7 +1298,7 @@ class FilesService(Grouping, Datasets, Views):
         nothing of the refused file is stored (an item with content keeps it)."""
         with self._changing(freeing=True) as (w, changes):
             current = w.node(item_id)
-            if isinstance(current, Item) and current.blob is None:
+            if isinstance(current, Item) and current.blob is None and w.live_draft(current.id) is None:
                 self._drop_item(w, current, changes)
 
     def sync(self) -> None:
@@ -1198,6 +1311,7 @@ class FilesService(Grouping, Datasets, Views):
         if item.blob is not None:
             with contextlib.suppress(FileNotFoundError):  # replaced meanwhile: its writer's to sync
                 self.blobs.sync(item.blob)
+        self.live.sync(item.id)
         self.meta.sync()
 
     @action("upload", where=lambda a: [upload_target(a)])
@@ -1281,6 +1395,9 @@ class FilesService(Grouping, Datasets, Views):
                 details.update(self.specials.details(node))
             elif isinstance(node, Item):
                 details.update(self._item_details(node))
+                details["settled"] = r.live_draft(node.id) is None  # stored as a blob (live_drafts.py)
+                if node.identity is not None:
+                    details["identity"] = node.identity  # handed over by a save (saving.py)
                 details.update(self.cloud.where(r, node))
                 details.update(self.group_details(r, node))
                 details["datasets"], details["projects"] = self.linked_to(r, node.id, actor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,10 +14,17 @@ from encfs.blobs.removal import BACKGROUND_MIN, remove
 
 class LocalBlobReader:
     """An open blob file. It stays readable after the blob is deleted, which is
-    what keeps a file unlinked while open readable until it is closed."""
+    what keeps a file unlinked while open readable until it is closed. It holds a
+    shared `flock` (when it can have one at once): a writer takes a blob over as its
+    item's unsettled content only when nobody reads it (live_drafts.py)."""
+
+    shares_lock = True
 
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDONLY)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if self.shares_lock:
+            with contextlib.suppress(BlockingIOError):
+                fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
 
     def pread(self, size: int, offset: int) -> bytes:
         return os.pread(self.fd, size, offset)

@@ -3,8 +3,10 @@
 All descriptors of one item in this mount share one `OpenFile`, as they share one
 inode on a local disk: a write through one is read at once through the others. The
 first write starts a draft (see draft.py); `flush` (every close) and `fsync` hand it
-to the service, which commits it. The committed content is read through a blob
-reader opened at `open`, so a file removed while open stays readable until closed;
+to the service, which commits it. A draft kept as the item's unsettled content
+(live_drafts.py) stays with the open file after a commit, and later writes go on
+into it. The committed content is read through a blob reader opened at `open`, so
+a file removed while open stays readable until closed;
 its reads are checked against the blob's checksums (integrity.py): damage is EIO.
 """
 
@@ -154,6 +156,8 @@ class OpenFiles:
             return None
         first, second = sorted((source, target), key=lambda opened: opened.item.id)
         with first.lock, second.lock:
+            if source.draft is None and source.item.blob is None and source.item.size:
+                source.item = self.service.settle_now(source.item) or source.item  # unsettled: hashed now
             item = source.item
             if source.draft is not None or item.blob is None or offset_in >= item.size:
                 return None
@@ -177,7 +181,8 @@ class OpenFiles:
     def commit(self, actor: Actor, path: str, opened: OpenFile, durable: bool) -> None:
         with opened.lock:
             draft = opened.draft
-            if draft is None:
+            unchanged = draft is not None and draft.live_name is not None and not draft.changed
+            if draft is None or (unchanged and opened.mtime_override is None):
                 if durable:
                     self.service.make_durable(opened.item)
                 return
@@ -194,6 +199,10 @@ class OpenFiles:
                 opened.draft = draft
                 return
             opened.item = committed
+            if draft.live_name is not None:  # its file is the item's content: writes go on in place
+                draft.changed = False
+                opened.draft = draft
+                return
             opened.replace_reader(self.service.open_reader(actor, committed, known_content=small))
 
     def release(self, number: int) -> None:

@@ -387,14 +387,17 @@ def raise_readahead(mountpoint: Path, stop: threading.Event) -> None:
 
 
 def upkeep(service: Any, stop: threading.Event) -> None:
-    """Settle changed DICOM series often; flush committed changes to disk now and then;
+    """Settle changed DICOM series and quiet unsettled files often; flush committed
+    changes to disk now and then;
     clear drafts a killed process (a CLI upload) left in the spool."""
+    from encfs.live_drafts import quiet_seconds
     from encfs.recovery import clear_abandoned_drafts
 
     last_sync = last_sweep = time.monotonic()
     while not stop.wait(SETTLE_SECONDS):
         try:
             service.settle_series(quiet_for=SETTLE_SECONDS)
+            service.settle_drafts(quiet_for=quiet_seconds())
             if time.monotonic() - last_sync > SYNC_SECONDS:
                 service.sync()
                 last_sync = time.monotonic()

@@ -20,6 +20,8 @@ Sub-databases (all keys big-endian so that prefix scans come out in order):
     contents group:u64 + member:u64 -> b"" (the same pairs the other way round)
     sources  folder:u64 + group:u64 -> b"" (the groups whose frames a folder holds)
     unsettled series item:u64 -> time_ns:u64 of its last change (manifest behind its slices)
+    live_drafts item:u64 -> spool file name:utf8, of an item whose content is that file, not
+             a blob yet (live_drafts.py: written at fsync or close, gone when it settles)
     series   folder:u64 + SeriesInstanceUID:utf8 -> series item:u64, and
              folder:u64 + SeriesInstanceUID + 0x00 + SOPInstanceUID -> slice item:u64
     collections id:u64 -> JSON record of a Dataset or Project
@@ -85,8 +87,8 @@ ERRORS_KEPT = 100
 log = logging.getLogger("encfs.meta")
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "attrs", "schema", "errors", "members",
         "sources", "series", "unsettled", "contents", "collections", "names", "links", "linked", "views",
-        "synced", "attached", "attachments", "sums", "places", "users", "uids", "groups", "memberships",
-        "member_of", "grants", "granted",  # access records (meta/access.py)
+        "synced", "live_drafts", "attached", "attachments", "sums", "places", "users", "uids", "groups",
+        "memberships", "member_of", "grants", "granted",  # access records (meta/access.py)
         "integrations", "refs", "urls", "tombstones", "cloudsync",  # the cloud part (meta/cloud.py)
         *journal.JOURNAL_DBS, *holders.HOLDERS_DBS)
 
@@ -232,6 +234,14 @@ class ReadTxn:
 
     def is_unsettled(self, node_id: int) -> bool:
         return self.txn.get(u64(node_id), db=self.dbs["unsettled"]) is not None
+
+    def live_draft(self, item_id: int) -> str | None:
+        raw = self.txn.get(u64(item_id), db=self.dbs["live_drafts"])
+        return None if raw is None else raw.decode()
+
+    def live_drafts(self) -> list[tuple[int, str]]:
+        with self.txn.cursor(db=self.dbs["live_drafts"]) as cur:
+            return [(U64.unpack(key)[0], value.decode()) for key, value in cur]
 
     def slice_with(self, folder_id: int, series_uid: str, sop_uid: str) -> int | None:
         key = u64(folder_id) + series_uid.encode() + b"\x00" + sop_uid.encode()
@@ -518,6 +528,12 @@ class WriteTxn(ReadTxn):
             self.txn.put(u64(node_id), u64(time.time_ns()), db=self.dbs["unsettled"])
         else:
             self.txn.delete(u64(node_id), db=self.dbs["unsettled"])
+
+    def set_live_draft(self, item_id: int, name: str | None) -> None:
+        if name is None:
+            self.txn.delete(u64(item_id), db=self.dbs["live_drafts"])
+        else:
+            self.txn.put(u64(item_id), name.encode(), db=self.dbs["live_drafts"])
 
     def set_slice(self, folder_id: int, series_uid: str, sop_uid: str, item_id: int | None) -> None:
         key = u64(folder_id) + series_uid.encode() + b"\x00" + sop_uid.encode()

@@ -377,3 +377,21 @@ def test_a_background_import_refuses_bad_input_at_once(cloud: Cloud, tmp_path: P
     assert cloud.ok("import", "status").stdout == "no background imports\n"
     missing = cloud.run("import", "status", "20990101-000000-abcdef")
     assert missing.exit_code != 0 and "no background import" in missing.stderr
+
+
+def test_a_background_import_whose_process_is_gone_shows_as_stopped(cloud: Cloud, tmp_path: Path) -> None:
+    urls = [cloud.put(f"gone/{n:03d}.txt", b"text\n") for n in range(20)]
+    spec = cloud.spec(tmp_path, {"text": [{"objectUrl": url} for url in urls], "skip_duplicate_urls": True})
+    started = cloud.ok("import", "/Imported", spec, "--integration", "data", "--background")
+    job_id = started.stdout.split()[1]
+    pid = int(started.stdout.split("(process ")[1].split(")")[0])
+    try:
+        os.kill(pid, signal.SIGKILL)  # long before its interpreter has started the import
+        shown = poll(lambda: "stopped" in (line := cloud.ok("import", "status", job_id).stdout) and line,
+                     timeout=10)
+        assert shown and "run the import again" in shown, cloud.ok("import", "status").stdout
+    finally:
+        stop_if_running(pid)
+    completed = cloud.ok("import", "/Imported", spec, "--integration", "data")  # the re-run completes it
+    assert "imported 20 into /Imported" in completed.stdout
+

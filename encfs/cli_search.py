@@ -10,13 +10,13 @@ import click
 
 from encfs.cli import fail, service_for, store_option
 from encfs.errors import AccessDenied
-from encfs.metadata_schema import TYPES, MetadataSchema
+from encfs.metadata_schema import MetadataSchema
 from encfs.model import Actor, Kind
 from encfs.names import printable
 
 
 @click.command()
-@click.argument("text", required=False)
+@click.argument("query", required=False, metavar="TEXT")
 @click.option("--kind", type=click.Choice([k.value for k in Kind]), default=None, help="Only this kind.")
 @click.option("--where", "expressions", multiple=True, metavar="EXPR",
               help="A filter such as width>=1024, size>5MB, created>2026-01-01, in:DATASET, not-in:DATASET, "
@@ -26,11 +26,11 @@ from encfs.names import printable
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N files.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @store_option
-def search(text: str | None, kind: str | None, expressions: tuple[str, ...], in_dataset: bool | None,
+def search(query: str | None, kind: str | None, expressions: tuple[str, ...], in_dataset: bool | None,
            limit: int | None, as_json: bool, store_dir: Path | None) -> None:
     """Find files whose name contains TEXT and that pass every --where filter, in every
     folder. Without --limit they are printed by path; with it, as they are found."""
-    wanted = [*expressions, *([f"kind={kind}"] if kind else [])]
+    text, wanted = query, [*expressions, *([f"kind={kind}"] if kind else [])]
     with service_for(store_dir) as service:
         hits = service.find(Actor.local(), text, wanted, in_dataset, limit)
         if limit is None:
@@ -64,11 +64,12 @@ def schema_of(service: object) -> MetadataSchema:
 
 @metadata_schema.command("add")
 @click.argument("key")
-@click.argument("type_name", metavar="TYPE", type=click.Choice(TYPES))
+@click.argument("type_name", metavar="TYPE")
 @click.option("--values", default="", help="An enum's values, comma-separated.")
 @store_option
 def schema_add(key: str, type_name: str, values: str, store_dir: Path | None) -> None:
-    """Declare KEY of TYPE; files' metadata is then checked against it and indexed by it."""
+    """Declare KEY of TYPE (number, text, boolean, datetime or enum); files' metadata is
+    then checked against it and indexed by it."""
     with service_for(store_dir) as service:
         declared = schema_of(service).add(Actor.local(), key, type_name,
                                           [v.strip() for v in values.split(",") if v.strip()])

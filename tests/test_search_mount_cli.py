@@ -104,7 +104,7 @@ def test_cli_metadata_schema(mount: Mounted) -> None:
     assert done.returncode == 0
     assert encfs(store, "metadata-schema", "add", "when", "datetime").returncode == 0
     assert encfs(store, "metadata-schema", "ls").stdout == "site\tenum\tnorth,south,east\nwhen\tdatetime\n"
-    for bad, says in ((("add", "x", "colour"), "is not one of"),
+    for bad, says in ((("add", "x", "colour"), "'colour' is not a type"),
                       (("add", "site", "text"), "already declared"),
                       (("add", "score", "boolean"), "cannot declare 'score' boolean"),
                       (("add", "k", "enum"), "needs its values"), (("rm", "nope"), "no metadata key")):

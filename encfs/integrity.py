@@ -219,6 +219,13 @@ class Verifier:
         if sums is None:
             self._check_whole(fd, identity, size, describe)
             return
+        if size <= sums.block:  # one block (most training images): nothing to read ahead or wait for
+            problem = _block_damage(fd, sums, 0, size)
+            if problem:
+                self._damaged(identity, describe, problem)
+            with self._lock:
+                self._remember(identity, True)
+            return
         blocks = sums.blocks_for(size)
         first_block = offset // sums.block
         last_block = min(blocks - 1, (offset + max(length, 1) - 1) // sums.block)

@@ -155,7 +155,7 @@ class Draft:
         self._flushed_size = 0
         self._taken: TakenBlob | None = None  # a stored blob (or its start) held, not copied
         self.live_name: str | None = None  # the spool file's name once it is the item's content
-        self.changed = True  # written since its last commit (a live draft outlives commits)
+        self.changed = False  # written since its last commit (a live draft outlives commits)
         self.edits_existing = False  # started from the item's stored bytes (not empty, not a copy)
 
     @classmethod
@@ -209,6 +209,7 @@ class Draft:
         if not self.is_blank():
             raise ValueError("only an empty draft can take a blob's content")
         self.buffer, self.size, self._taken = None, min(size, blob.size), blob
+        self.changed = True
 
     def take_more_of(self, sha: str, offset: int, length: int) -> int:
         """The next bytes of the blob the draft holds the start of (the kernel splits a
@@ -366,7 +367,6 @@ class Draft:
         meet a full disk meanwhile. If it fails all the same, the blocks it took past
         the draft's end are given back."""
         self._own_copy()
-        self.changed = True
         end = offset + length
         if self.buffer is not None and end > MEMORY_LIMIT:
             self._spill()
@@ -391,7 +391,6 @@ class Draft:
         cannot do (unaligned, or not supported there) is done by copying. Any
         alignment is accepted."""
         self._own_copy()
-        self.changed = True
         end = offset + length
         if mode & (COLLAPSE_RANGE | INSERT_RANGE):
             limit = self.size if mode & INSERT_RANGE else self.size - 1
@@ -408,6 +407,7 @@ class Draft:
         else:
             self._change_file(mode, offset, length, new_size)
         self.size = new_size
+        self.changed = True
 
     def _change_buffer(self, mode: int, offset: int, end: int, new_size: int) -> None:
         assert self.buffer is not None

@@ -181,8 +181,13 @@ class OpenFiles:
     def commit(self, actor: Actor, path: str, opened: OpenFile, durable: bool) -> None:
         with opened.lock:
             draft = opened.draft
-            unchanged = draft is not None and draft.live_name is not None and not draft.changed
-            if draft is None or (unchanged and opened.mtime_override is None):
+            pending = draft is not None and (draft.changed or opened.lost_to_full_disk)
+            if draft is not None and not pending and opened.mtime_override is None:
+                if draft.live_name is None:  # nothing changed (a refused fallocate, say): no new version
+                    opened.draft = None
+                    draft.discard()
+                draft = None
+            if draft is None:
                 if durable:
                     self.service.make_durable(opened.item)
                 return

@@ -219,7 +219,7 @@ class Verifier:
         if sums is None:
             self._check_whole(fd, identity, size, describe)
             return
-        if size <= sums.block:  # one block (most training images): nothing to read ahead or wait for
+        if 0 < size <= sums.block:  # one block (most training images): nothing to read ahead or wait for
             problem = _block_damage(fd, sums, 0, size)
             if problem:
                 self._damaged(identity, describe, problem)

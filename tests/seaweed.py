@@ -26,6 +26,7 @@ WRITER = ("encfs-test", "encfs-test-secret")
 READER = ("encfs-reader", "encfs-reader-secret")
 WRITE_ONLY = ("encfs-writeonly", "encfs-writeonly-secret")  # may put objects, not read or list them
 START_TIMEOUT = 60.0
+READY_BUCKET = "encfs-ready-probe"  # where the start-up check writes its object
 PORT_NAMES = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
     "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
@@ -100,11 +101,17 @@ class SeaweedS3:
         self._wait_until_up()
 
     def _wait_until_up(self) -> None:
+        """Up means an object can be written and read back: the S3 gateway answers
+        listings before its volume server takes writes (InternalError until then),
+        most of all just after a restart."""
         client = self.client()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                client.list_buckets()
+                if READY_BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+                    client.create_bucket(Bucket=READY_BUCKET)
+                client.put_object(Bucket=READY_BUCKET, Key="probe", Body=b"up")
+                client.get_object(Bucket=READY_BUCKET, Key="probe")["Body"].read()
                 return
             except Exception as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:

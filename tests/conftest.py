@@ -142,10 +142,13 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 
 @pytest.fixture
-def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
-    """A new, empty bucket on the session's server, named after the test."""
+def bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new, empty bucket on the session's server, named after the test (removed
+    with what it holds afterwards)."""
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
-    return seaweed.make_bucket(f"t-{name}-{uuid.uuid4().hex[:8]}")
+    made = seaweed.make_bucket(f"t-{name}-{uuid.uuid4().hex[:8]}")
+    yield made
+    seaweed.drop_bucket(made)
 
 
 @pytest.fixture

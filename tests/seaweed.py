@@ -92,7 +92,8 @@ class SeaweedS3:
     def _launch(self) -> None:
         args = ["weed", "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", "-webdav=false", f"-s3.config={self.config}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fixed ports: another server may hold them
+                "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports: another server may hold them
+                "-volume.max=1000", "-master.volumeSizeLimitMB=64"]  # room for a bucket per test
         args += [f"-{name}={port}" for name, port in self.ports.items()]
         log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server holds it
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
@@ -135,6 +136,24 @@ class SeaweedS3:
     def make_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name
+
+    def drop_bucket(self, name: str) -> None:
+        """Empty and remove a test's bucket, so that its volumes go back to the server
+        (each bucket is a collection with volumes of its own: a session that keeps
+        hundreds of buckets runs out of them). Best effort: the server may be away."""
+        if self.process is None:
+            return
+        client = self.client()
+        try:
+            for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+                client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+            client.delete_bucket(Bucket=name)
+        except Exception:  # a bucket left behind costs only its volumes
+            pass
 
     @contextmanager
     def down(self) -> Iterator[None]:

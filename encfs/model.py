@@ -113,6 +113,15 @@ class Item(Node):
     dicom: dict[str, Any] | None = None  # the header fields of a DICOM file
     datasets: int = 0  # how many Datasets hold it ("Linked to"); st_nlink is 1 + this
     identity: int | None = None  # the Encord identity, when a save handed one over (saving.py)
+    # (blob, checksum) of content that is one block, kept in the record (meta/store.py
+    # put_node) so that the first read of a small file looks nothing up (integrity.py);
+    # it counts only while its blob is the item's blob.
+    only_block_sum: tuple[str, int] | None = field(default=None, compare=False, repr=False)
+
+    def block_sum_hint(self) -> int | None:
+        """The checksum of the item's content if that is one block and it is known."""
+        hint = self.only_block_sum
+        return hint[1] if hint is not None and hint[0] == self.blob else None
 
     @property
     def is_generated(self) -> bool:

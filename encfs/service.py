@@ -47,7 +47,7 @@ from encfs.errors import (
 )
 from encfs.finder import Finder
 from encfs.grouping import Grouping
-from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
+from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes, unpacked_sums
 from encfs.live_drafts import LiveDrafts, LiveReader
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
@@ -951,7 +951,8 @@ class FilesService(Grouping, Datasets, Views):
         inner = self.blobs.open_reader(item.blob)
         if self.blobs.checks_reads or not READ_CHECKS:  # a bucket's reader checks each range itself
             return inner
-        return VerifiedBlobReader(inner, item.blob, item.size, self.verifier, self._describer(item))
+        return VerifiedBlobReader(inner, item.blob, item.size, self.verifier, self._describer(item),
+                                  item.block_sum_hint())
 
     def _describer(self, item: Item) -> Callable[[], str]:
         """How a log line names an item: its id and path (looked up only when needed)."""
@@ -967,8 +968,7 @@ class FilesService(Grouping, Datasets, Views):
 
     def _sums_of(self, sha: str) -> Sums | None:
         with self.meta.read() as r:
-            raw = r.sums(sha)
-        return None if raw is None else Sums.unpack(raw)
+            return unpacked_sums(r.sums(sha))
 
     def _store_sums(self, sha: str, sums: Sums) -> None:
         """Checksums of a blob stored before them, computed at its first full check."""

@@ -78,8 +78,14 @@ def replace(path: Path, offset: int) -> None:
     os.rename(other, path)
 
 
+def grow(path: Path, offset: int) -> None:
+    """Bytes appended to the blob file: every stored byte is still there."""
+    with open(path, "ab") as f:
+        f.write(b"appended")
+
+
 DAMAGES: dict[str, Callable[[Path, int], None]] = {
-    "flipped": flip, "truncated": truncate, "removed": remove, "replaced": replace,
+    "flipped": flip, "truncated": truncate, "removed": remove, "replaced": replace, "grown": grow,
 }
 
 
@@ -320,3 +326,31 @@ def test_changing_a_damaged_file_in_place_is_eio_and_stores_no_damaged_version(
     with open(mount / "data" / "scan.bin", "wb") as f:  # writing it whole anew works
         f.write(content)
     assert read_all(mount / "data" / "scan.bin") == content
+
+
+def test_a_small_files_record_carries_its_checksum_only_for_its_own_blob(store: Path, tmp_path: Path) -> None:
+    """The first read of a one-block file takes its checksum from the item's record
+    (no lookup in `sums`). That copy follows the item's content: changed content
+    gets its own, and a copy left from other content is never used."""
+    other = SMALL.upper()
+    upload(store, tmp_path, "a.bin", SMALL)
+    upload(store, tmp_path, "b.bin", other)
+    opened = open_store(store)
+    try:
+        service = FilesService(opened)
+        actor = Actor.local()
+        item = service.lookup(actor, "/data/a.bin")
+        with opened.meta.read() as r:
+            packed = r.sums(sha(SMALL))
+        assert packed is not None and item.block_sum_hint() == int.from_bytes(packed[4:12], "big")
+
+        with opened.meta.write() as w:
+            item.blob = sha(other)  # the record's copy still names SMALL's blob
+            assert item.block_sum_hint() is None
+            w.put_node(item)
+        stored = service.lookup(actor, "/data/a.bin")
+        with opened.meta.read() as r:
+            packed = r.sums(sha(other))
+        assert packed is not None and stored.block_sum_hint() == int.from_bytes(packed[4:12], "big")
+    finally:
+        opened.close()

@@ -62,6 +62,9 @@ def encode_node(node: Node) -> bytes:
         if node.identity is not None:
             record["identity"] = node.identity
         record["blob"] = node.blob
+        hint = node.block_sum_hint()
+        if hint is not None:
+            record["bsum"] = hint
         record["kind"] = node.media.kind.value
         for name in _MEDIA_FIELDS:
             record[name] = getattr(node.media, name)
@@ -76,10 +79,12 @@ def decode_node(raw: bytes) -> Folder | Item | Special:
     if is_special_mode(record["mode"]):
         return Special(**common, target=record["target"], rdev=record["rdev"])
     media = Media(kind=Kind(record["kind"]), **{name: record[name] for name in _MEDIA_FIELDS})
+    hint = record.get("bsum")
     return Item(
         **common, size=record["size"], blob=record["blob"], media=media, members=record.get("members", []),
         source_folder=record.get("source_folder"), dicom=record.get("dicom"),
         datasets=record.get("datasets", 0), identity=record.get("identity"),
+        only_block_sum=None if hint is None or record["blob"] is None else (record["blob"], hint),
     )
 
 

@@ -109,6 +109,9 @@ def _text_key(name: str) -> bytes | None:
         return None
 
 
+_ONE_BLOCK_SUMS = struct.Struct(">IQ")  # a blob's block size and the checksum of its only block
+
+
 class ReadTxn:
     """Typed reads over one LMDB transaction."""
 
@@ -361,12 +364,25 @@ class WriteTxn(ReadTxn):
         self.touched.names[node.id] = node.name
         if isinstance(node, Folder):
             self.touched.folders.add(node.id)
-        old = self.txn.get(key, db=self.dbs["nodes"]) if isinstance(node, Item) else None
+        old = None
+        if isinstance(node, Item):
+            old = self.txn.get(key, db=self.dbs["nodes"])
+            self._note_only_block_sum(node)
         self.txn.put(key, encode_node(node), db=self.dbs["nodes"])
         self.txn.put(key, encode_attributes(attributes_of(node)), db=self.dbs["stats"])
         if isinstance(node, Item):
             holders.hold(self.txn, self.dbs, node.id, node.blob)
             self.index_attributes(node.id, self._entries(old), entries_of(node, self.types()))
+
+    def _note_only_block_sum(self, item: Item) -> None:
+        """Copy the checksum of one-block content into the item's record (from `sums`,
+        written earlier in this transaction or before): the first read of a small file
+        then needs no lookup in `sums`, whose keys are in no useful order."""
+        if item.blob is None or item.block_sum_hint() is not None:
+            return
+        raw = self.txn.get(bytes.fromhex(item.blob), db=self.dbs["sums"])
+        if raw is not None and len(raw) == _ONE_BLOCK_SUMS.size:  # integrity.Sums.pack of one block
+            item.only_block_sum = (item.blob, _ONE_BLOCK_SUMS.unpack(raw)[1])
 
     def delete_node(self, node_id: int) -> None:
         key = u64(node_id)

@@ -7,7 +7,8 @@ Metadata (one LMDB transaction, a write transaction when repairing):
     that type; every node but the root is named by its parent's entry;
   - a folder's `subfolders` count is the number of folders in it;
   - a blob's count in `blobs` is the number of items naming it, and the `holders`
-    index names exactly those items;
+    index names exactly those items; the checksum a small item's record carries
+    (`bsum`) is its blob's in `sums`;
   - Dataset links are three rows (`links`, `linked`, `views`) in step, with the Dataset
     and the item there, and an item's `datasets` count is its number of links;
   - `members` and `contents` hold the same pairs;
@@ -455,6 +456,7 @@ class MetadataCheck:
                 self.fix("stray checksums", f"blob {key.hex()}", "checksums of a blob no item names",
                          self.delete("sums", key))
         self.check_holders()
+        self.check_block_sum_copies()
         self.report.counted["blobs"] = len(counts)
         return sizes
 
@@ -469,6 +471,26 @@ class MetadataCheck:
             self.fix("blob holders", f"item {item_id}",
                      f"names blob {named.get(item_id)}, the index says {indexed.get(item_id)}",
                      lambda w, i=item_id: self.reindex_holder(w, i, named.get(i), indexed.get(i)))
+
+    def check_block_sum_copies(self) -> None:
+        """The checksum a small item's record carries (`bsum`) is its blob's in `sums`:
+        a wrong copy would make every read of the file fail."""
+        for node in self.nodes.values():
+            copy = node.block_sum_hint() if isinstance(node, Item) else None
+            if copy is None:
+                continue
+            raw = self.r.sums(node.blob or "")
+            stored = Sums.unpack(raw).values if raw is not None else ()
+            if tuple(stored) != (copy,):
+                found = ", ".join(f"{value:016x}" for value in stored) or "none"
+                self.fix("record checksum", self.where(node),
+                         f"the record carries block checksum {copy:016x}, the blob has {found}",
+                         lambda w, item=node: self.recopy_block_sum(w, item))
+
+    @staticmethod
+    def recopy_block_sum(w: WriteTxn, item: Item) -> None:
+        item.only_block_sum = None
+        w.put_node(item)  # copies it again from `sums`, if the blob has one block
 
     @staticmethod
     def reindex_holder(w: WriteTxn, item_id: int, sha: str | None, indexed: str | None) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from encfs.integrity import DamagedContent
 from encfs.meta import holders
 from encfs.meta.store import WriteTxn, u64
 from encfs.model import Actor, Item
@@ -223,6 +224,50 @@ def test_dataset_link_rows_out_of_step_are_rebuilt(filled: Path, lost: str) -> N
     repaired_and_clean(filled, "link out of step")
     with service_of(filled) as service:
         assert [name for name, _ in service.dataset_files(Actor.local(), "D")] == ["a.txt"]
+
+
+def read_through_service(store: Path, path: str) -> bytes:
+    with service_of(store) as service:
+        target = service.lookup(Actor.local(), path)
+        assert isinstance(target, Item)
+        reader = service.open_reader(Actor.local(), target)
+        assert reader is not None
+        try:
+            return reader.pread(target.size, 0)
+        finally:
+            reader.close()
+
+
+def test_a_wrong_checksum_in_a_small_files_record_is_found_and_copied_again(
+    filled: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A small item's record carries its one block's checksum (read checks use it). A
+    wrong copy is found by fsck and copied again; until then the blob's own checksums
+    decide, so good content is still served (with a warning) and damage still is not."""
+    target = item(filled, "/data/a.txt")
+    right = target.block_sum_hint()
+    assert right is not None
+    with metadata(filled) as w:
+        target.only_block_sum = (target.blob, right ^ 1)
+        w.put_node(target)
+    logged, logger = Lines(), logging.getLogger("encfs")
+    logger.addHandler(logged)
+    level, logger.level = logger.level, logging.WARNING
+    try:
+        assert read_through_service(filled, "/data/a.txt") == A
+    finally:
+        logger.removeHandler(logged)
+        logger.level = level
+    assert any("wrong copy" in line for line in logged.lines), logged.lines
+    flipped = bytearray(A)
+    flipped[3] ^= 0xFF
+    blob_file(filled, A).write_bytes(bytes(flipped))
+    with pytest.raises(DamagedContent):
+        read_through_service(filled, "/data/a.txt")
+    blob_file(filled, A).write_bytes(A)
+    repaired_and_clean(filled, "record checksum")
+    assert item(filled, "/data/a.txt").block_sum_hint() == right
+    assert read_through_service(filled, "/data/a.txt") == A
 
 
 def test_a_wrong_dataset_count_and_stats_are_fixed(filled: Path) -> None:

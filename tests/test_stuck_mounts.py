@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import lmdb
 import pytest
 
 from encfs.fs import connection
+from encfs.remote import RUN_DIR
 
 from conftest import Mounted, in_mount_table, start_mount, stop_mount
 
@@ -198,3 +200,27 @@ def test_a_request_stuck_inside_libfuse_is_logged_and_umount_frees_it(
         m1.process.kill()
         stop_mount(m1)
         stop_mount(m2)
+
+
+def test_a_socket_whose_daemon_never_answers_does_not_stop_a_new_mount(store: Path, tmp_path: Path) -> None:
+    """A daemon that hangs (killed while one of its threads waits on its own mount)
+    keeps its command socket listening with nobody taking connections. A new mount
+    probes every socket at start to drop stale ones; it must not wait on that one."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = RUN_DIR / f"test-hung-{os.getpid()}.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen(0)
+        filler.connect(str(path))  # the backlog is full: the next connect would wait for ever
+        mounted = start_mount(store, tmp_path / "mnt")
+        try:
+            assert in_mount_table(mounted.path)
+            assert path.exists()  # a socket that is not refused is not anyone's to remove
+        finally:
+            stop_mount(mounted)
+    finally:
+        filler.close()
+        listener.close()
+        path.unlink(missing_ok=True)

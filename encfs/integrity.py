@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import xxhash
 
@@ -81,10 +81,6 @@ class Sums:
 
     def blocks_for(self, size: int) -> int:
         return -(-size // self.block)
-
-
-def unpacked_sums(raw: bytes | None) -> Sums | None:
-    return None if raw is None else Sums.unpack(raw)
 
 
 def block_sum(data: bytes | bytearray | memoryview) -> int:
@@ -368,7 +364,6 @@ class Verifier:
         problem = (f"the blob file has {st.st_size} bytes instead of {size}" if st.st_size != size
                    else "block 0 differs from its checksum")
         self._damaged(identity, describe, problem)
-        raise AssertionError("unreachable")  # _damaged raises
 
     def report(self, sha: str, describe: Callable[[], str], problem: str) -> None:
         """Damage found outside a read (a blob file missing): logged once, raised."""
@@ -381,7 +376,7 @@ class Verifier:
                 del self._good[identity]
             self._reported = {i for i in self._reported if i[0] != sha}
 
-    def _damaged(self, identity: FileIdentity, describe: Callable[[], str], problem: str) -> None:
+    def _damaged(self, identity: FileIdentity, describe: Callable[[], str], problem: str) -> NoReturn:
         with self._lock:
             first = identity not in self._reported
             self._reported.add(identity)

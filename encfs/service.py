@@ -47,7 +47,7 @@ from encfs.errors import (
 )
 from encfs.finder import Finder
 from encfs.grouping import Grouping
-from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes, unpacked_sums
+from encfs.integrity import READ_CHECKS, Sums, VerifiedBlobReader, Verifier, fingerprint_bytes
 from encfs.live_drafts import LiveDrafts, LiveReader
 from encfs.media import probe
 from encfs.meta.codec import xattr_from_text, xattr_to_text
@@ -968,7 +968,8 @@ class FilesService(Grouping, Datasets, Views):
 
     def _sums_of(self, sha: str) -> Sums | None:
         with self.meta.read() as r:
-            return unpacked_sums(r.sums(sha))
+            raw = r.sums(sha)
+        return None if raw is None else Sums.unpack(raw)
 
     def _store_sums(self, sha: str, sums: Sums) -> None:
         """Checksums of a blob stored before them, computed at its first full check."""

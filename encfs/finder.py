@@ -3,16 +3,17 @@
 A query (search_query.py) is name substrings and conditions. Each part that an index
 can answer becomes a source of candidate item ids:
 
-- id-ordered sources (keys `prefix + id:u64`): the trigram postings of each name
-  substring, equalities on the attribute index (kind=, width=, meta.KEY=V) and a
-  Dataset's links (in:). These are intersected by a leapfrog join (meta/search.py),
-  seeking rather than scanning.
-- value-ordered sources: ranges on the attribute index (size>5MB, created>DATE,
-  meta.score>0.8; meta.KEY~text reads the entries of that key), and a folder subtree
-  (under:/F, read through its folder entries).
+- id-ordered sources (keys `prefix + id:u64`): the postings of the whole grams of
+  each name substring of GRAM (8) characters or more, equalities on the attribute
+  index (kind=, width=, meta.KEY=V) and a Dataset's links (in:). These are
+  intersected by a leapfrog join (meta/search.py), seeking rather than scanning.
+- value-ordered sources: a shorter name substring (the postings of the grams that
+  start with it: exactly the items that hold it), ranges on the attribute index
+  (size>5MB, created>DATE, meta.score>0.8; meta.KEY~text reads the entries of that
+  key), and a folder subtree (under:/F, read through its folder entries).
 
-The planner picks the cheapest: with a name substring, the leapfrog (unless a range
-holds fewer than RANGE_FIRST ids); otherwise it counts each source up to ESTIMATE_CAP
+The planner picks the cheapest: with a long name substring, the leapfrog (unless
+another source holds fewer than RANGE_FIRST ids); otherwise it counts each source up to ESTIMATE_CAP
 and takes the smallest (a range when equal: equalities such as kind=image are coarse).
 Every candidate is then read once and checked against the whole query (name, every
 condition, that it is still in the tree, that the caller may see it), so an index only
@@ -20,7 +21,7 @@ has to hold a superset. Negations (kind!=, not-in:) use no index and are checked
 candidate; a query of negations alone reads every item.
 
 Hits stream in the order their source gives them (item id for the leapfrog, value for
-a range); `sorted_hits` orders them by path."""
+a range, gram for a short name substring); `sorted_hits` orders them by path."""
 
 from __future__ import annotations
 
@@ -32,7 +33,16 @@ from typing import Any
 from encfs.access.policy import AccessPolicy
 from encfs.errors import InvalidInput, NotFound
 from encfs.meta import attrindex as ix
-from encfs.meta.search import U64, DupCursor, IdCursor, Seekable, UnionCursor, joined_grams, leapfrog
+from encfs.meta.search import (
+    U64,
+    DupCursor,
+    IdCursor,
+    Seekable,
+    gram_postings,
+    ids_of_grams_starting,
+    joined_grams,
+    leapfrog,
+)
 from encfs.meta.store import MetaStore, ReadTxn
 from encfs.model import ROOT_ID, Actor, Folder, Item, SearchHit
 from encfs.names import is_text, split_path
@@ -77,6 +87,20 @@ class Range:
 
 
 @dataclass
+class NameStart:
+    """The items whose name holds `text`, a query shorter than a gram: the postings of
+    the grams that start with it (an item once for each place it holds the text)."""
+
+    text: str
+
+    def ids(self, r: ReadTxn) -> Iterator[int]:
+        return ids_of_grams_starting(r.txn, r.dbs["grams"], self.text.encode())
+
+    def count(self, r: ReadTxn, limit: int) -> int:
+        return sum(1 for _ in ids_of_grams_starting(r.txn, r.dbs["grams"], self.text.encode(), limit))
+
+
+@dataclass
 class Subtree:
     """The items under a folder, read through the folder entries."""
 
@@ -105,12 +129,12 @@ class Plan:
     """Resolved conditions and the sources the query can be read from."""
 
     joined: list[Seekable]
-    names: list[tuple[str, Seekable]]  # a name substring and one of its gram sources
-    scans: list[Range | Subtree]
+    scans: list[Range | Subtree | NameStart]
     types: dict[str, dict[str, Any]]
     datasets: dict[str, int]
     folders: dict[str, int]
     below: dict[tuple[int, int], bool] = field(default_factory=dict)  # (folder, ancestor) -> under?
+    whole_grams: bool = False  # a name substring joins its grams (the join is then the rule)
 
 
 class Finder:
@@ -153,23 +177,17 @@ class Finder:
     # ------------------------------------------------------------------ planning
 
     def _plan(self, r: ReadTxn, query: Query) -> Plan:
-        plan = Plan([], [], [], r.schema(), {}, {})
+        plan = Plan([], [], r.schema(), {}, {})
         for text in query.texts:
-            grams = self._name_sources(r, text)
-            plan.joined.extend(grams)
-            plan.names.append((text, grams[0]))
+            grams = joined_grams(text)
+            if grams:
+                plan.joined.extend(gram_postings(r.txn, r.dbs["grams"], gram) for gram in grams)
+                plan.whole_grams = True
+            else:
+                plan.scans.append(NameStart(text))
         for condition in query.conditions:
             self._add_source(r, plan, condition)
         return plan
-
-    def _name_sources(self, r: ReadTxn, text: str) -> list[Seekable]:
-        """The gram postings of a name substring, to join (its grams, or for a short
-        one the union of the grams starting with it). Each posting holds the name."""
-        grams = joined_grams(text)
-        if grams:
-            return [IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00") for g in grams]
-        return [UnionCursor([IdCursor(r.txn.cursor(db=r.dbs["grams"]), g.encode() + b"\x00")
-                             for g in list(r.grams_with_prefix(text))])]
 
     def _add_source(self, r: ReadTxn, plan: Plan, c: Condition) -> None:
         attrs = r.dbs["attrs"]
@@ -223,23 +241,21 @@ class Finder:
             plan.scans.append(Range(ix.meta_key_prefix(key), ix.meta_key_prefix(key), None))
 
     def _candidates(self, r: ReadTxn, plan: Plan, query: Query) -> Iterator[int]:
-        scan = self._cheapest_scan(r, plan, bool(query.texts))
+        scan = self._cheapest_scan(r, plan)
         if scan is not None:  # the joined sources checked by a point lookup each, before a read
-            points = [source for source in plan.joined if isinstance(source, IdCursor | DupCursor)]
             for item_id in _unique(scan.ids(r)):
-                if all(source.holds(item_id) for source in points):
+                if all(source.holds(item_id) for source in plan.joined):
                     yield item_id
         elif plan.joined:
-            for item_id in leapfrog(plan.joined):  # the gram sources stand on the item: its name
-                if all(text in source.value().decode() for text, source in plan.names):
-                    yield item_id
+            yield from leapfrog(plan.joined)
         else:  # negations only: every item (each has a kind)
             yield from Range(ix.KIND, ix.KIND, None).ids(r)
 
-    def _cheapest_scan(self, r: ReadTxn, plan: Plan, has_text: bool) -> Range | Subtree | None:
-        """The range or subtree to read instead of the leapfrog, if it is smaller."""
+    def _cheapest_scan(self, r: ReadTxn, plan: Plan) -> Range | Subtree | NameStart | None:
+        """The source to read instead of the leapfrog, if it is smaller."""
         if not plan.scans:
             return None
+        has_text = plan.whole_grams
         cap = RANGE_FIRST if has_text else ESTIMATE_CAP
         counted = sorted(((scan.count(r, cap), i) for i, scan in enumerate(plan.scans)))
         fewest, best = counted[0]

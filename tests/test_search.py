@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from click.testing import CliRunner
 
 from encfs.cli import main
 from encfs.errors import InvalidInput
+from encfs.fsck import fsck
+from encfs.meta.store import u64
 from encfs.model import Actor, Kind
 from encfs.service import FilesService
 from encfs.store import open_store
@@ -109,6 +112,38 @@ def test_many_items_exact_results(service: FilesService) -> None:
     assert found(service, "frame_01999") == ["/bulk/frame_01999.jpg"]
     assert len(found(service, "frame_019")) == 100
     assert len(found(service, ".jpg")) == 2000
+
+
+def test_a_store_indexed_by_an_older_encfs_is_indexed_again(store: Path, caplog) -> None:
+    """A store whose name postings are trigrams (encfs before 8-character grams) and
+    carry no index version is indexed again when opened, once, and search finds all."""
+    opened = open_store(store)
+    service = FilesService(opened)
+    add(service, "/f/frame_00012345.jpg")
+    add(service, "/f/Cat.png")
+    gone = service.create_item(Actor.local(), "/f/gone.txt")
+    with opened.meta.write() as w:
+        w.txn.drop(w.dbs["grams"], delete=False)
+        for gram in ("\x02fr", "fra", "ram", "\x02ca", "cat", "at.", "gon"):  # part of what was there
+            w.txn.put(gram.encode() + b"\x00" + u64(gone.id), b"gone.txt", db=w.dbs["grams"])
+        w.txn.delete(b"name_index", db=w.dbs["info"])
+    opened.close()
+    with caplog.at_level(logging.INFO, logger="encfs.meta"):
+        reopened = open_store(store)
+    try:
+        service = FilesService(reopened)
+        assert "indexed the names of 3 items for search again" in caplog.text
+        assert found(service, "00012345") == ["/f/frame_00012345.jpg"]
+        assert found(service, "cat") == ["/f/Cat.png"]
+        assert found(service, "GONE.TXT") == ["/f/gone.txt"]
+        assert found(service, "fra") == ["/f/frame_00012345.jpg"]
+        assert [p.line() for p in fsck(reopened, repair=False).remaining] == []
+    finally:
+        reopened.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="encfs.meta"):
+        open_store(store).close()
+    assert "indexed the names" not in caplog.text
 
 
 def test_cli_search(store: Path) -> None:

@@ -175,7 +175,7 @@ def test_limit_and_streaming(service: FilesService) -> None:
 
 # ---------------------------------------------------------------- against a brute-force scan
 
-NAMES = st.text(alphabet="abAB_1.", min_size=1, max_size=6)
+NAMES = st.text(alphabet="abAB_1.", min_size=1, max_size=14)
 SITES = ["north", "south", None]
 
 
@@ -232,9 +232,20 @@ SCORES = st.sampled_from([None, 0.1, 0.4, 0.9])
 ITEMS = st.lists(st.tuples(NAMES, FOLDERS, st.sampled_from(["text", "image"]), st.integers(1, 300),
                            st.sampled_from(SITES), SCORES, st.booleans()),
                  min_size=1, max_size=12)
-QUERIES = st.lists(st.tuples(st.one_of(st.none(), st.text(alphabet="abAB_1.", min_size=1, max_size=3)),
-                             st.lists(CONDITIONS, max_size=3)),
-                   min_size=1, max_size=6)
+# a query's text: none, a short random one, or (item, start, length, upper) to cut from an
+# item's name: long enough to be read through whole grams
+TEXTS = st.one_of(st.none(), st.text(alphabet="abAB_1.", min_size=1, max_size=3),
+                  st.tuples(st.integers(0, 11), st.integers(0, 8), st.integers(8, 14), st.booleans()))
+QUERIES = st.lists(st.tuples(TEXTS, st.lists(CONDITIONS, max_size=3)), min_size=1, max_size=6)
+
+
+def text_of(spec: str | tuple | None, made: list[Made]) -> str | None:
+    if not isinstance(spec, tuple):
+        return spec
+    index, start, length, upper = spec
+    name = made[index % len(made)].name
+    cut = name[start : start + length] or name
+    return cut.upper() if upper else cut
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -259,7 +270,8 @@ def test_search_matches_a_brute_force_scan(items: list[tuple], queries: list[tup
                 made.append(Made(f"{folder}/{name}", name, kind, size, width, metadata, folder,
                                  {"D"} if in_d else set()))
             service.create_dataset(ME, "D", add=[m.path for m in made if m.datasets])
-            for text, where in queries:
+            for spec, where in queries:
+                text = text_of(spec, made)
                 if text is None and not where:
                     continue
                 hits = service.find(ME, text, [expression(*c) for c in where], None, None)

@@ -1,11 +1,16 @@
-"""Name search by trigrams, and the id-ordered posting cursors every search joins.
+"""Name search by grams, and the id-ordered posting cursors every search joins.
 
-A name is padded with a start mark and two end marks so that every character begins
-some gram. Each gram's postings are keys `gram + 0x00 + id:u64`, so they come out in
-item-id order; a query of three or more characters intersects the postings of its
-grams with a leapfrog join: each cursor seeks (`set_range`) to the largest id the
-others stand on, so the work follows how often the lists agree, not how long they are.
-A shorter query takes the union of the grams that start with it.
+A name's grams are the GRAM characters that start at each of its positions (fewer
+near the end: the name's last GRAM - 1 grams are its tails). Each posting is a key
+`gram + 0x00 + id:u64`, so one gram's postings come out in item-id order.
+
+- A query of GRAM characters or more: every name that holds it holds each of its
+  whole grams, so their postings are intersected by a leapfrog join: each cursor
+  seeks (`set_range`) to the largest id the others stand on, and the work follows the
+  rarest gram, which at GRAM characters is rare (a trigram of digits is not).
+- A shorter query is the start of a gram at every place it occurs in a name, so the
+  keys that begin with it list exactly the items that hold it (in gram order, an item
+  once for each place).
 
 Dataset links have the same shape (`prefix + id:u64`), and an attribute value's ids
 are sorted duplicates of its key (meta/attrindex.py): all join in the same leapfrog."""
@@ -17,28 +22,42 @@ from collections.abc import Iterator
 
 import lmdb
 
-START, END = "\x02", "\x03"
+GRAM = 8  # characters: long enough that a gram of digits is rare, short enough to keep keys small
+INDEX_VERSION = b"grams8"  # `info` key name_index: stores indexed otherwise are indexed again
 U64 = struct.Struct(">Q")
 MAX_JOINED_GRAMS = 8  # more grams add seeks per step without cutting many candidates
 
 
 def grams_of(lowered_name: str) -> set[str]:
-    padded = START + lowered_name + END + END
-    return {padded[i : i + 3] for i in range(len(padded) - 2)}
+    return {lowered_name[i : i + GRAM] for i in range(len(lowered_name))}
 
 
-def query_grams(lowered_query: str) -> list[str]:
-    return [lowered_query[i : i + 3] for i in range(len(lowered_query) - 2)]
+def gram_key(gram: str, item_id: int) -> bytes:
+    return gram.encode() + b"\x00" + U64.pack(item_id)
 
 
 def joined_grams(lowered_query: str) -> list[str]:
-    """The distinct grams of the query the join uses: all of them up to
-    MAX_JOINED_GRAMS, else that many spread over the query (first and last kept)."""
-    grams = list(dict.fromkeys(query_grams(lowered_query)))
+    """The distinct whole grams of a query the join uses: all of them up to
+    MAX_JOINED_GRAMS, else that many spread over the query (first and last kept);
+    none for a query shorter than a gram (read by prefix instead)."""
+    grams = list(dict.fromkeys(lowered_query[i : i + GRAM] for i in range(len(lowered_query) - GRAM + 1)))
     if len(grams) <= MAX_JOINED_GRAMS:
         return grams
     step = (len(grams) - 1) / (MAX_JOINED_GRAMS - 1)
     return list(dict.fromkeys(grams[round(i * step)] for i in range(MAX_JOINED_GRAMS)))
+
+
+def ids_of_grams_starting(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes,
+                          limit: int | None = None) -> Iterator[int]:
+    """The ids of the postings whose gram starts with `prefix` (an item once for each
+    place its name holds it), in gram order; at most `limit` of them."""
+    with txn.cursor(db=db) as cur:
+        if not cur.set_range(prefix):
+            return
+        for n, key in enumerate(cur.iternext(keys=True, values=False)):
+            if not key.startswith(prefix) or (limit is not None and n >= limit):
+                return
+            yield U64.unpack_from(key, len(key) - 8)[0]
 
 
 class IdCursor:
@@ -58,9 +77,6 @@ class IdCursor:
         if len(key) != self.plen + 8 or not key.startswith(self.prefix):
             return None
         return U64.unpack_from(key, self.plen)[0]
-
-    def value(self) -> bytes:
-        return self.cursor.value()
 
     def holds(self, item_id: int) -> bool:
         """Whether the id is among this cursor's (one point lookup)."""
@@ -90,9 +106,6 @@ class DupCursor:
             return None
         return U64.unpack(self.cursor.value())[0]
 
-    def value(self) -> bytes:
-        return b""
-
     def holds(self, item_id: int) -> bool:
         return self.cursor.set_key_dup(self.key, U64.pack(item_id))
 
@@ -100,40 +113,15 @@ class DupCursor:
         return self.cursor.count() if self.cursor.set_key(self.key) else 0
 
 
-class UnionCursor:
-    """The ids of several cursors merged (a short query's grams)."""
-
-    def __init__(self, parts: list[IdCursor]) -> None:
-        self.parts = parts
-        self._at: IdCursor | None = None
-
-    def seek(self, item_id: int) -> int | None:
-        best, self._at = None, None
-        for part in self.parts:
-            found = part.seek(item_id)
-            if found is not None and (best is None or found < best):
-                best, self._at = found, part
-        return best
-
-    def value(self) -> bytes:
-        assert self._at is not None
-        return self._at.value()
-
-    def count(self, limit: int) -> int:
-        total = 0
-        for part in self.parts:
-            total += part.count(limit - total)
-            if total >= limit:
-                break
-        return total
+Seekable = IdCursor | DupCursor
 
 
-Seekable = IdCursor | DupCursor | UnionCursor
+def gram_postings(txn: lmdb.Transaction, db: lmdb._Database, gram: str) -> IdCursor:
+    return IdCursor(txn.cursor(db=db), gram.encode() + b"\x00")
 
 
 def leapfrog(cursors: list[Seekable], start: int = 0) -> Iterator[int]:
-    """The ids every cursor holds, in increasing order (a leapfrog join). After each
-    yield the cursors stand on the id, so a caller can read their values."""
+    """The ids every cursor holds, in increasing order (a leapfrog join)."""
     if not cursors:
         return
     at = [c.seek(start) for c in cursors]

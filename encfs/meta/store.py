@@ -75,7 +75,7 @@ from encfs.meta.room import (
     reserve_for,
     round_up,
 )
-from encfs.meta.search import grams_of
+from encfs.meta.search import INDEX_VERSION, gram_key, grams_of
 from encfs.model import Attributes, Dataset, Folder, Item, Node, Project, attributes_of
 
 FORMAT = b"1"
@@ -84,6 +84,7 @@ BLOB = struct.Struct(">QQ")
 DISK_FULL_BELOW = 64 << 10  # free bytes under which the disk counts as full
 REMAP_WAIT_SECONDS = 5.0  # how long a map change waits for this process's reads to end
 ERRORS_KEPT = 100
+NAME_BATCH = 50_000  # items a transaction when a store's names are indexed again
 log = logging.getLogger("encfs.meta")
 _DBS = ("info", "nodes", "stats", "dirents", "blobs", "grams", "attrs", "schema", "errors", "members",
         "sources", "series", "unsettled", "contents", "collections", "names", "links", "linked", "views",
@@ -188,16 +189,6 @@ class ReadTxn:
 
     def store_id(self) -> str:
         return self.txn.get(b"store_id", db=self.dbs["info"]).decode()
-
-    def grams_with_prefix(self, prefix: str) -> Iterator[str]:
-        """The distinct grams starting with `prefix`: one seek per gram, past its postings."""
-        key_prefix = prefix.encode()
-        with self.txn.cursor(db=self.dbs["grams"]) as cur:
-            found = cur.set_range(key_prefix)
-            while found and cur.key().startswith(key_prefix):
-                gram = cur.key().split(b"\x00", 1)[0]
-                yield gram.decode()
-                found = cur.set_range(gram + b"\x01")
 
     def _scan(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of every entry whose key starts with `prefix`, in key order."""
@@ -492,26 +483,21 @@ class WriteTxn(ReadTxn):
             self.txn.put(key, BLOB.pack(count, size), db=self.dbs["blobs"])
 
     def index_name(self, item_id: int, name: str) -> None:
-        lowered = name.casefold()
-        suffix, value = b"\x00" + u64(item_id), lowered.encode()
         put, grams = self.txn.put, self.dbs["grams"]
-        for gram in grams_of(lowered):
-            put(gram.encode() + suffix, value, db=grams)
+        for gram in grams_of(name.casefold()):
+            put(gram_key(gram, item_id), b"", db=grams)
 
     def reindex_name(self, item_id: int, old: str, new: str) -> None:
-        """A renamed item's postings: the grams it lost go, every gram of the new name
-        is written (the shared ones too: a posting holds the name)."""
-        suffix = b"\x00" + u64(item_id)
+        """A renamed item's postings: the grams it lost go, the new ones are written."""
         delete, grams = self.txn.delete, self.dbs["grams"]
         for gram in grams_of(old.casefold()) - grams_of(new.casefold()):
-            delete(gram.encode() + suffix, db=grams)
+            delete(gram_key(gram, item_id), db=grams)
         self.index_name(item_id, new)
 
     def unindex_name(self, item_id: int, name: str) -> None:
-        suffix = b"\x00" + u64(item_id)
         delete, grams = self.txn.delete, self.dbs["grams"]
         for gram in grams_of(name.casefold()):
-            delete(gram.encode() + suffix, db=grams)
+            delete(gram_key(gram, item_id), db=grams)
 
     def set_members(self, group_id: int, old: list[int], new: list[int]) -> None:
         members, contents = self.dbs["members"], self.dbs["contents"]
@@ -639,6 +625,7 @@ class MetaStore:
         self._data_fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
         self._data_size = os.fstat(self._data_fd).st_size
         self._index_holders()
+        self._index_names()
 
     def _index_holders(self) -> None:
         """Build the blob holders index of a store made before it existed (once)."""
@@ -659,6 +646,32 @@ class MetaStore:
             holders.mark_built(w.txn, self.dbs)
         log.info("indexed which items name each blob (a store made by an older encfs)")
 
+    def _index_names(self) -> None:
+        """Index every item's name again if the store's name index is of another kind
+        (a store made by an older encfs: trigrams). Batches of NAME_BATCH items, one
+        transaction each; the version is written last, so an interrupted run starts over."""
+        with self.read() as r:
+            info = self.dbs["info"]
+            if r.txn.get(b"format", db=info) is None or r.txn.get(b"name_index", db=info) == INDEX_VERSION:
+                return
+            ids = [node_id for node_id, _ in r.node_records()]
+        with self.write(reserve=True) as w:
+            w.txn.drop(self.dbs["grams"], delete=False)
+        indexed = 0
+        for start in range(0, len(ids), NAME_BATCH):
+            with self.write() as w:
+                for node_id in ids[start : start + NAME_BATCH]:
+                    try:
+                        node = w.node(node_id)
+                    except Exception:  # a damaged record: fsck reports it
+                        continue
+                    if isinstance(node, Item) and w.child_id(node.parent, node.name) == node.id:
+                        w.index_name(node.id, node.name)  # a tombstone is out of the tree: not indexed
+                        indexed += 1
+        with self.write() as w:
+            w.txn.put(b"name_index", INDEX_VERSION, db=self.dbs["info"])
+        log.info("indexed the names of %d items for search again (a store made by an older encfs)", indexed)
+
     def initialise(self, root: Folder) -> None:
         with self.write() as w:
             if w.txn.get(b"format", db=self.dbs["info"]) is not None:
@@ -667,6 +680,7 @@ class MetaStore:
             w.txn.put(b"store_id", str(uuid.uuid4()).encode(), db=self.dbs["info"])
             w.txn.put(b"next_id", u64(root.id + 1), db=self.dbs["info"])
             holders.mark_built(w.txn, self.dbs)
+            w.txn.put(b"name_index", INDEX_VERSION, db=self.dbs["info"])
             w.put_node(root)
         self.sync()
 

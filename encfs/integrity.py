@@ -337,8 +337,9 @@ class Verifier:
             return "the blob file is missing"
         try:
             fd = reader.fileno()
-            sums = None if raw_sums is None else Sums.unpack(raw_sums)
-            return None if fd is None else self.damage_in(fd, sha, size, sums)
+            if fd is None:
+                return reader.stored_copy_problem()
+            return self.damage_in(fd, sha, size, None if raw_sums is None else Sums.unpack(raw_sums))
         finally:
             reader.close()
 
@@ -434,6 +435,9 @@ class VerifiedBlobReader:
 
     def fileno(self) -> int | None:
         return self.inner.fileno()
+
+    def stored_copy_problem(self) -> str | None:
+        return self.inner.stored_copy_problem()
 
     def close(self) -> None:
         self.inner.close()

@@ -340,6 +340,31 @@ def test_an_object_changed_behind_the_stores_back_is_eio_never_wrong_bytes(
     assert "/data/same-size.bin" in checked.stdout and "/data/shorter.bin" in checked.stdout
 
 
+@pytest.mark.parametrize(("damage", "size"), [("changed", 3 * MiB), ("removed", 20 * MiB)])
+def test_identical_content_written_again_repairs_a_damaged_object_and_never_shares_it(
+        s3_store: Path, s3_mount: Mounted, seaweed: SeaweedS3, bucket: str, remount: Callable,
+        damage: str, size: int) -> None:
+    content = payload(size, 63)
+    (s3_mount / "data").mkdir()
+    (s3_mount / "data" / "first.bin").write_bytes(content)
+    client = seaweed.client()
+    [key] = objects(seaweed, bucket)
+    if damage == "changed":
+        client.put_object(Bucket=bucket, Key=key, Body=payload(size, 64))
+    else:
+        client.delete_object(Bucket=bucket, Key=key)
+    mounted = remount(s3_mount)
+    with pytest.raises(OSError) as failed:
+        (mounted / "data" / "first.bin").read_bytes()
+    assert failed.value.errno == errno.EIO
+    (mounted / "data" / "again.bin").write_bytes(content)  # the same bytes: shared, so stored again
+    assert (mounted / "data" / "again.bin").read_bytes() == content
+    assert (mounted / "data" / "first.bin").read_bytes() == content  # repaired for both
+    assert "the content just written replaces it" in store_log(s3_store)
+    mounted = remount(mounted)  # its cache emptied: read from the new object
+    assert (mounted / "data" / "first.bin").read_bytes() == content
+
+
 def test_fsck_repair_sets_a_damaged_object_aside_in_the_bucket_and_deletes_nothing(
         s3_store: Path, s3_mount: Mounted, seaweed: SeaweedS3, bucket: str) -> None:
     (s3_mount / "data").mkdir()

@@ -22,6 +22,11 @@ class BlobReader(Protocol):
         """Raise if the stored bytes of that range are damaged (before they are
         handed out by descriptor, which Python never reads)."""
 
+    def stored_copy_problem(self) -> str | None:
+        """What is wrong with the stored copy that can be told without reading it (an
+        object changed or gone from its bucket), or None. A blob with a descriptor is
+        read and checked by its bytes instead (integrity.Verifier)."""
+
     def close(self) -> None: ...
 
 
@@ -42,6 +47,9 @@ class MemoryBlobReader:
 
     def verify(self, offset: int, length: int) -> None:
         """Bytes just written, held in memory: nothing to check."""
+
+    def stored_copy_problem(self) -> None:
+        return None
 
     def close(self) -> None:
         self.content = b""

@@ -381,6 +381,12 @@ class S3BlobReader:
     def verify(self, offset: int, length: int) -> None:
         """Fetching checks (a range is checked as it is fetched)."""
 
+    def stored_copy_problem(self) -> str | None:
+        """The object's ETag and length against the ones stored (one HEAD): an object
+        changed or removed behind the store's back is not shared by new content."""
+        place, size, _ = self.store.lookup(self.sha)
+        return self.store.object_problem(place, self.sha, size)
+
     def close(self) -> None:
         with self._lock:
             if self._object is not None:
@@ -483,6 +489,29 @@ class S3BlobStore:
             self.forget_upload(key, upload_id)
             raise
         return Place(key, answer["ETag"])
+
+    def object_problem(self, place: Place, sha: str, size: int) -> str | None:
+        """What is wrong with the blob's object (HEAD, If-Match its ETag), or None;
+        BucketError if the bucket does not answer."""
+        import botocore.exceptions as bex
+
+        args: dict[str, Any] = {"Bucket": self.place_of.bucket, "Key": place.key}
+        if place.etag:
+            args["IfMatch"] = place.etag
+        try:
+            head = self.client.head_object(**args)
+        except bex.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412"):
+                return "its object's ETag is no longer the one stored"
+            if code in ("NoSuchKey", "NotFound", "404"):
+                return "its object is missing"
+            raise self.unreachable("check", place.key, sha, exc) from None
+        except Exception as exc:
+            raise self.unreachable("check", place.key, sha, exc) from None
+        if head.get("ContentLength") != size:
+            return f"its object has {head.get('ContentLength')} bytes instead of {size}"
+        return None
 
     def _still_there(self, place: Place) -> bool:
         """Inside the commit's transaction: the upload was not collected meanwhile."""

@@ -47,5 +47,8 @@ class CachedObjectReader:
     def verify(self, offset: int, length: int) -> None:
         """Every GET is checked as it is answered (ETag, length)."""
 
+    def stored_copy_problem(self) -> None:
+        return None  # an object in the customer's bucket is never a blob that content shares
+
     def close(self) -> None:
         self.cached.close()

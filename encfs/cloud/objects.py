@@ -243,6 +243,9 @@ class ObjectReader:
     def verify(self, offset: int, length: int) -> None:
         """Every GET is checked as it is answered (ETag, length)."""
 
+    def stored_copy_problem(self) -> None:
+        return None  # an object in the customer's bucket is never a blob that content shares
+
     def close(self) -> None:
         self._windows = []
         self._next = None

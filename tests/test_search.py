@@ -114,19 +114,24 @@ def test_many_items_exact_results(service: FilesService) -> None:
     assert len(found(service, ".jpg")) == 2000
 
 
-def test_a_store_indexed_by_an_older_encfs_is_indexed_again(store: Path, caplog) -> None:
+@pytest.mark.parametrize("left", ["by trigrams", "by a run that died"])
+def test_a_store_indexed_by_an_older_encfs_is_indexed_again(store: Path, caplog, left: str) -> None:
     """A store whose name postings are trigrams (encfs before 8-character grams) and
-    carry no index version is indexed again when opened, once, and search finds all."""
+    carry no index version, or whose indexing again died half-way, is indexed when
+    opened, once, and search finds all."""
     opened = open_store(store)
     service = FilesService(opened)
     add(service, "/f/frame_00012345.jpg")
     add(service, "/f/Cat.png")
-    gone = service.create_item(Actor.local(), "/f/gone.txt")
+    stale = service.create_item(Actor.local(), "/f/gone.txt")  # trigram postings left for it
     with opened.meta.write() as w:
         w.txn.drop(w.dbs["grams"], delete=False)
         for gram in ("\x02fr", "fra", "ram", "\x02ca", "cat", "at.", "gon"):  # part of what was there
-            w.txn.put(gram.encode() + b"\x00" + u64(gone.id), b"gone.txt", db=w.dbs["grams"])
-        w.txn.delete(b"name_index", db=w.dbs["info"])
+            w.txn.put(gram.encode() + b"\x00" + u64(stale.id), b"gone.txt", db=w.dbs["grams"])
+        if left == "by trigrams":
+            w.txn.delete(b"name_index", db=w.dbs["info"])
+        else:
+            w.txn.put(b"name_index", b"building 1234", db=w.dbs["info"])
     opened.close()
     with caplog.at_level(logging.INFO, logger="encfs.meta"):
         reopened = open_store(store)

@@ -101,6 +101,21 @@ def u64(n: int) -> bytes:
     return U64.pack(n)
 
 
+def _index_items(w: WriteTxn, ids: list[int]) -> int:
+    """Write the name postings of the items among `ids` that are in the tree (a
+    tombstone is not); how many."""
+    indexed = 0
+    for node_id in ids:
+        try:
+            node = w.node(node_id)
+        except Exception:  # a damaged record: fsck reports it
+            continue
+        if isinstance(node, Item) and w.child_id(node.parent, node.name) == node.id:
+            w.index_name(node.id, node.name)
+            indexed += 1
+    return indexed
+
+
 def _text_key(name: str) -> bytes | None:
     """The key bytes of a name looked up; None for a name that is not UTF-8 text,
     which no stored name is (the service refuses to store one)."""
@@ -648,28 +663,33 @@ class MetaStore:
 
     def _index_names(self) -> None:
         """Index every item's name again if the store's name index is of another kind
-        (a store made by an older encfs: trigrams). Batches of NAME_BATCH items, one
-        transaction each; the version is written last, so an interrupted run starts over."""
+        (a store made by an older encfs: trigrams), in batches of NAME_BATCH items.
+
+        The first transaction empties the index, lists the items and writes a token of
+        this run; each batch goes on only while the token is still this run's, so a
+        process that opens the store meanwhile takes over (and one that finds a run
+        that died starts again). Items made or renamed meanwhile are indexed by their
+        own change; the version is written last."""
+        info = self.dbs["info"]
         with self.read() as r:
-            info = self.dbs["info"]
             if r.txn.get(b"format", db=info) is None or r.txn.get(b"name_index", db=info) == INDEX_VERSION:
                 return
-            ids = [node_id for node_id, _ in r.node_records()]
+        token = b"building " + uuid.uuid4().hex.encode()
         with self.write(reserve=True) as w:
+            if w.txn.get(b"name_index", db=info) == INDEX_VERSION:
+                return
             w.txn.drop(self.dbs["grams"], delete=False)
+            w.txn.put(b"name_index", token, db=info)
+            ids = [node_id for node_id, _ in w.node_records()]
         indexed = 0
         for start in range(0, len(ids), NAME_BATCH):
             with self.write() as w:
-                for node_id in ids[start : start + NAME_BATCH]:
-                    try:
-                        node = w.node(node_id)
-                    except Exception:  # a damaged record: fsck reports it
-                        continue
-                    if isinstance(node, Item) and w.child_id(node.parent, node.name) == node.id:
-                        w.index_name(node.id, node.name)  # a tombstone is out of the tree: not indexed
-                        indexed += 1
+                if w.txn.get(b"name_index", db=info) != token:
+                    return  # another process took over
+                indexed += _index_items(w, ids[start : start + NAME_BATCH])
         with self.write() as w:
-            w.txn.put(b"name_index", INDEX_VERSION, db=self.dbs["info"])
+            if w.txn.get(b"name_index", db=info) == token:
+                w.txn.put(b"name_index", INDEX_VERSION, db=info)
         log.info("indexed the names of %d items for search again (a store made by an older encfs)", indexed)
 
     def initialise(self, root: Folder) -> None:

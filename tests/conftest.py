@@ -3,6 +3,7 @@ and always unmounted and stopped (by its own pid) in teardown, pass or fail."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,3 +180,27 @@ def isolated_store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def errors_of(mounted: Mounted) -> str:
     return (mounted.path / ".encfs" / "errors").read_text()
+
+
+class _Lines(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def logged_lines(name: str, level: int = logging.INFO) -> Iterator[list[str]]:
+    """The messages logger `name` writes at `level` or above meanwhile, whatever other
+    tests (a mount's log set-up in this process) did to its propagation."""
+    logger, handler = logging.getLogger(name), _Lines(level)
+    was = logger.level
+    logger.setLevel(level)  # setLevel, not `.level =`: it also clears the loggers' cached answers
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(was)

@@ -27,7 +27,7 @@ from encfs.meta.store import WriteTxn, u64
 from encfs.model import Actor, Item
 from encfs.store import open_store
 
-from conftest import Mounted
+from conftest import Mounted, logged_lines
 from store_state import service_of
 
 A = b"first file's bytes\n" * 50
@@ -120,38 +120,20 @@ def test_a_lost_blob_row_is_counted_again_and_the_content_survives_removal(fille
     assert blob_file(filled, B).read_bytes() == B
 
 
-class Lines(logging.Handler):
-    """The lines a logger wrote (whatever other tests did to its propagation)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def test_a_count_too_low_never_deletes_content_another_file_names(filled: Path) -> None:
     """a.txt and copy.txt share one blob; its count damaged to 1, removing a.txt
     must not delete the content copy.txt still names (no fsck run in between)."""
     sha = item(filled, "/data/a.txt").blob
     with metadata(filled) as w:
         w.set_blob(sha, 1, len(A))
-    logged, logger = Lines(), logging.getLogger("encfs.meta")
-    logger.addHandler(logged)
-    level, logger.level = logger.level, logging.WARNING
-    try:
-        with service_of(filled) as service:
-            service.remove_item(Actor.local(), "/data/a.txt")
-            reader = service.open_reader(Actor.local(), service.lookup(Actor.local(), "/data/copy.txt"))
-            assert reader is not None and reader.pread(len(A) + 1, 0) == A
-            reader.close()
-    finally:
-        logger.removeHandler(logged)
-        logger.level = level
+    with logged_lines("encfs.meta", logging.WARNING) as lines, service_of(filled) as service:
+        service.remove_item(Actor.local(), "/data/a.txt")
+        reader = service.open_reader(Actor.local(), service.lookup(Actor.local(), "/data/copy.txt"))
+        assert reader is not None and reader.pread(len(A) + 1, 0) == A
+        reader.close()
     assert blob_file(filled, A).read_bytes() == A
     said = f"blob {sha}: its count reached zero but 1 item(s) still name it"
-    assert any(said in line for line in logged.lines), logged.lines
+    assert any(said in line for line in lines), lines
     assert fsck(filled).returncode == 0  # counted again correctly: nothing left to fix
     with service_of(filled) as service:
         service.remove_item(Actor.local(), "/data/copy.txt")
@@ -250,15 +232,9 @@ def test_a_wrong_checksum_in_a_small_files_record_is_found_and_copied_again(
     with metadata(filled) as w:
         target.only_block_sum = (target.blob, right ^ 1)
         w.put_node(target)
-    logged, logger = Lines(), logging.getLogger("encfs")
-    logger.addHandler(logged)
-    level, logger.level = logger.level, logging.WARNING
-    try:
+    with logged_lines("encfs", logging.WARNING) as lines:
         assert read_through_service(filled, "/data/a.txt") == A
-    finally:
-        logger.removeHandler(logged)
-        logger.level = level
-    assert any("wrong copy" in line for line in logged.lines), logged.lines
+    assert any("wrong copy" in line for line in lines), lines
     flipped = bytearray(A)
     flipped[3] ^= 0xFF
     blob_file(filled, A).write_bytes(bytes(flipped))

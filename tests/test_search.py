@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from encfs.model import Actor, Kind
 from encfs.service import FilesService
 from encfs.store import open_store
 
-from conftest import Mounted
+from conftest import Mounted, logged_lines
 from media import image_bytes
 
 
@@ -151,28 +148,6 @@ def test_a_store_indexed_by_an_older_encfs_is_indexed_again(store: Path, left: s
         open_store(store).close()
     assert not any("indexed the names" in line for line in lines)
 
-
-class Lines(logging.Handler):
-    """The lines a logger wrote (whatever other tests did to its propagation)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@contextmanager
-def logged_lines(name: str) -> Iterator[list[str]]:
-    logger, handler = logging.getLogger(name), Lines()
-    level, logger.level = logger.level, logging.INFO
-    logger.addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.level = level
 
 
 def test_cli_search(store: Path) -> None:

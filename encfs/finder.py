@@ -13,8 +13,8 @@ can answer becomes a source of candidate item ids:
   key), and a folder subtree (under:/F, read through its folder entries).
 
 The planner picks the cheapest: with a long name substring, the leapfrog (unless
-another source holds fewer than RANGE_FIRST ids); otherwise it counts each source up to ESTIMATE_CAP
-and takes the smallest (a range when equal: equalities such as kind=image are coarse).
+another source holds fewer than RANGE_FIRST ids); otherwise it counts each source up
+to ESTIMATE_CAP and takes the smallest (a range when equal: equalities such as kind=image are coarse).
 Every candidate is then read once and checked against the whole query (name, every
 condition, that it is still in the tree, that the caller may see it), so an index only
 has to hold a superset. Negations (kind!=, not-in:) use no index and are checked per
@@ -255,13 +255,12 @@ class Finder:
         """The source to read instead of the leapfrog, if it is smaller."""
         if not plan.scans:
             return None
-        has_text = plan.whole_grams
-        cap = RANGE_FIRST if has_text else ESTIMATE_CAP
+        cap = RANGE_FIRST if plan.whole_grams else ESTIMATE_CAP
         counted = sorted(((scan.count(r, cap), i) for i, scan in enumerate(plan.scans)))
         fewest, best = counted[0]
         if not plan.joined:
             return plan.scans[best]
-        if has_text:
+        if plan.whole_grams:
             return plan.scans[best] if fewest < cap else None
         joined = min(source.count(cap) for source in plan.joined)
         return plan.scans[best] if fewest <= joined else None

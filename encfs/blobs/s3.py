@@ -143,6 +143,21 @@ def bucket_problem(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _changed_or_gone(exc: Exception) -> str | None:
+    """What a GET or HEAD (If-Match the stored ETag) refused says of the object: that
+    it changed or is gone; None if the refusal says nothing about it (unreachable)."""
+    import botocore.exceptions as bex
+
+    if not isinstance(exc, bex.ClientError):
+        return None
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in ("PreconditionFailed", "412"):
+        return "its ETag is no longer the one stored"
+    if code in ("NoSuchKey", "NotFound", "404"):
+        return "it is missing"
+    return None
+
+
 def check_bucket(place: BucketPlace) -> None:
     """At init: the bucket exists and the credentials may write, read and delete in it."""
     try:
@@ -493,24 +508,18 @@ class S3BlobStore:
     def object_problem(self, place: Place, sha: str, size: int) -> str | None:
         """What is wrong with the blob's object (HEAD, If-Match its ETag), or None;
         BucketError if the bucket does not answer."""
-        import botocore.exceptions as bex
-
         args: dict[str, Any] = {"Bucket": self.place_of.bucket, "Key": place.key}
         if place.etag:
             args["IfMatch"] = place.etag
         try:
             head = self.client.head_object(**args)
-        except bex.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412"):
-                return "its object's ETag is no longer the one stored"
-            if code in ("NoSuchKey", "NotFound", "404"):
-                return "its object is missing"
-            raise self.unreachable("check", place.key, sha, exc) from None
         except Exception as exc:
+            problem = _changed_or_gone(exc)
+            if problem is not None:
+                return problem
             raise self.unreachable("check", place.key, sha, exc) from None
         if head.get("ContentLength") != size:
-            return f"its object has {head.get('ContentLength')} bytes instead of {size}"
+            return f"it has {head.get('ContentLength')} bytes instead of {size}"
         return None
 
     def _still_there(self, place: Place) -> bool:
@@ -585,12 +594,9 @@ class S3BlobStore:
 
             if not isinstance(exc, bex.ClientError):  # no answer: the next reads fail at once, a while
                 self._away_until = time.monotonic() + AWAY_SECONDS
-            if isinstance(exc, bex.ClientError):
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code in ("PreconditionFailed", "412"):
-                    raise self.changed(place, sha, "its ETag is no longer the one stored") from None
-                if code in ("NoSuchKey", "404"):
-                    raise self.changed(place, sha, "it is missing") from None
+            problem = _changed_or_gone(exc)
+            if problem is not None:
+                raise self.changed(place, sha, problem) from None
             raise self.unreachable("read", place.key, sha, exc) from None
         total = str(answer.get("ContentRange", "")).rpartition("/")[2]
         if total.isdigit() and int(total) != size:
